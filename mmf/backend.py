@@ -1,0 +1,65 @@
+"""The one switch between the NumPy reference and the Numba kernels.
+
+The model and the mixers never call a BitLinear, norm or scan directly: they call them through a
+backend object. `NumpyBackend` is the reference (this package, NumPy only). The fast tier,
+`kernels_numba.backend.NumbaBackend`, subclasses it and overrides what it accelerates with the same
+signatures, each override proven equal to the method it replaces.
+
+The backend also carries two model-wide modes:
+  quantize -- False turns E2/E3 off (plain float layers) so finite differences are meaningful;
+  fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving).
+"""
+from . import bitlinear, loss, recurrence, rmsnorm
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, quantize=True, fused=True):
+        self.quantize = quantize
+        self.fused = fused
+
+    # E1
+    def rmsnorm_forward(self, x, g, eps):
+        return rmsnorm.rmsnorm_forward(x, g, eps)
+
+    def rmsnorm_backward(self, dy, cache):
+        return rmsnorm.rmsnorm_backward(dy, cache)
+
+    # E4/E5
+    def bitlinear_forward(self, x, W, g):
+        return bitlinear.bitlinear_forward(x, W, g, quantize=self.quantize, fused=self.fused)
+
+    def bitlinear_backward(self, dy, cache):
+        return bitlinear.bitlinear_backward(dy, cache)
+
+    # E6 recurrence
+    def scan_forward(self, f, i, h0):
+        return recurrence.scan_forward(f, i, h0)
+
+    def scan_backward(self, dh, f, h, h0):
+        return recurrence.scan_backward(dh, f, h, h0)
+
+    # E11
+    def cross_entropy_forward(self, logits, targets):
+        return loss.cross_entropy_forward(logits, targets)
+
+    def cross_entropy_backward(self, cache):
+        return loss.cross_entropy_backward(cache)
+
+
+def get_backend(name_or_backend, quantize=True, fused=True):
+    """'numpy' -> NumpyBackend; 'numba' -> kernels_numba's NumbaBackend (imported only when asked for,
+    so mmf itself runs on NumPy alone); a backend instance is used as it is."""
+    if isinstance(name_or_backend, NumpyBackend):
+        return name_or_backend
+    if name_or_backend == "numpy":
+        return NumpyBackend(quantize, fused)
+    if name_or_backend == "numba":
+        try:
+            from kernels_numba.backend import NumbaBackend
+        except ImportError as e:
+            raise ImportError(f"backend='numba' needs the kernels_numba package and numba installed ({e}); "
+                              "use backend='numpy' for the pure NumPy reference") from e
+        return NumbaBackend(quantize, fused)
+    raise ValueError(f"backend must be 'numpy', 'numba' or a NumpyBackend instance, got {name_or_backend!r}")

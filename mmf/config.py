@@ -1,0 +1,43 @@
+"""MMfreeConfig: the shape of a MatMul-free language model (SPEC §3).
+
+Field names follow the official `HGRNBitConfig` so a released config maps onto this one.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+
+def glu_intermediate_size(hidden_size: int) -> int:
+    """E8 rule: I = 256 * ceil(int(D * 4 * 2/3) / 256); D=1024 -> 2816, D=2048 -> 5632."""
+    return 256 * math.ceil(int(hidden_size * 4 * 2 / 3) / 256)
+
+
+@dataclass
+class MMfreeConfig:
+    vocab_size: int                           # V: number of token ids the embedding and LM head know
+    hidden_size: int                          # D: model width (every MLGRU projection is D x D)
+    num_layers: int                           # L: number of blocks (MLGRU token mixer + GLU channel mixer)
+    intermediate_size: Optional[int] = None   # I: GLU width; None -> the official E8 rounding rule
+    rms_norm_eps: float = 1e-6                # eps of the block norms and g_norm (BitLinear norms always use 1e-6, E4)
+    use_lower_bound: bool = True              # E7: learnable forget-gate lower bounds rising with depth
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"MMfreeConfig.{name} must be an int, got {type(value).__name__} ({value!r})")
+            if value <= 0:
+                raise ValueError(f"MMfreeConfig.{name} must be positive, got {value}")
+        if self.intermediate_size is None:
+            self.intermediate_size = glu_intermediate_size(self.hidden_size)
+        elif isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):
+            raise TypeError(f"MMfreeConfig.intermediate_size must be an int or None, "
+                            f"got {type(self.intermediate_size).__name__}")
+        elif self.intermediate_size <= 0:
+            raise ValueError(f"MMfreeConfig.intermediate_size must be positive, got {self.intermediate_size}")
+        if not isinstance(self.rms_norm_eps, (int, float)) or isinstance(self.rms_norm_eps, bool) \
+                or not (0 < float(self.rms_norm_eps) < 1):
+            raise ValueError(f"MMfreeConfig.rms_norm_eps must be a float in (0, 1), got {self.rms_norm_eps!r}")
+        self.rms_norm_eps = float(self.rms_norm_eps)
+        if not isinstance(self.use_lower_bound, bool):
+            raise TypeError(f"MMfreeConfig.use_lower_bound must be a bool, got {self.use_lower_bound!r}")

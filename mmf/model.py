@@ -1,0 +1,125 @@
+"""E10 model: x = Embedding[ids]; L blocks (E9); logits = BitLinear_lm_head(rms(x; norm)).
+
+The embedding is a plain float table (not quantized); the LM head is a ternary BitLinear, untied.
+`forward` runs the layers in order and keeps their caches; `_backward` calls the matching backward
+functions in exactly the reverse order, accumulating into gradients keyed like the parameters.
+"""
+import numpy as np
+
+from .backend import get_backend
+from .block import block_backward, block_forward, sub_dict
+from .checks import check_token_ids
+from .config import MMfreeConfig
+from .mlgru import lower_bounds_backward, lower_bounds_forward
+from .params import ParamDict, init_params, param_shapes
+
+
+class MMfreeLM:
+    """A MatMul-free LM (HGRNBit semantics) in NumPy.
+
+    config   -- MMfreeConfig
+    seed     -- initialisation seed
+    dtype    -- np.float32 (training default) or np.float64 (gradient checks)
+    quantize -- False turns E2/E3 off: a float model, for finite-difference checks
+    backend  -- 'numpy' (this package), 'numba' (kernels_numba) or a backend instance
+    fused    -- recompute the quantized BitLinear input in backward instead of caching it (E5)
+    """
+
+    def __init__(self, config, seed=0, dtype=np.float32, quantize=True, backend="numpy", fused=True):
+        if not isinstance(config, MMfreeConfig):
+            raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype}")
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.backend = get_backend(backend, quantize, fused)
+        self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
+
+    @property
+    def quantize(self):
+        return self.backend.quantize
+
+    @quantize.setter
+    def quantize(self, on):
+        self.backend.quantize = bool(on)
+
+    def num_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    def layer_params(self, l):
+        """The dict of block l's parameters, keyed below `model.layers.{l}.`."""
+        return sub_dict(self.params, f"model.layers.{l}.")
+
+    def lower_bounds(self):
+        """lb (L, D) from model.lower_bounds (E7), or None when use_lower_bound is off."""
+        if not self.config.use_lower_bound:
+            return None
+        return lower_bounds_forward(self.params["model.lower_bounds"])[0]
+
+    # ------------------------------------------------------------------------
+    def _forward(self, ids, state):
+        cfg, P, ops = self.config, self.params, self.backend
+        check_token_ids("ids", ids, cfg.vocab_size)
+        B = ids.shape[0]
+        if state is not None:
+            if len(state) != cfg.num_layers or any(h.shape != (B, cfg.hidden_size) for h in state):
+                raise ValueError(f"state must be a list of {cfg.num_layers} arrays of shape "
+                                 f"({B}, {cfg.hidden_size}), one carried MLGRU state per layer")
+        lb, S = (lower_bounds_forward(P["model.lower_bounds"]) if cfg.use_lower_bound else (None, None))
+        x = P["model.embeddings.weight"][ids]                                   # (B, T) -> (B, T, D)
+        new_state, block_caches = [], []
+        for l in range(cfg.num_layers):
+            h0 = state[l] if state is not None else np.zeros((B, cfg.hidden_size), self.dtype)
+            lb_l = lb[l] if (lb is not None and l > 0) else None              # layer 0 is unbounded
+            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, ops)
+            new_state.append(h_last)
+            block_caches.append(c)
+        xn, c_norm = ops.rmsnorm_forward(x, P["model.norm.weight"], cfg.rms_norm_eps)
+        logits, c_head = ops.bitlinear_forward(xn, P["lm_head.weight"], P["lm_head.norm.weight"])  # (B, T, V)
+        cache = (ids, S, block_caches, c_norm, c_head)
+        return logits, new_state, cache
+
+    def forward(self, ids, state=None, return_state=False):
+        """ids (B, T) int -> logits (B, T, V). With return_state=True also returns the MLGRU state after
+        the last token (a list of L arrays (B, D)); passing it back as `state` continues the sequence, so
+        a prompt is prefilled once and then decoded one token at a time with O(1) work per token."""
+        logits, new_state, _ = self._forward(ids, state)
+        return (logits, new_state) if return_state else logits
+
+    def loss_and_grads(self, ids, targets):
+        """Mean cross-entropy (E11) over all (B, T) positions and its gradient for every parameter."""
+        check_token_ids("targets", targets, self.config.vocab_size)
+        if targets.shape != ids.shape:
+            raise ValueError(f"targets has shape {targets.shape} but ids has {ids.shape}; they must match")
+        logits, _, cache = self._forward(ids, None)
+        loss, c_loss = self.backend.cross_entropy_forward(logits, targets)
+        grads = self._backward(self.backend.cross_entropy_backward(c_loss), cache)
+        return loss, grads
+
+    def _backward(self, dlogits, cache):
+        cfg, ops = self.config, self.backend
+        ids, S, block_caches, c_norm, c_head = cache
+        grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        dxn, dW, dg = ops.bitlinear_backward(dlogits, c_head)
+        grads["lm_head.weight"] += dW
+        grads["lm_head.norm.weight"] += dg
+        dx, dg = ops.rmsnorm_backward(dxn, c_norm)
+        grads["model.norm.weight"] += dg
+        dlb = np.zeros((cfg.num_layers, cfg.hidden_size), self.dtype) if S is not None else None
+        for l in reversed(range(cfg.num_layers)):
+            dx, dp, dlb_l = block_backward(dx, block_caches[l], ops)
+            for k, v in dp.items():
+                grads[f"model.layers.{l}.{k}"] += v
+            if dlb_l is not None:
+                dlb[l] += dlb_l
+        if S is not None:
+            grads["model.lower_bounds"] += lower_bounds_backward(dlb, S)
+        np.add.at(grads["model.embeddings.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))
+        return grads
+
+    # ------------------------------------------------------------------------
+    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """Prefill `ids` (B, T) once, then sample one token at a time carrying the MLGRU state.
+        temperature 0 is greedy. Returns (B, T + max_new_tokens)."""
+        from .generate import generate
+        return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

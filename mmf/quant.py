@@ -1,0 +1,56 @@
+"""Quantizers: E2 (per-token int8 absmax activations) and E3 (per-tensor ternary absmean weights).
+
+Each quantizer comes in two forms that agree exactly:
+  * the integer form (int8 codes + a float scale), used by the kernels and the FPGA model;
+  * the "fake-quant" float form x~ = q / s, W~ = Wt * beta, used for training (the official GPU
+    code does the same: it never runs integer math, it runs a float matmul on dequantized values).
+Rounding is round-half-to-even (np.round), as torch.round does.
+"""
+import numpy as np
+
+ACT_QMAX = 127.0     # 8-bit symmetric range: s*x lands in [-127, 127] because s = 127 / max|x|
+ACT_EPS = 1e-5       # floor on max|x|: an all-zero token gets s = 127/1e-5 instead of a division by 0
+WEIGHT_EPS = 1e-5    # floor on mean|W|: an all-zero matrix gets beta = 1e-5
+
+
+# ----------------------------------------------------------------------------
+# E2: activations, one scale per token (last axis)
+
+def activation_scale(x):
+    """s = 127 / max(max_j |x_j|, 1e-5), one per token.  (..., D) -> (..., 1)"""
+    absmax = np.max(np.abs(x), axis=-1, keepdims=True)            # (..., 1)
+    return (ACT_QMAX / np.maximum(absmax, ACT_EPS)).astype(x.dtype)
+
+
+def activation_quant_int(x):
+    """E2 integer form: (q int8 (..., D), s (..., 1)) with q = clip(round(x*s), -128, 127)."""
+    s = activation_scale(x)                                        # (..., 1)
+    q = np.clip(np.round(x * s), -128, 127).astype(np.int8)        # (..., D)
+    return q, s
+
+
+def activation_quant(x):
+    """E2 fake-quant: x~ = q / s, same dtype as x. Equal to activation_quant_int's q / s."""
+    s = activation_scale(x)
+    return np.clip(np.round(x * s), -128, 127) / s
+
+
+# ----------------------------------------------------------------------------
+# E3: weights, one scale per tensor
+
+def weight_scale(W):
+    """beta = max(mean|W|, 1e-5): the absmean of the whole matrix."""
+    return max(float(np.mean(np.abs(W))), WEIGHT_EPS)
+
+
+def weight_quant_int(W):
+    """E3 integer form: (Wt int8 in {-1,0,1}, beta). Like the official code, W is multiplied by 1/beta."""
+    beta = weight_scale(W)
+    Wt = np.clip(np.round(W * (1.0 / beta)), -1, 1).astype(np.int8)
+    return Wt, beta
+
+
+def weight_quant(W):
+    """E3 fake-quant: W~ = Wt * beta, values in {-beta, 0, +beta}, same dtype as W."""
+    Wt, beta = weight_quant_int(W)
+    return Wt.astype(W.dtype) * W.dtype.type(beta)
