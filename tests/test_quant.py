@@ -1,0 +1,59 @@
+"""E2/E3 quantizers against exact value tables: ties (round half to even), clipping, the 1e-5 floors."""
+import numpy as np
+import pytest
+
+from mmf.quant import activation_quant, activation_quant_int, weight_quant, weight_quant_int
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_ties_round_half_to_even(dtype):
+    # max|x| = 127 gives s = 1 exactly, so the codes are round(x) and every .5 is a tie
+    x = np.array([[127.0, 2.5, -2.5, 3.5, 0.5, -0.5, 1.5, -126.4]], dtype)
+    q, s = activation_quant_int(x)
+    assert q.dtype == np.int8 and s.shape == (1, 1) and s[0, 0] == 1.0
+    np.testing.assert_array_equal(q, [[127, 2, -2, 4, 0, 0, 2, -126]])
+
+
+def test_activation_scale_per_token_and_fake_quant():
+    x = np.array([[1.0, -0.5, 0.25, 0.0],      # s = 127: codes 127, -63.5 -> -64 (even), 31.75 -> 32, 0
+                  [-2.0, 1.0, 0.0, 0.0]])      # s = 63.5: codes -127, 63.5 -> 64 (even), 0, 0
+    q, s = activation_quant_int(x)
+    np.testing.assert_array_equal(q, [[127, -64, 32, 0], [-127, 64, 0, 0]])
+    np.testing.assert_array_equal(s[:, 0], [127.0, 63.5])
+    np.testing.assert_array_equal(activation_quant(x), q / s)
+    assert np.abs(q).max() <= 127            # absmax maps to 127, so -128 is never produced
+
+
+def test_activation_floor_for_zero_and_tiny_tokens():
+    x = np.array([[0.0, 0.0, 0.0], [1e-6, -1e-6, 5e-7]])
+    q, s = activation_quant_int(x)
+    np.testing.assert_allclose(s[:, 0], [127 / 1e-5, 127 / 1e-5])   # max|x| < 1e-5 hits the floor
+    np.testing.assert_array_equal(q, [[0, 0, 0], [13, -13, 6]])       # 12.7 -> 13, 6.35 -> 6
+    assert np.all(np.isfinite(activation_quant(x)))
+
+
+def test_weight_ternary_table_with_clipping():
+    W = np.array([[1.0, -1.0, 0.0, 2.0], [0.5, -0.5, 3.0, -3.0]])    # beta = mean|W| = 11/8
+    Wt, beta = weight_quant_int(W)
+    assert beta == 1.375 and Wt.dtype == np.int8
+    np.testing.assert_array_equal(Wt, [[1, -1, 0, 1], [0, 0, 1, -1]])  # 2.18 and -2.18 clip to +-1
+    np.testing.assert_array_equal(weight_quant(W), Wt * 1.375)
+
+
+def test_weight_ties_and_floor():
+    Wt, beta = weight_quant_int(np.array([[0.5, -0.5, 1.5, -1.5]]))   # beta = 1: ties at +-0.5 -> 0
+    assert beta == 1.0
+    np.testing.assert_array_equal(Wt, [[0, 0, 1, -1]])
+    Wt, beta = weight_quant_int(np.zeros((3, 2)))                      # all zero: beta floors at 1e-5
+    assert beta == 1e-5 and not Wt.any()
+    Wt, beta = weight_quant_int(np.array([[8e-6, -2e-6]]))            # mean 5e-6 < 1e-5: W/beta = 0.8, -0.2
+    assert beta == 1e-5
+    np.testing.assert_array_equal(Wt, [[1, 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fake_quant_keeps_dtype(dtype):
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(dtype)
+    assert activation_quant(x).dtype == dtype
+    assert weight_quant(x).dtype == dtype
+    assert set(np.unique(weight_quant_int(x)[0])) <= {-1, 0, 1}
