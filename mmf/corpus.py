@@ -6,7 +6,7 @@ A prepared dataset is four files in one directory (default `data/`, gitignored):
     {name}_tokenizer.json              the tokenizer (mmf/tokenizer.py)
     {name}_meta.json                   sizes, bytes per token, and for stories the entropy floor
 
-`name` is e.g. "stories_bpe512" or "tinyshakespeare_char". `prepare()` builds them (or reuses them when
+`name` is e.g. "stories1000k-seed1337_bpe512" or "tinyshakespeare_char". `prepare()` builds them (or reuses them when
 they already exist with the same settings); `data/prepare.py` is its command line.
 """
 from __future__ import annotations
@@ -182,7 +182,10 @@ class Dataset:
         return nats_per_token / math.log(2) / self.bytes_per_token
 
 
-def dataset_name(corpus: str, tokenizer: str, vocab_size: int) -> str:
+def dataset_name(corpus: str, tokenizer: str, vocab_size: int, story_bytes: int = 0, seed: int = 0) -> str:
+    """e.g. "stories1000k-seed1337_bpe512", "tinyshakespeare_char"."""
+    if corpus == "stories":
+        corpus = f"stories{story_bytes // 1000}k-seed{seed}"
     return f"{corpus}_{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
 
 
@@ -199,7 +202,7 @@ def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 5
     """
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {CORPORA}")
-    name = dataset_name(corpus, tokenizer, vocab_size)
+    name = dataset_name(corpus, tokenizer, vocab_size, story_bytes, seed)
     settings = {"corpus": corpus, "tokenizer": tokenizer, "vocab_size": vocab_size,
                 "val_fraction": val_fraction}
     if corpus == "stories":

@@ -1,0 +1,197 @@
+"""Checkpoints: one file holding everything needed to sample from, or exactly resume, a run.
+
+File layout: a zip archive (stored, not compressed) with two members
+
+    header.json   {"magic", "format_version", "model_config", "train_config", "tokenizer", "step",
+                   "rng_state", "scalars", "extra", "arrays": [{name, dtype, shape, offset, nbytes}],
+                   "payload_sha256"}
+    payload.bin   every array's raw little-endian bytes, one after another
+
+Arrays are the model parameters ("params/<state-dict name>") and the optimizer's arrays
+("optimizer/m/<name>", ...); the optimizer's scalars (e.g. its step count t) and the data generator's
+state (the "data position": batches are drawn from that generator) live in the header.
+
+Safety: the file is written to a temporary name in the same directory and renamed over the target
+(os.replace is atomic), so a crash mid-write never leaves a half-written checkpoint under the real
+name. `load_checkpoint` refuses a file that is truncated (no zip directory), corrupt (zip CRC or our
+sha256 of the payload disagree), of another format version, or not a checkpoint at all, and says which
+file and why.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAGIC = "mmf-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a checkpoint (the message names the file and the reason)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# nested dicts of arrays <-> flat names
+
+
+def _flatten(tree: dict, prefix: str, arrays: dict, scalars: dict) -> None:
+    """Arrays go to `arrays` under "prefix/key/...", JSON-able leaves to `scalars`."""
+    for k, v in tree.items():
+        name = f"{prefix}/{k}"
+        if isinstance(v, dict):
+            _flatten(v, name, arrays, scalars)
+        elif isinstance(v, np.ndarray):
+            arrays[name] = v
+        elif isinstance(v, (np.integer, np.floating)):
+            scalars[name] = v.item()
+        else:
+            scalars[name] = v
+
+
+def _unflatten(flat: dict, prefix: str) -> dict:
+    out: dict = {}
+    for name, v in flat.items():
+        if not name.startswith(prefix + "/"):
+            continue
+        *path, leaf = name[len(prefix) + 1:].split("/")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+
+
+def save_checkpoint(path: str, *, params: dict, model_config: dict, optimizer_state: dict | None = None,
+                    train_config: dict | None = None, tokenizer: dict | None = None, step: int = 0,
+                    rng_state: dict | None = None, extra: dict | None = None) -> None:
+    """Write one checkpoint file atomically.
+
+    params          {state-dict name: array}        model_config  dataclasses.asdict(MMfreeConfig)
+    optimizer_state AdamW.state_dict() (nested dict of arrays and scalars)
+    train_config    dataclasses.asdict(TrainConfig) tokenizer     tok.to_dict()
+    step            optimizer steps done            rng_state     np.random.Generator.bit_generator.state
+    extra           any JSON-able dict (e.g. the loss history so a resumed run keeps its curve)
+    """
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict = {}
+    _flatten({"params": dict(params)}, "", arrays, scalars)
+    if optimizer_state is not None:
+        _flatten({"optimizer": optimizer_state}, "", arrays, scalars)
+    arrays = {k.lstrip("/"): v for k, v in arrays.items()}
+    scalars = {k.lstrip("/"): v for k, v in scalars.items()}
+
+    entries, offset = [], 0
+    digest = hashlib.sha256()
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            with zf.open("payload.bin", "w", force_zip64=True) as f:
+                for name, a in arrays.items():
+                    a = np.ascontiguousarray(a)
+                    data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+                    f.write(data)
+                    digest.update(data)
+                    entries.append({"name": name, "dtype": a.dtype.str.replace(">", "<"),
+                                    "shape": list(a.shape), "offset": offset, "nbytes": len(data)})
+                    offset += len(data)
+            header = {"magic": MAGIC, "format_version": FORMAT_VERSION, "model_config": model_config,
+                      "train_config": train_config, "tokenizer": tokenizer, "step": int(step),
+                      "rng_state": rng_state, "scalars": scalars, "extra": extra or {},
+                      "arrays": entries, "payload_sha256": digest.hexdigest()}
+            zf.writestr("header.json", json.dumps(header))
+        with open(tmp, "rb+") as f:                       # make the bytes durable before the rename
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns."""
+
+    path: str
+    model_config: dict
+    params: dict                                      # {state-dict name: array}
+    optimizer_state: dict | None
+    train_config: dict | None
+    tokenizer: dict | None
+    step: int
+    rng_state: dict | None
+    extra: dict = field(default_factory=dict)
+
+    def build_model(self, backend: str = "numpy"):
+        """An MMfreeLM with this checkpoint's config and weights."""
+        from mmf import MMfreeConfig, MMfreeLM
+        dtype = next(iter(self.params.values())).dtype
+        model = MMfreeLM(MMfreeConfig(**self.model_config), dtype=dtype, backend=backend)
+        missing = set(model.params) ^ set(self.params)
+        if missing:
+            raise CheckpointError(f"{self.path}: parameter names do not match the model config "
+                                  f"(e.g. {sorted(missing)[:3]})")
+        for k, v in self.params.items():
+            model.params[k] = v
+        return model
+
+    def build_tokenizer(self):
+        from mmf.tokenizer import tokenizer_from_dict
+        if self.tokenizer is None:
+            raise CheckpointError(f"{self.path}: this checkpoint holds no tokenizer")
+        return tokenizer_from_dict(self.tokenizer)
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read and verify a checkpoint; CheckpointError (a ValueError) names the file and the reason."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if names != {"header.json", "payload.bin"}:
+                raise CheckpointError(f"{path}: not an mmf checkpoint (zip members {sorted(names)})")
+            header = json.loads(zf.read("header.json"))
+            if not isinstance(header, dict) or header.get("magic") != MAGIC:
+                raise CheckpointError(f"{path}: not an mmf checkpoint (no {MAGIC!r} magic in header)")
+            version = header.get("format_version")
+            if version != FORMAT_VERSION:
+                raise CheckpointError(f"{path}: checkpoint format version {version!r}, but this code "
+                                      f"reads version {FORMAT_VERSION}; re-create it with this version")
+            payload = zf.read("payload.bin")               # zipfile checks the member's CRC-32 here
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint header ({e})") from None
+    except (EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or unreadable checkpoint file ({e})") from None
+
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != header["payload_sha256"]:
+        raise CheckpointError(f"{path}: corrupt checkpoint: payload sha256 {digest[:16]}... does not "
+                              f"match the header's {header['payload_sha256'][:16]}...")
+    arrays = {}
+    for e in header["arrays"]:
+        if e["offset"] + e["nbytes"] > len(payload):
+            raise CheckpointError(f"{path}: corrupt checkpoint: array {e['name']!r} runs past the payload")
+        a = np.frombuffer(payload, dtype=np.dtype(e["dtype"]), count=int(np.prod(e["shape"], dtype=np.int64)),
+                          offset=e["offset"])
+        arrays[e["name"]] = a.reshape(e["shape"]).astype(a.dtype.newbyteorder("="))   # own, writable copy
+    flat = {**arrays, **header["scalars"]}
+    optimizer = _unflatten(flat, "optimizer") or None
+    return Checkpoint(path=path, model_config=header["model_config"], params=_unflatten(flat, "params"),
+                      optimizer_state=optimizer, train_config=header["train_config"],
+                      tokenizer=header["tokenizer"], step=header["step"], rng_state=header["rng_state"],
+                      extra=header.get("extra") or {})
