@@ -41,6 +41,13 @@ def test_oracle_quantizers_match_hand_computed_tables():
     assert q.tie_margin == pytest.approx(0.5 - 0.2 / 0.4625, abs=1e-12)
 
 
+def test_tie_guard_sees_a_tie():
+    """Negative control for the tie guard: a code exactly on .5 gives a margin of 0."""
+    q = oracle.Quantizer()
+    q.activations(torch.tensor([[1.0, 2.5 / 127]], dtype=torch.float64))   # x*s = [127, 2.5]
+    assert q.tie_margin < 1e-12
+
+
 # ----------------------------------------------------------------------------
 # Fixtures: random problems whose quantization codes stay away from ties
 
@@ -83,17 +90,25 @@ def first_tie_free(draw, margin_of):
     raise AssertionError(f"no tie-free problem in {MAX_DRAWS} draws")
 
 
-@pytest.fixture(scope="module")
-def bitlinear_problem():
+def tie_free_bitlinear_problem():
     return first_tie_free(draw_bitlinear_problem, lambda pr: oracle.oracle_bitlinear(*pr)[-1])
 
 
-@pytest.fixture(scope="module")
-def model_problem():
+def tie_free_model_problem():
     def margin(pr):
         model, ids, targets = pr
         return oracle.oracle_loss_and_grads(dict(model.params), ids, targets)[-1]
     return first_tie_free(small_model_problem, margin)
+
+
+@pytest.fixture(scope="module")
+def bitlinear_problem():
+    return tie_free_bitlinear_problem()
+
+
+@pytest.fixture(scope="module")
+def model_problem():
+    return tie_free_model_problem()
 
 
 def mmf_bitlinear(x, W, g, dy, fused):
@@ -201,14 +216,12 @@ def main():
         print(f"  worst: {worst:.2e}  ({'ok' if worst < TOL else 'FAIL'} at tolerance {TOL:g})\n")
         return worst
 
-    bl = first_tie_free(draw_bitlinear_problem, lambda pr: oracle.oracle_bitlinear(*pr)[-1])
+    bl = tie_free_bitlinear_problem()
     worst = 0.0
     for fused in (False, True):
         ok, report = oracle.compare(mmf_bitlinear(*bl, fused=fused), oracle_bitlinear(*bl))
         worst = max(worst, show(f"BitLinear ({'fused' if fused else 'caching'}), quantization on, float64", report))
-    mp = first_tie_free(small_model_problem,
-                        lambda pr: oracle.oracle_loss_and_grads(dict(pr[0].params), pr[1], pr[2])[-1])
-    model, ids, targets = mp
+    model, ids, targets = tie_free_model_problem()
     for fused in (False, True):
         model.backend.fused = fused
         ok, report = oracle.compare(*model_vs_oracle(model, ids, targets))
