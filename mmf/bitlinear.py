@@ -73,4 +73,4 @@ def bitlinear_int_forward(x, Wt, beta, g):
     xn, _ = rmsnorm_forward(x, g, BITLINEAR_EPS)                     # (M, K)
     q, s = activation_quant_int(xn)                                  # (M, K) int8, (M, 1)
     acc = ternary_matmul_addsub(q, Wt)                               # (M, N) int32
-    return acc * (beta / s)                                          # (M, N) float
+    return (acc * (beta / s)).astype(x.dtype)                        # (M, N), the input's float dtype

@@ -97,3 +97,9 @@ def test_lower_bounds_at_init_are_l_over_L():
     np.testing.assert_allclose(lb[:, 0], [0, 0.25, 0.5, 0.75])
     lb, _ = mlgru.lower_bounds_forward(np.random.default_rng(0).standard_normal((5, 7)))
     assert np.all(lb[0] == 0) and np.all(np.diff(lb, axis=0) >= 0) and np.all(lb < 1)
+
+
+def test_integer_form_keeps_float32(rng):
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    Wt = rng.integers(-1, 2, (3, 8)).astype(np.int8)
+    assert bitlinear.bitlinear_int_forward(x, Wt, 0.05, np.ones(8, np.float32)).dtype == np.float32
