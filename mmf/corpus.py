@@ -181,6 +181,10 @@ class Dataset:
     def bits_per_byte(self, nats_per_token: float) -> float:
         return nats_per_token / math.log(2) / self.bytes_per_token
 
+    def bits_per_char(self, nats_per_token: float) -> float:
+        """Per Unicode character of the val text (== bits/byte for ASCII text like Tiny Shakespeare)."""
+        return nats_per_token / math.log(2) * self.meta["val_tokens"] / self.meta["val_chars"]
+
 
 def dataset_name(corpus: str, tokenizer: str, vocab_size: int, story_bytes: int = 0, seed: int = 0) -> str:
     """e.g. "stories1000k-seed1337_bpe512", "tinyshakespeare_char"."""

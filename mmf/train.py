@@ -103,8 +103,8 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(),
     # ~5M params on Tiny Shakespeare with a 2048-token BPE (target <= 2.6 bits/char in <= 15 min)
     "shakespeare": dict(corpus="tinyshakespeare", tokenizer="bpe", vocab_size=2048, hidden_size=256,
-                        num_layers=4, batch_size=16, block_size=128, max_steps=1500, lr=3e-3,
-                        warmup_steps=100, eval_interval=100, eval_windows=48,
+                        num_layers=4, batch_size=16, block_size=128, max_steps=700, lr=3e-3,
+                        warmup_steps=50, eval_interval=100, eval_windows=400,
                         checkpoint_interval=250, out_dir="runs/shakespeare",
                         sample_prompts="ROMEO:|First Citizen:", sample_tokens=80),
     # a seconds-long run for tests, notebooks in smoke mode and CI
@@ -295,7 +295,7 @@ def train(cfg: TrainConfig) -> dict:
         if step % cfg.eval_interval == 0 or step == last:
             val = run_eval(step)
             bar.write(f"step {step}: train {loss:.4f} | val {val:.4f} nats/token, "
-                      f"{data.bits_per_byte(val):.4f} bits/byte"
+                      f"{data.bits_per_byte(val):.4f} bits/byte, {data.bits_per_char(val):.4f} bits/char"
                       + (f" (floor {floor:.4f} nats/token)" if floor is not None else ""))
         if step == last or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
             _save(ckpt_path, model, opt, tok, cfg, step, rng, history)
@@ -309,6 +309,7 @@ def train(cfg: TrainConfig) -> dict:
     if history["val_loss"]:
         summary["val_loss"] = history["val_loss"][-1]
         summary["val_bits_per_byte"] = history["val_bpb"][-1]
+        summary["val_bits_per_char"] = data.bits_per_char(history["val_loss"][-1])
     write_logs(cfg.out_dir, summary)
     summary["model"], summary["tokenizer"] = model, tok
     return summary
@@ -378,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = train(cfg)
     meta = s["meta"]
-    line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte")
+    line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
+            f" = {s['val_bits_per_char']:.4f} bits/char")
     if "val_floor_nats_per_token" in meta:
         line += (f" | entropy floor {meta['val_floor_nats_per_token']:.4f} nats/token = "
                  f"{meta['val_floor_bits_per_byte']:.4f} bits/byte")
