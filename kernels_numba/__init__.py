@@ -1,0 +1,22 @@
+"""kernels_numba: the fast tier of mmf. Packed ternary weights, add/subtract kernels over int8
+activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf and a decoding Engine.
+
+    pack_ternary(w)              int8 (out, in) of -1/0/+1 -> PackedTernary (2 bits per weight)
+    ternary_matvec(packed, x_q)  int8 (in,)    -> int32 (out,)
+    ternary_matmul(packed, X_q)  int8 (n, in)  -> int32 (n, out)
+    Engine(model)                loads an mmf.MMfreeLM once in packed form; .generate(ids, max_new_tokens)
+
+`mmf` never imports this package unless asked (MMfreeLM(..., backend="numba")).
+"""
+from .packing import PackedTernary, pack_ternary, unpack_ternary
+from .ternary_matmul import ternary_matmul, ternary_matvec
+
+
+def __getattr__(name):
+    if name == "Engine":                      # lazy: the engine pulls in mmf and compiles more kernels
+        from .engine import Engine
+        return Engine
+    raise AttributeError(f"module 'kernels_numba' has no attribute {name!r}")
+
+
+__all__ = ["PackedTernary", "pack_ternary", "unpack_ternary", "ternary_matvec", "ternary_matmul", "Engine"]

@@ -1,0 +1,162 @@
+"""Packed ternary weights: 2 bits per weight, laid out so the kernels need no multiplication.
+
+A ternary matrix Wt (out, in) with entries in {-1, 0, +1} (E3 integer form) is stored as two
+*bit planes*, one uint64 word per 64 input columns ("block") per row:
+
+    nonzero[r, b]  bit (8*j + i) = 1  iff  Wt[r, 64*b + 8*i + j] != 0
+    negative[r, b] bit (8*j + i) = 1  iff  Wt[r, 64*b + 8*i + j] == -1
+
+so 64 weights take 2 x 64 bits = 2 bits per weight (16x smaller than float32). The odd-looking bit
+order is what makes the kernel cheap: the activations of columns 64b + 8i + 0..7 are 8 consecutive
+bytes, i.e. ONE uint64 word, and `(plane >> i) & 0x0101010101010101` puts exactly the bits of
+those 8 columns into the low bit of the matching byte. Shifts, ands and adds then work on 8 byte
+lanes at once inside a 64-bit integer (SWAR), and the compiler widens that to 512-bit vectors.
+
+Picture, one row and one block (64 columns), bit positions of the plane word:
+
+    byte j = 0       1       2  ...  7          <- byte lane of the activation word
+    bit  i = 0..7   0..7    0..7     0..7       <- which activation word (columns 8i..8i+7)
+    column = 64b + 8i + j
+
+Activations go in *offset binary*: u = q + 128 (= q XOR 0x80 as a byte) is in [0, 255], so the
+kernel sums unsigned bytes. For a +1 weight it adds u = q + 128, for a -1 weight it adds
+~u = 255 - u = 127 - q, for a 0 weight nothing; the constant parts are known at packing time:
+
+    sum_j Wt[r, j] q_j  =  sum(selected bytes)  -  (128 * n_plus[r] + 127 * n_minus[r])
+
+`offset[r]` stores that correction. Padding columns have nonzero = 0, so they add nothing.
+The per-tensor scale beta (E3) is kept beside the planes.
+"""
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 64                      # columns per plane word (bits in a uint64)
+WORD = 8                        # activation bytes per uint64 word
+
+if sys.byteorder != "little":   # the uint8 <-> uint64 views below assume byte j = bits 8j..8j+7
+    raise ImportError("kernels_numba's packed layout assumes a little-endian machine")
+
+
+@dataclass(frozen=True)
+class PackedTernary:
+    """A ternary matrix (out, in) in the bit-plane layout above, plus its scale beta."""
+    nonzero: np.ndarray     # (out, n_blocks) uint64
+    negative: np.ndarray    # (out, n_blocks) uint64
+    offset: np.ndarray      # (out,) int64: 128 * n_plus + 127 * n_minus
+    shape: tuple            # (out, in) of the unpacked matrix
+    scale: float = 1.0      # beta, the E3 per-tensor scale (1.0 when packing bare ternary codes)
+
+    @property
+    def n_blocks(self):
+        return self.nonzero.shape[1]
+
+    @property
+    def nbytes(self):
+        """Resident bytes of the packed weights (both planes and the row offsets)."""
+        return self.nonzero.nbytes + self.negative.nbytes + self.offset.nbytes
+
+
+def n_blocks(n_in):
+    return -(-n_in // BLOCK)
+
+
+def _check_ternary(w):
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"w must be a numpy int8 array of -1/0/+1, got {type(w).__name__}")
+    if w.dtype != np.int8:
+        raise TypeError(f"w must have dtype int8 (ternary codes -1/0/+1), got {w.dtype}; "
+                        "quantize first with mmf.quant.weight_quant_int(W)")
+    if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
+        raise ValueError(f"w must be a non-empty 2-D matrix (out, in), got shape {w.shape}")
+    if w.size and (w.min() < -1 or w.max() > 1):
+        bad = w[(w < -1) | (w > 1)]
+        raise ValueError(f"w is not ternary: it holds values outside {{-1, 0, 1}} (e.g. {int(bad[0])}); "
+                         "quantize first with mmf.quant.weight_quant_int(W)")
+
+
+def _plane(bits):
+    """bits (out, in_pad) bool -> (out, n_blocks) uint64 with bit 8j+i = bits[r, 64b + 8i + j]."""
+    out, in_pad = bits.shape
+    b = bits.reshape(out, in_pad // BLOCK, WORD, WORD)             # [r, block, i, j]
+    b = np.ascontiguousarray(b.transpose(0, 1, 3, 2))               # [r, block, j, i]
+    bytes_ = np.packbits(b, axis=-1, bitorder="little")              # (out, n_blocks, 8) byte j holds bits i
+    return np.ascontiguousarray(bytes_.reshape(out, -1)).view(np.uint64)   # (out, n_blocks)
+
+
+def pack_ternary(w, scale=1.0):
+    """int8 (out, in) matrix of -1/0/+1 -> PackedTernary. Rejects anything else (no silent casting)."""
+    _check_ternary(w)
+    out, n_in = w.shape
+    in_pad = n_blocks(n_in) * BLOCK
+    wp = np.zeros((out, in_pad), np.int8)                            # (out, in) -> (out, in_pad)
+    wp[:, :n_in] = w
+    n_plus = np.count_nonzero(wp == 1, axis=1)
+    n_minus = np.count_nonzero(wp == -1, axis=1)
+    return PackedTernary(nonzero=_plane(wp != 0), negative=_plane(wp == -1),
+                         offset=(128 * n_plus + 127 * n_minus).astype(np.int64),
+                         shape=(out, n_in), scale=float(scale))
+
+
+def unpack_ternary(p):
+    """PackedTernary -> the int8 (out, in) matrix it holds (exact inverse of pack_ternary)."""
+    out, n_in = p.shape
+
+    def bits(plane):
+        b = np.unpackbits(plane.view(np.uint8).reshape(out, -1, WORD, 1), axis=-1,
+                          bitorder="little")                         # (out, n_blocks, 8 j, 8 i)
+        return b.transpose(0, 1, 3, 2).reshape(out, -1)[:, :n_in].astype(bool)
+
+    nz, neg = bits(p.nonzero), bits(p.negative)
+    return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
+
+
+def pack_model_weight(W):
+    """A float latent weight (out, in) -> PackedTernary with its E3 scale beta (uses mmf's quantizer)."""
+    from mmf.quant import weight_quant_int
+    Wt, beta = weight_quant_int(W)
+    return pack_ternary(Wt, beta)
+
+
+# ----------------------------------------------------------------------------
+# activations
+
+def check_activations(name, x_q, n_in, ndim):
+    if not isinstance(x_q, np.ndarray):
+        raise TypeError(f"{name} must be a numpy int8 array, got {type(x_q).__name__}")
+    if x_q.dtype != np.int8:
+        raise TypeError(f"{name} must have dtype int8 (E2 activation codes), got {x_q.dtype}; "
+                        "quantize first with mmf.quant.activation_quant_int(x)")
+    if x_q.ndim != ndim or x_q.shape[-1] != n_in:
+        want = f"({n_in},)" if ndim == 1 else f"(n, {n_in})"
+        raise ValueError(f"{name} must have shape {want} to match the packed weight's {n_in} inputs, "
+                         f"got {x_q.shape}")
+
+
+def activation_words(x_q, n_blk):
+    """int8 (..., in) -> uint64 (..., 8, n_blocks): offset-binary bytes u = q + 128, padded with zeros
+    (any value would do: padded weights are 0), word [i, b] = columns 64b + 8i .. 64b + 8i + 7."""
+    lead = x_q.shape[:-1]
+    u = np.zeros(lead + (n_blk * BLOCK,), np.uint8)                  # (..., in_pad)
+    np.bitwise_xor(x_q.view(np.uint8), np.uint8(0x80), out=u[..., :x_q.shape[-1]])
+    w = u.view(np.uint64).reshape(lead + (n_blk, WORD))              # (..., n_blocks, 8 i)
+    return np.ascontiguousarray(np.swapaxes(w, -1, -2))              # (..., 8 i, n_blocks)
+
+
+# ----------------------------------------------------------------------------
+# the lookup-table layout (ternary_matmul version 2): five weights per byte, base 3
+
+LUT_GROUP = 5                   # 3**5 = 243 <= 256: five ternary weights fit one byte (1.6 bits/weight)
+
+
+def pack_base3(w):
+    """int8 (out, in) ternary -> uint8 (out, ceil(in/5)) with byte = sum_k (w_k + 1) 3^k (TL2-like)."""
+    _check_ternary(w)
+    out, n_in = w.shape
+    n_grp = -(-n_in // LUT_GROUP)
+    d = np.ones((out, n_grp * LUT_GROUP), np.uint8)                  # digit 1 = weight 0 (padding)
+    d[:, :n_in] = (w + 1).astype(np.uint8)
+    d = d.reshape(out, n_grp, LUT_GROUP)                             # (out, groups, 5) digits 0..2
+    powers = (3 ** np.arange(LUT_GROUP)).astype(np.uint8)            # 1, 3, 9, 27, 81 (packing time, not a kernel)
+    return (d * powers).sum(axis=-1).astype(np.uint8)                # (out, groups)

@@ -1,0 +1,351 @@
+"""Ternary matrix products with additions only: acc = X_q @ Wt.T, int8 in, exact int32 out (E4).
+
+Numbered versions in the llm.c manner, each validated against the NumPy reference before it is
+timed (`python -m kernels_numba.ternary_matmul N`):
+
+  version 0  NumPy integer reference (an int64 matmul of the unpacked codes; the oracle, nothing more)
+  version 1  plain Numba loops over unpacked int8 codes: `if w == +1: acc += x elif w == -1: acc -= x`
+  version 2  lookup tables after T-MAC / bitnet.cpp TL2: five weights per byte (base 3), one table of
+             the 243 possible signed sums of each five activations, built with additions; a row is
+             then one table lookup + one add per five weights
+  version 3  the bit-plane layout of packing.py with SWAR: 8 byte lanes per uint64, masks made by
+             shifts and subtractions, bytes summed into 16- then 32-bit lanes (the production kernel)
+
+Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
+No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR of versions 1-3 to prove it.
+"""
+import sys
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .packing import (LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
+                      pack_ternary, unpack_ternary)
+
+U64 = np.uint64
+ONES = U64(0x0101010101010101)      # the low bit of each byte lane
+LO8 = U64(0x00FF00FF00FF00FF)       # even bytes -> four 16-bit lanes
+LO16 = U64(0x0000FFFF0000FFFF)      # even 16-bit lanes -> two 32-bit lanes
+LO32 = U64(0x00000000FFFFFFFF)
+
+
+# ----------------------------------------------------------------------------
+# version 0: the NumPy reference
+
+def matmul_v0(Wt, X_q):
+    """(n, in) int8 x (out, in) int8 -> (n, out) int32, by an exact int64 matmul (the oracle)."""
+    return (X_q.astype(np.int64) @ Wt.T.astype(np.int64)).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# version 1: plain loops, add or subtract
+
+@njit(parallel=True, cache=True)
+def _v1_kernel(Wt, X_q, out):
+    R, K = Wt.shape
+    for r in prange(R):
+        for t in range(X_q.shape[0]):
+            acc = np.int32(0)
+            for k in range(K):
+                w = Wt[r, k]
+                if w == 1:
+                    acc += np.int32(X_q[t, k])
+                elif w == -1:
+                    acc -= np.int32(X_q[t, k])
+            out[t, r] = acc
+
+
+def matmul_v1(Wt, X_q):
+    out = np.empty((X_q.shape[0], Wt.shape[0]), np.int32)            # (n, out)
+    _v1_kernel(Wt, X_q, out)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# version 2: lookup tables (TL2 / T-MAC idea), 1.6 bits per weight
+
+@njit(cache=True)
+def _v2_tables(x, n_grp, tables):
+    """tables[g, code] = sum_k (digit_k(code) - 1) * x[5g + k], built by additions only:
+    the table for k+1 digits is three shifted copies of the table for k digits, minus / plus x_k."""
+    n = x.shape[0]
+    for g in range(n_grp):
+        tables[g, 0] = 0
+        size = 1                                                     # entries filled so far (3^k)
+        for k in range(LUT_GROUP):
+            j = g * LUT_GROUP + k
+            xk = np.int32(x[j]) if j < n else np.int32(0)
+            for e in range(size):                                    # digit k = 0, 1, 2 -> -x_k, 0, +x_k
+                base = tables[g, e]
+                tables[g, e + size + size] = base + xk
+                tables[g, e + size] = base
+                tables[g, e] = base - xk
+            size = size + size + size
+
+
+@njit(parallel=True, cache=True)
+def _v2_rows(codes, tables, out_row):
+    """tables (G, 256) is read through a flat view with a running base, so that no index is
+    computed by a multiplication either (g * 256 would be one)."""
+    R, G = codes.shape
+    flat = tables.ravel()
+    for r in prange(R):
+        acc = np.int32(0)
+        base = 0
+        for g in range(G):
+            acc += flat[base + codes[r, g]]
+            base += 256
+        out_row[r] = acc
+
+
+def prepare_v2(Wt):
+    return pack_base3(Wt)
+
+
+def matmul_v2(codes, X_q):
+    n_grp = codes.shape[1]
+    tables = np.empty((n_grp, 256), np.int32)                        # (groups, 243 used)
+    out = np.empty((X_q.shape[0], codes.shape[0]), np.int32)
+    for t in range(X_q.shape[0]):                                    # one table set per token
+        _v2_tables(X_q[t], n_grp, tables)
+        _v2_rows(codes, tables, out[t])
+    return out
+
+
+# ----------------------------------------------------------------------------
+# version 3: bit planes + SWAR (see packing.py for the layout and the offset-binary trick)
+
+@njit(inline="always")
+def _byte_mask(plane, i):
+    """0xFF in byte lane j where bit (8j + i) of `plane` is set, else 0x00: shift, and, shift, subtract."""
+    t = (plane >> U64(i)) & ONES                                     # 0x01 or 0x00 per byte
+    return (t << U64(8)) - t                                         # 0x0100 - 0x01 = 0x00FF per set byte
+
+
+@njit(inline="always")
+def _pair_sums(v):
+    """Eight bytes -> four 16-bit lanes holding the sums of byte pairs (each <= 510)."""
+    return (v & LO8) + ((v >> U64(8)) & LO8)
+
+
+@njit(inline="always")
+def _word(xw, nz, neg, i):
+    """Selected offset-binary bytes of one activation word: u (+1), ~u (-1) or 0, as pair sums."""
+    return _pair_sums((xw ^ _byte_mask(neg, i)) & _byte_mask(nz, i))
+
+
+@njit(inline="always")
+def _fold(s16):
+    """Four 16-bit lanes (each < 2^16) -> two 32-bit lanes."""
+    return (s16 & LO16) + ((s16 >> U64(16)) & LO16)
+
+
+@njit(inline="always")
+def _finish(acc, offset):
+    return np.int32(np.int64((acc & LO32) + (acc >> U64(32))) - offset)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _v3_matvec_kernel(nonzero, negative, offset, xw, out):
+    """nonzero/negative (R, NB) uint64, offset (R,), xw (8, NB) activation words -> out (R,) int32."""
+    R, NB = nonzero.shape
+    x0, x1, x2, x3 = xw[0], xw[1], xw[2], xw[3]
+    x4, x5, x6, x7 = xw[4], xw[5], xw[6], xw[7]
+    for r in prange(R):
+        acc = U64(0)                                                 # two 32-bit lanes
+        nzr, ngr = nonzero[r], negative[r]
+        for b in range(NB):                                          # vectorized over blocks
+            nz, ng = nzr[b], ngr[b]
+            s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
+                   + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
+                   + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))   # 16-bit lanes <= 8 * 510
+            acc += _fold(s16)
+        out[r] = _finish(acc, offset[r])
+
+
+ROWS_PER_TASK = 16
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _v3_matmul_kernel(nonzero, negative, offset, xw, out):
+    """xw (n, 8, NB) activation words -> out (n, R) int32. The byte masks of a row are expanded once
+    into a scratch buffer and reused for all n tokens (the GEMM's advantage over n GEMVs)."""
+    R, NB = nonzero.shape
+    n = xw.shape[0]
+    n_tasks = (R + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        zm = np.empty((8, NB), np.uint64)                            # expanded masks of one row
+        nm = np.empty((8, NB), np.uint64)
+        for r in range(task * ROWS_PER_TASK, min(R, (task + 1) * ROWS_PER_TASK)):
+            for i in range(8):
+                for b in range(NB):
+                    zm[i, b] = _byte_mask(nonzero[r, b], i)
+                    nm[i, b] = _byte_mask(negative[r, b], i)
+            off = offset[r]
+            for t in range(n):
+                acc = U64(0)
+                xt = xw[t]
+                for b in range(NB):
+                    s16 = (_pair_sums((xt[0, b] ^ nm[0, b]) & zm[0, b]) + _pair_sums((xt[1, b] ^ nm[1, b]) & zm[1, b])
+                           + _pair_sums((xt[2, b] ^ nm[2, b]) & zm[2, b]) + _pair_sums((xt[3, b] ^ nm[3, b]) & zm[3, b])
+                           + _pair_sums((xt[4, b] ^ nm[4, b]) & zm[4, b]) + _pair_sums((xt[5, b] ^ nm[5, b]) & zm[5, b])
+                           + _pair_sums((xt[6, b] ^ nm[6, b]) & zm[6, b]) + _pair_sums((xt[7, b] ^ nm[7, b]) & zm[7, b]))
+                    acc += _fold(s16)
+                out[t, r] = _finish(acc, off)
+
+
+def prepare_v3(Wt):
+    return pack_ternary(Wt)
+
+
+def matmul_v3(p, X_q):
+    xw = activation_words(X_q, p.n_blocks)                           # (n, in) -> (n, 8, NB)
+    out = np.empty((X_q.shape[0], p.shape[0]), np.int32)             # (n, out)
+    if X_q.shape[0] == 1:
+        _v3_matvec_kernel(p.nonzero, p.negative, p.offset, xw[0], out[0])
+    else:
+        _v3_matmul_kernel(p.nonzero, p.negative, p.offset, xw, out)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# public API (version 3)
+
+def _check_packed(p):
+    if not isinstance(p, PackedTernary):
+        raise TypeError(f"packed must come from kernels_numba.pack_ternary, got {type(p).__name__}")
+
+
+def ternary_matvec(packed, x_q):
+    """packed (out, in) ternary, x_q int8 (in,) -> int32 (out,) = Wt @ x_q, additions only."""
+    _check_packed(packed)
+    check_activations("x_q", x_q, packed.shape[1], ndim=1)
+    out = np.empty(packed.shape[0], np.int32)
+    _v3_matvec_kernel(packed.nonzero, packed.negative, packed.offset,
+                      activation_words(x_q, packed.n_blocks), out)
+    return out
+
+
+def ternary_matmul(packed, X_q):
+    """packed (out, in) ternary, X_q int8 (n, in) -> int32 (n, out) = X_q @ Wt.T, additions only."""
+    _check_packed(packed)
+    check_activations("X_q", X_q, packed.shape[1], ndim=2)
+    return matmul_v3(packed, X_q)
+
+
+# ----------------------------------------------------------------------------
+# proof of "no multiplications": read the code the compiler produced
+
+VECTOR_MULTIPLIES = ("vpmullq", "vpmulld", "vpmullw", "vpmuludq", "vpmuldq", "vpmulhw", "vpmulhuw",
+                     "vpmaddubsw", "vpmaddwd", "vpdpbusd", "vpdpwssd", "vmulps", "vmulpd", "vmulss",
+                     "vmulsd", "vfmadd", "vfmsub", "vfnmadd", "pmullw", "pmulld", "pmaddwd", "mulps")
+
+
+def compiled_code(kernel, *args):
+    """Compile `kernel`'s Python source afresh (the cached copy cannot be inspected) for `args` and
+    return (LLVM IR, machine assembly) of that specialization."""
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(kernel.py_func)
+    fresh(*args)
+    sig = fresh.signatures[0]
+    return fresh.inspect_llvm(sig), fresh.inspect_asm(sig)
+
+
+def multiplies(llvm_ir, asm):
+    """The multiplications a kernel really does on data:
+      * IR: every `fmul`, and every `mul` on a vector (`<N x iK>`) by a non-constant; an integer
+        `mul` by a constant mask (LLVM writes the byte smear (t << 8) - t as `mul t, 255`, its
+        canonical form) and scalar i64 index arithmetic are not data multiplies;
+      * assembly: any vector multiply / multiply-add / FMA instruction.
+    Returns a list of offending lines (empty = multiplication-free)."""
+    bad = []
+    for line in llvm_ir.splitlines():
+        s = line.strip()
+        if " = fmul " in s:
+            bad.append(s)
+        elif " = mul " in s and "<" in s.split(" = mul ")[1].split(",")[0] and "splat" not in s:
+            bad.append(s)
+    for line in asm.splitlines():
+        op = line.strip().split("\t")[0].split(" ")[0]
+        if any(op.startswith(m) for m in VECTOR_MULTIPLIES):
+            bad.append(line.strip())
+    return bad
+
+
+# ----------------------------------------------------------------------------
+# the numbered versions, for validation and timing
+
+VERSIONS = {
+    # number: (what it is, prepare(Wt) -> weights object, run(weights, X_q) -> int32 (n, out), inner kernels)
+    0: ("NumPy int64 matmul of unpacked codes (reference)", lambda Wt: Wt, matmul_v0, ()),
+    1: ("Numba plain loops, if +1 add / if -1 subtract", lambda Wt: Wt, matmul_v1, (_v1_kernel,)),
+    2: ("Numba lookup tables, 5 weights per byte (TL2/T-MAC)", prepare_v2, matmul_v2, (_v2_rows, _v2_tables)),
+    3: ("Numba bit planes + SWAR, 2 bits per weight", prepare_v3, matmul_v3, (_v3_matvec_kernel, _v3_matmul_kernel)),
+}
+
+
+def random_case(rng, n, n_out, n_in):
+    Wt = rng.integers(-1, 2, (n_out, n_in)).astype(np.int8)
+    X = rng.integers(-128, 128, (n, n_in)).astype(np.int8)
+    return Wt, X
+
+
+def validate(version, rng=None, cases=12):
+    """Compare a version against version 0 on random shapes (odd sizes, zero rows, extreme values).
+    Returns the number of cases checked; raises AssertionError on the first mismatch."""
+    rng = rng or np.random.default_rng(0)
+    _, prepare, run, _ = VERSIONS[version]
+    shapes = [(1, 1, 1), (1, 7, 63), (3, 5, 64), (2, 9, 65), (1, 33, 129), (4, 17, 320), (1, 64, 1000)]
+    shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(max(0, cases - len(shapes)))]
+    for n, n_out, n_in in shapes:
+        Wt, X = random_case(rng, n, n_out, n_in)
+        Wt[rng.random(n_out) < 0.2] = 0                              # all-zero rows
+        X[:, rng.random(n_in) < 0.2] = -128                          # extreme values
+        X[:, rng.random(n_in) < 0.2] = 127
+        got, want = run(prepare(Wt), X), matmul_v0(Wt, X)
+        if got.dtype != np.int32 or not np.array_equal(got, want):
+            raise AssertionError(f"version {version} differs from the reference at shape n={n}, out={n_out}, in={n_in}")
+    return len(shapes)
+
+
+def time_it(fn, repeats=20, warmup=2):
+    """Median, min and max seconds of `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), float(min(ts)), float(max(ts))
+
+
+def fmt(stats):
+    med, lo, hi = stats
+    return f"{med * 1e3:8.3f} ms (min {lo * 1e3:.3f}, max {hi * 1e3:.3f})"
+
+
+def main(argv):
+    version = int(argv[1]) if len(argv) > 1 else 3
+    if version not in VERSIONS:
+        raise SystemExit(f"version must be one of {sorted(VERSIONS)}")
+    what, prepare, run, _ = VERSIONS[version]
+    print(f"version {version}: {what}; {numba.get_num_threads()} threads")
+    print(f"validated against version 0 on {validate(version)} random shapes: exact")
+    rng = np.random.default_rng(0)
+    for n, size in ((1, 4096), (64, 1024)):
+        Wt, X = random_case(rng, n, size, size)
+        Wf = Wt.astype(np.float32)
+        Xf = X.astype(np.float32)
+        prepared = prepare(Wt)
+        reps = 3 if version in (0, 1) else 20
+        t_k = time_it(lambda: run(prepared, X), repeats=reps)
+        t_f = time_it(lambda: Xf @ Wf.T, repeats=reps)
+        print(f"n={n:3d} {size}x{size}: kernel {fmt(t_k)} | NumPy float32 {fmt(t_f)} | "
+              f"speedup {t_f[0] / t_k[0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,177 @@
+"""Packed ternary layout and the add/subtract matrix kernels: exact against the NumPy integer
+reference on random shapes (sizes off the 64-column block, zero rows, -128/127 activations), and
+free of multiplications in the code the compiler actually produced."""
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+import kernels_numba
+from kernels_numba.packing import BLOCK, pack_base3, pack_ternary, unpack_ternary
+from kernels_numba.ternary_matmul import (VERSIONS, compiled_code, matmul_v0, multiplies, random_case,
+                                          validate)
+
+tm = sys.modules["kernels_numba.ternary_matmul"]      # the module (the package exports a function of that name)
+
+
+def random_shapes(rng, count):
+    fixed = [(1, 1, 1), (1, 3, BLOCK - 1), (2, 5, BLOCK), (3, 4, BLOCK + 1), (1, 2, 2 * BLOCK + 7)]
+    return fixed + [tuple(int(v) for v in rng.integers(1, 200, 3)) for _ in range(count)]
+
+
+# ----------------------------------------------------------------------------
+# packing
+
+def test_pack_unpack_roundtrip_any_shape():
+    rng = np.random.default_rng(0)
+    for _, n_out, n_in in random_shapes(rng, 20):
+        w = rng.integers(-1, 2, (n_out, n_in)).astype(np.int8)
+        p = pack_ternary(w)
+        assert p.nonzero.dtype == np.uint64 and p.nonzero.shape == (n_out, -(-n_in // BLOCK))
+        np.testing.assert_array_equal(unpack_ternary(p), w)
+
+
+def test_pack_layout_matches_documented_bit_positions():
+    # one +1 at column 64*1 + 8*i + j must set bit 8j + i of block 1 in both the nonzero plane and,
+    # for -1, the negative plane; nothing else
+    for i, j in [(0, 0), (3, 5), (7, 7)]:
+        w = np.zeros((1, 130), np.int8)
+        w[0, 64 + 8 * i + j] = -1
+        p = pack_ternary(w)
+        assert p.nonzero[0, 1] == np.uint64(1) << np.uint64(8 * j + i) == p.negative[0, 1]
+        assert p.nonzero[0, 0] == 0 and p.nonzero[0, 2] == 0
+        assert p.offset[0] == 127
+
+
+def test_packed_memory_is_two_bits_per_weight():
+    p = pack_ternary(np.ones((256, 1024), np.int8))
+    weights_bytes = p.nonzero.nbytes + p.negative.nbytes
+    assert weights_bytes * 8 == 2 * 256 * 1024
+    assert p.nbytes < 0.07 * 256 * 1024 * 4                          # vs float32, offsets included
+
+
+def test_base3_codes():
+    w = np.array([[-1, 0, 1, 1, -1, 1]], np.int8)                    # 6 columns -> 2 groups (padded with 0)
+    codes = pack_base3(w)
+    assert codes.tolist() == [[0 * 1 + 1 * 3 + 2 * 9 + 2 * 27 + 0 * 81, 2 + 1 * 3 + 1 * 9 + 1 * 27 + 1 * 81]]
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.array([[0, 2, -1]], np.int8), ValueError),                  # not ternary
+    (np.array([[0, 1, -1]], np.int32), TypeError),                  # wrong dtype, no silent cast
+    (np.array([[0.0, 1.0]], np.float32), TypeError),
+    (np.array([0, 1, -1], np.int8), ValueError),                    # not 2-D
+    ([[0, 1]], TypeError),
+])
+def test_pack_rejects_bad_input(bad, err):
+    with pytest.raises(err):
+        pack_ternary(bad)
+
+
+# ----------------------------------------------------------------------------
+# exactness of every version
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_version_equals_reference(version):
+    assert validate(version, np.random.default_rng(version), cases=14) >= 14
+
+
+def test_validate_catches_a_wrong_kernel():
+    # negative control: a kernel that forgets the -1 weights must be rejected by the same checker
+    VERSIONS[99] = ("broken", lambda Wt: np.maximum(Wt, 0).astype(np.int8), matmul_v0, ())
+    try:
+        with pytest.raises(AssertionError):
+            validate(99)
+    finally:
+        del VERSIONS[99]
+
+
+def test_public_api_exact_property_loop():
+    rng = np.random.default_rng(7)
+    for n, n_out, n_in in random_shapes(rng, 25):
+        Wt, X = random_case(rng, n, n_out, n_in)
+        Wt[rng.random(n_out) < 0.25] = 0                             # all-zero rows
+        X[rng.random(X.shape) < 0.1] = -128                          # extreme int8 values
+        X[rng.random(X.shape) < 0.1] = 127
+        p = kernels_numba.pack_ternary(Wt)
+        got = kernels_numba.ternary_matmul(p, X)
+        assert got.dtype == np.int32 and got.shape == (n, n_out)
+        np.testing.assert_array_equal(got, matmul_v0(Wt, X))
+        v = kernels_numba.ternary_matvec(p, X[0])
+        assert v.dtype == np.int32 and v.shape == (n_out,)
+        np.testing.assert_array_equal(v, matmul_v0(Wt, X[:1])[0])
+
+
+def test_worst_case_sums_do_not_overflow():
+    # every weight -1 and every activation -128 (or +1 and +127) on a wide row: the largest sums
+    n_in = 5000
+    for w, x in [(-1, -128), (1, 127), (1, -128), (-1, 127)]:
+        p = kernels_numba.pack_ternary(np.full((3, n_in), w, np.int8))
+        X = np.full((2, n_in), x, np.int8)
+        np.testing.assert_array_equal(kernels_numba.ternary_matmul(p, X), np.full((2, 3), w * x * n_in))
+        np.testing.assert_array_equal(kernels_numba.ternary_matvec(p, X[0]), np.full(3, w * x * n_in))
+
+
+@pytest.mark.parametrize("x, err", [
+    (np.zeros(10, np.int16), TypeError),                            # wrong dtype
+    (np.zeros(10, np.float32), TypeError),
+    (np.zeros(11, np.int8), ValueError),                            # wrong length
+    (np.zeros((2, 10), np.int8), ValueError),                       # matvec wants 1-D
+])
+def test_matvec_rejects_bad_activations(x, err):
+    p = kernels_numba.pack_ternary(np.zeros((4, 10), np.int8))
+    with pytest.raises(err):
+        kernels_numba.ternary_matvec(p, x)
+
+
+def test_matmul_rejects_bad_input():
+    p = kernels_numba.pack_ternary(np.zeros((4, 10), np.int8))
+    with pytest.raises(ValueError):
+        kernels_numba.ternary_matmul(p, np.zeros(10, np.int8))       # needs (n, in)
+    with pytest.raises(TypeError):
+        kernels_numba.ternary_matmul(p, np.zeros((2, 10), np.int64))
+    with pytest.raises(TypeError):
+        kernels_numba.ternary_matmul(np.zeros((4, 10), np.int8), np.zeros((2, 10), np.int8))   # not packed
+
+
+# ----------------------------------------------------------------------------
+# no multiplications in the compiled kernels
+
+def _kernel_args():
+    rng = np.random.default_rng(0)
+    Wt, X = random_case(rng, 2, 8, 130)
+    p = pack_ternary(Wt)
+    xw = tm.activation_words(X, p.n_blocks)
+    out = np.empty((2, 8), np.int32)
+    codes = pack_base3(Wt)
+    tables = np.zeros((codes.shape[1], 256), np.int32)
+    return {
+        "v3 matvec": (tm._v3_matvec_kernel, (p.nonzero, p.negative, p.offset, xw[0], out[0])),
+        "v3 matmul": (tm._v3_matmul_kernel, (p.nonzero, p.negative, p.offset, xw, out)),
+        "v2 rows": (tm._v2_rows, (codes, tables, out[0])),
+        "v2 tables": (tm._v2_tables, (X[0], codes.shape[1], tables)),
+        "v1": (tm._v1_kernel, (Wt, X, out)),
+    }
+
+
+@pytest.mark.parametrize("name", ["v3 matvec", "v3 matmul", "v2 rows", "v2 tables", "v1"])
+def test_kernels_have_no_multiplications(name):
+    kernel, args = _kernel_args()[name]
+    ir, asm = compiled_code(kernel, *args)
+    assert "<8 x i64>" in ir or name.startswith(("v1", "v2")), "the v3 kernels should be vectorized"
+    assert multiplies(ir, asm) == []
+
+
+def test_multiply_detector_catches_a_dot_product():
+    @numba.njit
+    def dot(W, x, out):
+        for r in range(W.shape[0]):
+            acc = 0
+            for k in range(W.shape[1]):
+                acc += W[r, k] * x[k]
+            out[r] = acc
+
+    W = np.ones((8, 64), np.int32)
+    ir, asm = compiled_code(dot, W, np.ones(64, np.int32), np.zeros(8, np.int32))
+    assert len(multiplies(ir, asm)) > 0
