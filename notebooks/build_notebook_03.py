@@ -6,22 +6,8 @@ The notebook imports mmf and never re-implements it. With MMF_SMOKE=1 (what CI s
 well under a minute on tiny sizes; without it, it trains the ~5M-parameter Tiny Shakespeare preset
 (about 15 minutes on 2 cores) and shows the real curve and samples.
 """
-import os
-from textwrap import dedent
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def md(text):
-    return new_markdown_cell(dedent(text).strip())
-
-
-def code(text):
-    return new_code_cell(dedent(text).strip())
-
+# the cell helpers and the writer are the ones notebooks 01-02 use (same folder, so importable)
+from build_notebooks_01_02 import code, md, write
 
 NB03 = [
     md(r"""
@@ -242,16 +228,6 @@ NB03 = [
     `python -m mmf.sample --checkpoint=runs/shakespeare/ckpt.ckpt --prompt="ROMEO:"`.
     """),
 ]
-
-
-def write(cells, name):
-    nb = new_notebook(cells=cells, metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}})
-    path = os.path.join(HERE, name)
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    print("wrote", path)
 
 
 if __name__ == "__main__":
