@@ -9,8 +9,9 @@ sees the acknowledge on a clock edge, so
 
 This quantisation is what Table 5's cycle counts show: with the block's real weight bytes (2-bit
 codes, the E8 GLU width) the paper's runtimes give 3.03 cycles/byte at 60 MHz but 1.88 and 1.85 at
-54 and 52 MHz, i.e. 3 cycles per access above 60/(2/T)... and 2 below: access_ns lies in
-(2/60 MHz, 2/54 MHz] = (33.3, 37.0] ns. We take 35 ns (CALIBRATED #1); every value in that interval
+54 and 52 MHz: 3 cycles per access at 60 MHz and 2 at 54/52 MHz, which (1) gives exactly when
+access_ns lies in (2 cycles at 60 MHz, 2 cycles at 54 MHz] = (33.3, 37.0] ns. No linear model
+(a * bytes + b * rows, or cycles/byte = a + tau * f) fits all three rows; the clock quantum does. We take 35 ns (CALIBRATED #1); every value in that interval
 gives the same cycles.
 
 The channel itself is far from busy: each access, whatever its useful width (8 bits or 512), occupies
