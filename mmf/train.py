@@ -32,6 +32,7 @@ from mmf import MMfreeConfig, MMfreeLM
 from mmf.adamw import AdamW
 from mmf.checkpoint import load_checkpoint, save_checkpoint
 from mmf.corpus import DATA_DIR, eval_windows, get_batch, prepare
+from mmf.loss import cross_entropy_forward
 
 # ----------------------------------------------------------------------------------------------
 # configuration
@@ -200,7 +201,6 @@ def clip_grads(grads: dict, max_norm: float) -> float:
 
 def evaluate(model: MMfreeLM, tokens: np.ndarray, cfg: TrainConfig) -> float:
     """Mean loss in nats/token over the first cfg.eval_windows val windows (deterministic)."""
-    from mmf.loss import cross_entropy_forward
     x, y = eval_windows(tokens, cfg.block_size, cfg.eval_windows)        # (N, T), (N, T)
     total, n = 0.0, 0
     for s in range(0, len(x), cfg.batch_size):
@@ -214,6 +214,23 @@ def evaluate(model: MMfreeLM, tokens: np.ndarray, cfg: TrainConfig) -> float:
 def model_config_of(cfg: TrainConfig, vocab_size: int) -> MMfreeConfig:
     return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                         intermediate_size=cfg.intermediate_size or None)
+
+
+def _restore(path, model, opt, rng, history):
+    """Load params, optimizer moments and the batch generator's state; returns (step, history)."""
+    ck = load_checkpoint(path)
+    if ck.model_config != dataclasses.asdict(model.config):
+        raise ValueError(f"{path}: its model config {ck.model_config} differs from this "
+                         f"run's {dataclasses.asdict(model.config)}")
+    for k, v in ck.params.items():
+        model.params[k] = v
+    opt.load_state_dict(ck.optimizer_state)
+    rng.bit_generator.state = ck.rng_state
+    return ck.step, ck.extra.get("history", history)
+
+
+def _last_good(ckpt_path):
+    return ckpt_path if os.path.exists(ckpt_path) else "none yet"
 
 
 def _save(path, model, opt, tok, cfg, step, rng, history):
@@ -241,15 +258,7 @@ def train(cfg: TrainConfig) -> dict:
     history = {"step": [], "train_loss": [], "lr": [], "val_step": [], "val_loss": [], "val_bpb": []}
     step = 0
     if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
-        if ck.model_config != dataclasses.asdict(model.config):
-            raise ValueError(f"{cfg.resume}: its model config {ck.model_config} differs from this "
-                             f"run's {dataclasses.asdict(model.config)}")
-        for k, v in ck.params.items():
-            model.params[k] = v
-        opt.load_state_dict(ck.optimizer_state)
-        rng.bit_generator.state = ck.rng_state
-        step, history = ck.step, ck.extra["history"]
+        step, history = _restore(cfg.resume, model, opt, rng, history)
     os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.ckpt")
 
@@ -280,7 +289,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.close()
             raise NonFiniteLossError(
                 f"non-finite loss ({loss}) or gradient at step {step}; stopped without updating. "
-                f"Last good checkpoint: {ckpt_path if os.path.exists(ckpt_path) else 'none yet'}. "
+                f"Last good checkpoint: {_last_good(ckpt_path)}. "
                 f"Try a lower lr (now {cfg.lr}) or grad_clip, or resume from that checkpoint.")
         clip_grads(grads, cfg.grad_clip)
         lr = lr_at(step, cfg)
@@ -298,6 +307,10 @@ def train(cfg: TrainConfig) -> dict:
                       f"{data.bits_per_byte(val):.4f} bits/byte, {data.bits_per_char(val):.4f} bits/char"
                       + (f" (floor {floor:.4f} nats/token)" if floor is not None else ""))
         if step == last or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
+            if not all(np.isfinite(p).all() for p in model.params.values()):
+                bar.close()                          # never overwrite the last good checkpoint with this
+                raise NonFiniteLossError(f"non-finite parameters after step {step}; last good checkpoint "
+                                         f"{_last_good(ckpt_path)} kept")
             _save(ckpt_path, model, opt, tok, cfg, step, rng, history)
     bar.close()
     train_seconds = time.time() - t_loop
