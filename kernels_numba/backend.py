@@ -1,0 +1,143 @@
+"""NumbaBackend: mmf's layer functions on compiled kernels, selected by MMfreeLM(..., backend="numba").
+
+It subclasses mmf.backend.NumpyBackend and overrides, with identical signatures and cache-in /
+cache-out contracts, what it accelerates:
+
+  rmsnorm_forward / rmsnorm_backward     fused row kernels (E1)
+  bitlinear_forward / bitlinear_backward one-pass RMSNorm + int8 quantization (E1+E2); the weight
+                                         ternarized once per call (E3); the product either as a float
+                                         GEMM on x~, W~ (matmul="blas", the same numbers as the
+                                         reference) or as the add/subtract kernel on packed weights
+                                         (matmul="ternary", the E4 integer form). The fused backward
+                                         recomputes x~ from x, rstd and s instead of storing it (E5).
+  scan_forward / scan_backward           compiled MLGRU recurrence (E6)
+  cross_entropy_forward / _backward      one-pass logsumexp and softmax-minus-onehot (E11)
+
+With quantize=False (finite-difference mode) BitLinear falls back to the reference: the kernels are
+for the quantized model. Every override is tested equal to the method it replaces
+(tests/test_kernels_backend.py).
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from mmf.backend import NumpyBackend
+from mmf.bitlinear import BITLINEAR_EPS
+from mmf.checks import check_array
+from mmf.quant import weight_quant_int
+
+from . import fused, scan
+from .packing import pack_ternary
+from .ternary_matmul import matmul_v3
+
+
+class BitLinearCache(NamedTuple):
+    """What the BitLinear backward needs. xq is None in the fused variant (recomputed)."""
+    x: np.ndarray               # (M, K) input rows
+    g: np.ndarray               # (K,) norm gain
+    rstd: np.ndarray            # (M,) 1 / rms of each row
+    s: np.ndarray               # (M,) activation scale of each row (E2)
+    xq: Optional[np.ndarray]    # (M, K) x~ = q / s, or None when fused
+    Wq: np.ndarray              # (N, K) W~ = Wt * beta
+    lead: tuple                 # the input's leading shape (..., K) -> (...)
+
+
+def _rows(a):
+    """(..., K) -> C-contiguous (M, K) view or copy."""
+    return np.ascontiguousarray(a.reshape(-1, a.shape[-1]))
+
+
+class NumbaBackend(NumpyBackend):
+    name = "numba"
+
+    def __init__(self, quantize=True, fused=True, matmul="blas"):
+        super().__init__(quantize, fused)
+        if matmul not in ("blas", "ternary"):
+            raise ValueError(f"matmul must be 'blas' (float GEMM on x~, W~) or 'ternary' "
+                             f"(packed add/subtract kernel), got {matmul!r}")
+        self.matmul = matmul
+
+    # E1 ------------------------------------------------------------------------
+    def rmsnorm_forward(self, x, g, eps):
+        check_array("rmsnorm x", x, ndim_min=1)
+        check_array("rmsnorm g", g, shape=(x.shape[-1],), dtype=x.dtype)
+        x2 = _rows(x)
+        y = np.empty_like(x2)
+        rstd = np.empty(x2.shape[0], x.dtype)
+        fused.rmsnorm_kernel(x2, g, fused.constants(x.dtype, eps), y, rstd)
+        return y.reshape(x.shape), (x, g, rstd.reshape(x.shape[:-1] + (1,)))   # the reference's cache layout
+
+    def rmsnorm_backward(self, dy, cache):
+        x, g, rstd = cache
+        x2, dy2, r = _rows(x), _rows(dy), np.ascontiguousarray(rstd.reshape(-1))
+        dx = np.empty_like(x2)
+        dg = np.empty(x.shape[-1], x.dtype)
+        fused.rmsnorm_backward_kernel(dy2, x2, g, r, dx)
+        fused.rmsnorm_dgain_kernel(dy2, x2, r, dg)
+        return dx.reshape(x.shape), dg
+
+    # E4 / E5 -------------------------------------------------------------------
+    def bitlinear_forward(self, x, W, g):
+        if not self.quantize:
+            return super().bitlinear_forward(x, W, g)
+        check_array("bitlinear x", x, ndim_min=1)
+        check_array("bitlinear W", W, ndim=2, dtype=x.dtype)
+        check_array("bitlinear g", g, shape=(x.shape[-1],), dtype=x.dtype)
+        if W.shape[1] != x.shape[-1]:
+            raise ValueError(f"bitlinear W has shape {W.shape} [out, in] but x has {x.shape[-1]} input features")
+        x2 = _rows(x)                                                # (..., K) -> (M, K)
+        Wt, beta = weight_quant_int(W)                               # E3: (N, K) int8, scalar
+        Wq = Wt.astype(x.dtype) * x.dtype.type(beta)                 # W~, as the reference builds it
+        if self.matmul == "ternary":
+            q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_xq=not self.fused)
+            acc = matmul_v3(pack_ternary(Wt), q)                     # (M, N) int32, additions only
+            y = acc.astype(x.dtype)
+            y *= x.dtype.type(beta) / s[:, None]                     # E4: y = acc * beta / s
+        else:
+            q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_xq=True)
+            y = xq @ Wq.T                                            # (M, K) @ (K, N) -> (M, N)
+            if self.fused:
+                xq = None                                            # dropped: rebuilt in backward
+        cache = BitLinearCache(x2, g, rstd, s, xq, Wq, x.shape[:-1])
+        return y.reshape(x.shape[:-1] + (W.shape[0],)), cache
+
+    def bitlinear_backward(self, dy, cache):
+        if not isinstance(cache, BitLinearCache):                    # quantize=False: the reference's cache
+            return super().bitlinear_backward(dy, cache)
+        x2, g, rstd, s, xq, Wq, lead = cache
+        if xq is None:                                               # fused: recompute x~ (E5)
+            xq = np.empty_like(x2)
+            fused.requant_kernel(x2, g, rstd, s, xq)
+        dy2 = dy.reshape(-1, dy.shape[-1])                           # (M, N)
+        dW = dy2.T @ xq                                              # (N, M) @ (M, K) -> (N, K)
+        dxq = dy2 @ Wq                                               # (M, N) @ (N, K) -> (M, K)
+        dx = np.empty_like(x2)
+        dg = np.empty(x2.shape[1], x2.dtype)
+        dxq = np.ascontiguousarray(dxq)
+        fused.rmsnorm_backward_kernel(dxq, x2, g, rstd, dx)          # STE: dxn = dx~
+        fused.rmsnorm_dgain_kernel(dxq, x2, rstd, dg)
+        return dx.reshape(lead + (x2.shape[1],)), dW, dg
+
+    # E6 ------------------------------------------------------------------------
+    def scan_forward(self, f, i, h0):
+        return scan.scan_forward(np.ascontiguousarray(f), np.ascontiguousarray(i), np.ascontiguousarray(h0))
+
+    def scan_backward(self, dh, f, h, h0):
+        return scan.scan_backward(np.ascontiguousarray(dh), np.ascontiguousarray(f),
+                                  np.ascontiguousarray(h), np.ascontiguousarray(h0))
+
+    # E11 -----------------------------------------------------------------------
+    def cross_entropy_forward(self, logits, targets):
+        V = logits.shape[-1]
+        z = _rows(logits)                                            # (N, V)
+        t = np.ascontiguousarray(targets.reshape(-1)).astype(np.int64)
+        lse = np.empty(z.shape[0], np.float64)
+        nll = np.empty(z.shape[0], np.float64)
+        fused.cross_entropy_kernel(z, t, lse, nll)
+        return float(nll.mean()), (z, t, lse.astype(z.dtype), logits.shape)
+
+    def cross_entropy_backward(self, cache):
+        z, t, lse, shape = cache
+        dz = np.empty_like(z)
+        fused.cross_entropy_backward_kernel(z, t, lse, dz)
+        return dz.reshape(shape)
