@@ -69,11 +69,7 @@ class NumbaBackend(NumpyBackend):
 
     def rmsnorm_backward(self, dy, cache):
         x, g, rstd = cache
-        x2, dy2, r = _rows(x), _rows(dy), np.ascontiguousarray(rstd.reshape(-1))
-        dx = np.empty_like(x2)
-        dg = np.empty(x.shape[-1], x.dtype)
-        fused.rmsnorm_backward_kernel(dy2, x2, g, r, dx)
-        fused.rmsnorm_dgain_kernel(dy2, x2, r, dg)
+        dx, dg = fused.rmsnorm_backward_rows(_rows(dy), _rows(x), g, np.ascontiguousarray(rstd.reshape(-1)))
         return dx.reshape(x.shape), dg
 
     # E4 / E5 -------------------------------------------------------------------
@@ -111,11 +107,7 @@ class NumbaBackend(NumpyBackend):
         dy2 = dy.reshape(-1, dy.shape[-1])                           # (M, N)
         dW = dy2.T @ xq                                              # (N, M) @ (M, K) -> (N, K)
         dxq = dy2 @ Wq                                               # (M, N) @ (N, K) -> (M, K)
-        dx = np.empty_like(x2)
-        dg = np.empty(x2.shape[1], x2.dtype)
-        dxq = np.ascontiguousarray(dxq)
-        fused.rmsnorm_backward_kernel(dxq, x2, g, rstd, dx)          # STE: dxn = dx~
-        fused.rmsnorm_dgain_kernel(dxq, x2, rstd, dg)
+        dx, dg = fused.rmsnorm_backward_rows(np.ascontiguousarray(dxq), x2, g, rstd)   # STE: dxn = dx~
         return dx.reshape(lead + (x2.shape[1],)), dW, dg
 
     # E6 ------------------------------------------------------------------------

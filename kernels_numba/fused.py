@@ -19,14 +19,20 @@ ACT_EPS = 1e-5
 # ----------------------------------------------------------------------------
 # E1 + E2 forward: xn = x * rstd * g, s = 127 / max(|xn|, 1e-5), q = clip(round(xn * s), -128, 127)
 
+@njit(fastmath=True, cache=True)
+def _sum_squares(row):
+    """float64 sum of squares; fastmath (reassociation) lets it vectorize: only the summation order
+    changes, which float64 accumulation makes invisible at float32 precision."""
+    ss = 0.0
+    for v in row:
+        ss += np.float64(v) * np.float64(v)
+    return ss
+
+
 @njit(inline="always")
 def _row_rstd(x, m, K, c, rstd):
     """rstd[m] = 1 / sqrt(mean(x[m]^2) + eps) in x's dtype. c = (eps, 127, 1e-5, 1) in x's dtype."""
-    ss = 0.0                                                         # float64 accumulator
-    for k in range(K):
-        v = np.float64(x[m, k])
-        ss += v * v
-    rstd[m] = ss / K                                                 # stored -> rounded to x's dtype, like np.mean
+    rstd[m] = _sum_squares(x[m]) / K                                                 # stored -> rounded to x's dtype, like np.mean
     rstd[m] = c[3] / np.sqrt(rstd[m] + c[0])
     return rstd[m]
 
@@ -93,29 +99,39 @@ def rmsnorm_kernel(x, g, c, y, rstd):
             y[m, k] = x[m, k] * r * g[k]
 
 
-@njit(parallel=True, cache=True)
-def rmsnorm_backward_kernel(dy, x, g, rstd, dx):
-    """dx = rstd * (dxhat - xhat * mean(dxhat * xhat)), xhat = x * rstd, dxhat = dy * g."""
-    M, K = x.shape
-    for m in prange(M):
-        r = rstd[m]
-        acc = 0.0
-        for k in range(K):
-            acc += np.float64(dy[m, k] * g[k]) * np.float64(x[m, k] * r)
-        mean = acc / K
-        for k in range(K):
-            dx[m, k] = r * (dy[m, k] * g[k] - x[m, k] * r * mean)       # float64 mean: rounding-level differences
+ROWS_PER_CHUNK = 64
 
 
-@njit(parallel=True, cache=True)
-def rmsnorm_dgain_kernel(dy, x, rstd, dg):
-    """dg[k] = sum_m dy[m, k] * x[m, k] * rstd[m], parallel over columns (no write conflicts)."""
+@njit(parallel=True, fastmath=True, cache=True)
+def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial):
+    """dx = rstd * (dxhat - xhat * mean(dxhat * xhat)) with xhat = x * rstd, dxhat = dy * g, and the
+    gain gradient dg = sum_m dy * xhat accumulated per chunk of rows (dg_partial (chunks, K), summed
+    by the caller) so that threads never write the same element. fastmath: the backward only needs
+    float rounding-level agreement, and it lets the row reductions vectorize."""
     M, K = x.shape
-    for k in prange(K):
-        acc = 0.0
-        for m in range(M):
-            acc += np.float64(dy[m, k] * (x[m, k] * rstd[m]))
-        dg[k] = acc
+    n_chunks = dg_partial.shape[0]
+    for c in prange(n_chunks):
+        for k in range(K):
+            dg_partial[c, k] = 0.0
+        for m in range(c * ROWS_PER_CHUNK, min(M, (c + 1) * ROWS_PER_CHUNK)):
+            r = rstd[m]
+            acc = 0.0
+            for k in range(K):
+                acc += np.float64(dy[m, k] * g[k]) * np.float64(x[m, k] * r)
+            mean = acc / K
+            for k in range(K):
+                xhat = x[m, k] * r
+                dx[m, k] = r * (dy[m, k] * g[k] - xhat * mean)
+                dg_partial[c, k] += np.float64(dy[m, k] * xhat)
+
+
+def rmsnorm_backward_rows(dy2, x2, g, rstd):
+    """(M, K) arrays -> dx (M, K), dg (K,)."""
+    M, K = x2.shape
+    dx = np.empty_like(x2)
+    dg_partial = np.empty((-(-M // ROWS_PER_CHUNK), K), np.float64)
+    rmsnorm_backward_kernel(dy2, x2, g, rstd, dx, dg_partial)
+    return dx, dg_partial.sum(axis=0).astype(x2.dtype)
 
 
 # ----------------------------------------------------------------------------
