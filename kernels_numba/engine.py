@@ -1,0 +1,262 @@
+"""Engine: an mmf.MMfreeLM loaded once into packed form, decoding with carried MLGRU state.
+
+What is resident after loading (float32 model -> engine):
+  * every BitLinear (4 MLGRU projections, GLU gate/down, LM head) as a PackedTernary: 2 bits per
+    weight + one scale beta (E3) + one row offset; its RMSNorm gain in float32;
+  * the norms' gains and the lower bounds (E7, computed once) in float32;
+  * the embedding table: float32 (default, exact), or int8 with one scale per row
+    (embedding="int8", what llama.cpp/bitnet.cpp call Q8 embeddings: 4x smaller, no longer exact).
+
+One decoding step for B sequences (E4-E10 with the integer BitLinear form):
+  x = Emb[tok]; per layer: xn = rms(x; attn_norm); i, f, g = BitLinear(xn) (one kernel launch for the
+  three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
+  x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
+  logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel of
+  ternary_matmul version 3; the whole step is one compiled function.
+"""
+import numpy as np
+from numba import njit, prange
+
+from mmf.bitlinear import BITLINEAR_EPS
+from mmf.generate import _check_options, sample_next
+from mmf.model import MMfreeLM
+
+from .fused import ACT_EPS, ACT_QMAX
+from .packing import BLOCK, n_blocks, pack_model_weight
+from .ternary_matmul import _finish, _fold, _word
+
+U64 = np.uint64
+
+
+# ----------------------------------------------------------------------------
+# kernels of one decoding step (float32, one sequence at a time)
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _gemv_segments(nonzero, negative, offset, xw, rows_per_seg, acc):
+    """Rows [s * rows_per_seg, (s+1) * rows_per_seg) use activation words xw[s] (S, 8, NB):
+    several BitLinears that read the same input through different norms in one launch."""
+    R, NB = nonzero.shape
+    for r in prange(R):
+        x = xw[r // rows_per_seg]
+        x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+        a = U64(0)
+        nzr, ngr = nonzero[r], negative[r]
+        for b in range(NB):
+            nz, ng = nzr[b], ngr[b]
+            s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
+                   + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
+                   + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))
+            a += _fold(s16)
+        acc[r] = _finish(a, offset[r])
+
+
+@njit(cache=True)
+def _rms_inv(x, eps):
+    ss = 0.0
+    for v in x:
+        ss += np.float64(v) * np.float64(v)
+    return np.float32(1.0 / np.sqrt(np.float32(ss / x.shape[0]) + np.float32(eps)))
+
+
+@njit(cache=True)
+def _norm_quant_words(x, g, xw8):
+    """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
+    uint8 view of its activation words (column k -> word (k>>3)&7 of block k>>6, byte k&7);
+    returns the scale s."""
+    r = _rms_inv(x, BITLINEAR_EPS)
+    absmax = np.float32(ACT_EPS)
+    for k in range(x.shape[0]):
+        v = abs(x[k] * r * g[k])
+        if v > absmax:
+            absmax = v
+    s = np.float32(ACT_QMAX) / absmax
+    for k in range(x.shape[0]):
+        code = min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)
+        xw8[(k >> 3) & 7, ((k >> 6) << 3) + (k & 7)] = np.uint8(np.int32(code) + 128)
+    return s
+
+
+@njit(cache=True)
+def _sigmoid(z):
+    return np.float32(1.0) / (np.float32(1.0) + np.exp(-z))
+
+
+@njit(cache=True)
+def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
+              p_nz, p_ng, p_off, p_beta, p_gain,
+              u_nz, u_ng, u_off, u_beta, u_gain,
+              d_nz, d_ng, d_off, d_beta, d_gain,
+              head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
+              xw_d, xw_i, acc_p, acc_u, acc_d, acc_v, logits):
+    """One token of one sequence: h (L, D) is updated in place; logits (V,) written."""
+    L, D = h.shape
+    I = d_gain.shape[1]
+    x = emb[tok].astype(np.float32) * emb_scale[tok]                 # (D,) embedding (E10)
+    xw_d8 = xw_d.view(np.uint8).reshape(xw_d.shape[0], 8, -1)        # (3, 8, NB*8) byte views
+    xw_i8 = xw_i.view(np.uint8).reshape(8, -1)
+    o = np.empty(D, np.float32)
+    for l in range(L):
+        # ---- MLGRU token mixer (E6), i/f/g projections in one launch
+        xn = x * _rms_inv(x, eps) * attn_norm[l]                     # block pre-norm
+        s_i = _norm_quant_words(xn, p_gain[l, 0], xw_d8[0])
+        s_f = _norm_quant_words(xn, p_gain[l, 1], xw_d8[1])
+        s_g = _norm_quant_words(xn, p_gain[l, 2], xw_d8[2])
+        _gemv_segments(p_nz[l, 0], p_ng[l, 0], p_off[l, 0], xw_d, D, acc_p)
+        c_i, c_f, c_g = p_beta[l, 0] / s_i, p_beta[l, 1] / s_f, p_beta[l, 2] / s_g
+        ss = 0.0
+        for d in range(D):
+            a_g = acc_p[2 * D + d] * c_g
+            ss += np.float64(a_g) * np.float64(a_g)
+        rg = np.float32(1.0 / np.sqrt(np.float32(ss / D) + np.float32(eps)))
+        for d in range(D):
+            a_i = acc_p[d] * c_i
+            f = lb[l, d] + (np.float32(1.0) - lb[l, d]) * _sigmoid(acc_p[D + d] * c_f)
+            i = a_i * _sigmoid(a_i) * (np.float32(1.0) - f)
+            h[l, d] = f * h[l, d] + i
+            o[d] = acc_p[2 * D + d] * c_g * rg * g_norm[l, d] * (h[l, d] * _sigmoid(h[l, d]))
+        s_o = _norm_quant_words(o, p_gain[l, 3], xw_d8[0])
+        _gemv_segments(p_nz[l, 1, :D], p_ng[l, 1, :D], p_off[l, 1, :D], xw_d[:1], D, acc_d)
+        c_o = p_beta[l, 3] / s_o
+        for d in range(D):
+            x[d] += acc_d[d] * c_o                                   # residual 1
+        # ---- GLU channel mixer (E8)
+        rn = x * _rms_inv(x, eps) * mlp_norm[l]
+        s_u = _norm_quant_words(rn, u_gain[l], xw_d8[0])
+        _gemv_segments(u_nz[l], u_ng[l], u_off[l], xw_d[:1], 2 * I, acc_u)
+        c_u = u_beta[l] / s_u
+        p = np.empty(I, np.float32)
+        for k in range(I):
+            gate = acc_u[k] * c_u
+            p[k] = gate * _sigmoid(gate) * (acc_u[I + k] * c_u)
+        s_d = _norm_quant_words(p, d_gain[l], xw_i8)
+        _gemv_segments(d_nz[l], d_ng[l], d_off[l], xw_i.reshape(1, 8, -1), D, acc_d)
+        c_d = d_beta[l] / s_d
+        for d in range(D):
+            x[d] += acc_d[d] * c_d                                   # residual 2
+    # ---- head (E10)
+    xn = x * _rms_inv(x, eps) * final_norm
+    s_h = _norm_quant_words(xn, head_gain, xw_d8[0])
+    _gemv_segments(head_nz, head_ng, head_off, xw_d[:1], head_nz.shape[0], acc_v)
+    c_h = head_beta / s_h
+    for v in range(logits.shape[0]):
+        logits[v] = acc_v[v] * c_h
+
+
+# ----------------------------------------------------------------------------
+
+class Engine:
+    """Engine(model) packs an mmf.MMfreeLM once; .generate(ids, max_new_tokens, temperature=0.0, ...)
+    produces the same greedy tokens as model.generate. embedding='float32' (exact) or 'int8'."""
+
+    def __init__(self, model, embedding="float32"):
+        if not isinstance(model, MMfreeLM):
+            raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
+        if embedding not in ("float32", "int8"):
+            raise ValueError(f"embedding must be 'float32' (exact) or 'int8' (4x smaller), got {embedding!r}")
+        cfg, P = model.config, model.params
+        L, D, I, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+        self.config, self.eps = cfg, np.float32(cfg.rms_norm_eps)
+        f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)    # noqa: E731
+        layer = lambda l, name: P[f"model.layers.{l}.{name}"]         # noqa: E731
+
+        def stack(names_per_layer):
+            """Pack the weights named for each layer and stack: planes (L, rows, NB), offsets, betas."""
+            packed = [[pack_model_weight(f32(layer(l, n))) for n in names] for l, names in names_per_layer]
+            nz = np.stack([np.concatenate([p.nonzero for p in ps]) for ps in packed])
+            ng = np.stack([np.concatenate([p.negative for p in ps]) for ps in packed])
+            off = np.stack([np.concatenate([p.offset for p in ps]) for ps in packed])
+            beta = np.array([[p.scale for p in ps] for ps in packed], np.float32)
+            return nz, ng, off, beta
+
+        # i, f, g stacked as rows [0, 3D) of one matrix (one launch); o_proj apart: (L, 2, 3D, NB) with o in slot 1
+        ifg = stack([(l, [f"attn.{n}_proj.weight" for n in "ifg"]) for l in range(L)])
+        o = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
+        nb_d = n_blocks(D)
+        self.p_nz = np.zeros((L, 2, 3 * D, nb_d), U64)
+        self.p_ng = np.zeros((L, 2, 3 * D, nb_d), U64)
+        self.p_off = np.zeros((L, 2, 3 * D), np.int64)
+        self.p_nz[:, 0], self.p_ng[:, 0], self.p_off[:, 0] = ifg[0], ifg[1], ifg[2]
+        self.p_nz[:, 1, :D], self.p_ng[:, 1, :D], self.p_off[:, 1, :D] = o[0], o[1], o[2]
+        self.p_beta = np.concatenate([ifg[3], o[3]], axis=1)         # (L, 4): i, f, g, o
+        self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
+        self.u_nz, self.u_ng, self.u_off, ub = stack([(l, ["mlp.gate_proj.weight"]) for l in range(L)])
+        self.d_nz, self.d_ng, self.d_off, db = stack([(l, ["mlp.down_proj.weight"]) for l in range(L)])
+        self.u_beta, self.d_beta = ub[:, 0].copy(), db[:, 0].copy()
+        self.u_gain = f32([layer(l, "mlp.gate_proj.norm.weight") for l in range(L)])
+        self.d_gain = f32([layer(l, "mlp.down_proj.norm.weight") for l in range(L)])
+        self.attn_norm = f32([layer(l, "attn_norm.weight") for l in range(L)])
+        self.mlp_norm = f32([layer(l, "mlp_norm.weight") for l in range(L)])
+        self.g_norm = f32([layer(l, "attn.g_norm.weight") for l in range(L)])
+        lb = model.lower_bounds()
+        self.lb = np.zeros((L, D), np.float32) if lb is None else f32(lb)
+        self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
+        head = pack_model_weight(f32(P["lm_head.weight"]))
+        self.head_nz, self.head_ng, self.head_off = head.nonzero, head.negative, head.offset
+        self.head_beta = np.float32(head.scale)
+        self.head_gain = f32(P["lm_head.norm.weight"])
+        self.final_norm = f32(P["model.norm.weight"])
+        E = f32(P["model.embeddings.weight"])
+        if embedding == "int8":                                      # per-row absmax int8
+            scale = np.maximum(np.abs(E).max(axis=1), 1e-12) / 127.0
+            self.emb = np.round(E / scale[:, None]).astype(np.int8)
+            self.emb_scale = scale.astype(np.float32)
+        else:
+            self.emb, self.emb_scale = E, np.ones(V, np.float32)
+        self._xw_d = np.zeros((3, 8, nb_d), U64)                     # activation words, reused
+        self._xw_i = np.zeros((8, n_blocks(I)), U64)
+
+    # ------------------------------------------------------------------------
+    @property
+    def nbytes(self):
+        """Resident bytes of everything the engine keeps for decoding (weights, scales, gains)."""
+        return int(sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)
+                       and not v is self._xw_d and v is not self._xw_i))
+
+    def new_state(self, batch):
+        return np.zeros((batch, self.config.num_layers, self.config.hidden_size), np.float32)
+
+    def step(self, tokens, state):
+        """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32."""
+        cfg = self.config
+        B = tokens.shape[0]
+        logits = np.empty((B, cfg.vocab_size), np.float32)
+        acc_p = np.empty(3 * cfg.hidden_size, np.int32)
+        acc_u = np.empty(2 * cfg.intermediate_size, np.int32)
+        acc_d = np.empty(cfg.hidden_size, np.int32)
+        acc_v = np.empty(cfg.vocab_size, np.int32)
+        for b in range(B):
+            _step_one(int(tokens[b]), state[b], self.emb, self.emb_scale, self.attn_norm, self.mlp_norm,
+                      self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.p_beta, self.p_gain,
+                      self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
+                      self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
+                      self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
+                      self.final_norm, self.eps, self._xw_d, self._xw_i, acc_p, acc_u, acc_d, acc_v, logits[b])
+        return logits
+
+    def prefill(self, ids):
+        """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)), one step per token."""
+        state = self.new_state(ids.shape[0])
+        for t in range(ids.shape[1]):
+            logits = self.step(ids[:, t], state)
+        return logits, state
+
+    def generate(self, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None):
+        """Like model.generate: ids (B, T) or (T,) -> (B, T + max_new_tokens); temperature 0 is greedy."""
+        _check_options(max_new_tokens, temperature, top_k, top_p)
+        ids = np.asarray(ids)
+        squeeze = ids.ndim == 1
+        ids = ids[None, :] if squeeze else ids
+        if ids.ndim != 2 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be integer (B, T) or (T,) with T >= 1, got {ids.dtype} {ids.shape}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"ids must lie in [0, {self.config.vocab_size})")
+        rng = np.random.default_rng(seed)
+        logits, state = self.prefill(ids)
+        out = [ids.astype(np.int64)]
+        for k in range(max_new_tokens):
+            tok = sample_next(logits, temperature, top_k, top_p, rng)   # (B,)
+            out.append(tok[:, None])
+            if k + 1 < max_new_tokens:
+                logits = self.step(tok, state)
+        result = np.concatenate(out, axis=1)
+        return result[0] if squeeze else result
