@@ -78,8 +78,8 @@ class DDR4:
         arbitration = self.arbiter_stage_ns * math.ceil(math.log2(k)) if k > 1 else 0.0
         period = 1e3 / clock_mhz                                       # ns per core cycle
         cycles = math.ceil((self.access_ns + arbitration) / period - 1e-9)
-        if k == 1:                                                     # one requester never queues behind itself
-            return cycles
+        if k == 1:                                                     # one requester never queues behind itself,
+            return max(cycles, math.ceil(bus / period - 1e-9))         # but a wide access may outlast the round trip
         for _ in range(50):
             rho = k * bus / (cycles * period)                          # bus utilisation
             if rho >= 1.0:                                             # saturated: the bus is the roof
