@@ -12,8 +12,13 @@ real mmf models and reproduces the paper's Tables 4 and 5.
     compiler.py   mmf model -> block/head programs + DRAM image
     simulate.py   simulate_block(d, clock_mhz, ddr_bits=8, cores=1)
     accelerator.py per-token driver: host steps, layers, head, greedy generation, token reports
-    report.py     busy/stall breakdowns; sweep.py design-space sweep + roofline; plots.py figures
+    cpu_reference.py  the CPU integer path (E4 integer form) the accelerator must match
+    report.py     busy/stall breakdowns
+    sweep.py      design-space sweep + roofs (python -m fpga_model.sweep)
+    plots.py      unit timeline, Table 5 bars, roofline
+    paper_data.py the paper's Table 4/5 numbers and projections (inputs, never used to count cycles)
     paper.py      python -m fpga_model.paper: paper vs model vs error
+    __main__.py   python -m fpga_model --checkpoint ... --prompt ...: accelerator vs CPU tokens + report
 """
 from .assembler import AssemblyError, assemble
 from .core import SimulationError

@@ -42,6 +42,8 @@ class Register:
     scale: Optional[float] = None
     read_free: int = 0                 # cycle at which the read port is free again
     write_free: int = 0                # cycle at which the pending write (if any) has landed
+    reader_unit: str = ""              # unit of the instruction holding the read port
+    writer_unit: str = ""              # unit of the instruction holding the write port
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Event:
     stall_reason: str                  # what held the PC (empty if nothing)
     beats: int = 0                     # DRAM accesses it made
     layer: Optional[int] = None
+    stall_unit: str = ""               # the unit whose instruction held that resource
 
     @property
     def stall(self):
@@ -97,13 +100,16 @@ class Core:
             duration, read_hold, beats = self._cycles(ins, shape)
             # --- stall rule: every resource the instruction needs must be free ---
             waits = {"pc": pc_ready, f"{ins.unit} unit busy": unit_free[ins.unit]}
+            holder = {f"{ins.unit} unit busy": ins.unit}                 # reason -> unit holding it
             for r in ins.reads():
-                waits[f"r{r} not written yet"] = max(waits.get(f"r{r} not written yet", 0), self.regs[r].write_free)
-                waits[f"r{r} read port busy"] = self.regs[r].read_free
+                reg = self.regs[r]
+                waits[f"r{r} not written yet"], holder[f"r{r} not written yet"] = reg.write_free, reg.writer_unit
+                waits[f"r{r} read port busy"], holder[f"r{r} read port busy"] = reg.read_free, reg.reader_unit
             for r in ins.writes():
-                waits[f"r{r} write port busy"] = self.regs[r].write_free
+                reg = self.regs[r]
+                waits[f"r{r} write port busy"], holder[f"r{r} write port busy"] = reg.write_free, reg.writer_unit
                 if r not in ins.reads():
-                    waits[f"r{r} still being read"] = self.regs[r].read_free
+                    waits[f"r{r} still being read"], holder[f"r{r} still being read"] = reg.read_free, reg.reader_unit
             issue = max(waits.values())
             reason = max(waits, key=waits.get) if issue > pc_ready else ""
             end = issue + duration
@@ -111,11 +117,14 @@ class Core:
             unit_free[ins.unit] = end
             for r in ins.reads():
                 self.regs[r].read_free = issue + (read_hold if read_hold is not None else duration)
+                self.regs[r].reader_unit = ins.unit
             for r in ins.writes():
                 self.regs[r].write_free = end
+                self.regs[r].writer_unit = ins.unit
             pc_ready = issue + self.hw.issue
             last_end = max(last_end, end)
-            trace.events.append(Event(base + k, ins.op, ins.unit, waits["pc"], issue, end, reason, beats, layer))
+            trace.events.append(Event(base + k, ins.op, ins.unit, waits["pc"], issue, end, reason, beats, layer,
+                                      holder.get(reason, "")))
             if self.execute:
                 self._execute(ins, layer, shape)
             elif ins.rd is not None:                                  # timing only: track shapes

@@ -5,7 +5,8 @@ from .isa import UNITS
 
 
 def unit_breakdown(trace):
-    """{unit: {"busy": cycles the unit worked, "instructions": n, "stalled_pc": cycles the PC waited on it}}
+    """{unit: {"busy": cycles the unit worked, "instructions": n, "stalled_pc": cycles the PC waited on it
+    (its unit busy, or a register one of its instructions was writing or reading)}}
     plus {"pc": {"stall": total stall cycles, "causes": Counter}}."""
     out = {u: {"busy": 0, "instructions": 0, "stalled_pc": 0} for u in UNITS}
     causes = Counter()
@@ -14,10 +15,9 @@ def unit_breakdown(trace):
         out[e.unit]["instructions"] += 1
         if e.stall:
             causes[e.stall_reason] += e.stall
-            # charge the stall to the unit whose instruction holds the resource: the unit named in the
-            # reason, or (register hazards) the unit of the instruction that last wrote/read it
-            for u in UNITS:
-                if e.stall_reason.startswith(u):
-                    out[u]["stalled_pc"] += e.stall
+            # charged to the unit whose instruction held the resource: the busy unit itself, or for a
+            # register hazard the unit of the instruction writing/reading that register
+            if e.stall_unit in out:
+                out[e.stall_unit]["stalled_pc"] += e.stall
     out["pc"] = {"stall": sum(causes.values()), "causes": causes}
     return out

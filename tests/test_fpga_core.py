@@ -123,3 +123,10 @@ def test_simulate_block_api():
     r2 = simulate_block(512, 120)
     assert r2.hw.access_cycles == 5
     assert r2.milliseconds == pytest.approx(r.milliseconds * 5 / 6, rel=0.02)
+
+
+def test_breakdown_attributes_every_stall_cycle_to_a_unit():
+    bd = simulate_block(512, 60).breakdown()
+    units = ("tmatmul", "loadstore", "rms", "rowwise")
+    assert sum(bd[u]["stalled_pc"] for u in units) == bd["pc"]["stall"] > 0
+    assert bd["tmatmul"]["instructions"] == 7 and bd["loadstore"]["instructions"] == 14

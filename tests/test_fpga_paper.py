@@ -75,3 +75,9 @@ def test_paper_cli_prints_the_tables_quickly():
     assert out.returncode == 0, out.stderr
     for needle in ("Table 5", "Table 4", "370M", "1.3B", "d=768"):
         assert needle in out.stdout
+
+
+@pytest.mark.parametrize("d", sorted(TABLE5))
+def test_tmatmul_is_99_percent_of_the_measured_design(d):
+    # the paper: "TMATMUL is 99% of core processing time"
+    assert simulate_block(d, TABLE5[d][0]).tmatmul_share >= 0.99
