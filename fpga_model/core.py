@@ -3,7 +3,9 @@ register file (8 vectors, one read port and one write port each) and the four fu
 simple out-of-order completion (paper App. A, Fig. 5; SPEC §6).
 
 Timing is a scoreboard, one step per instruction (not per element or per weight):
-  * the PC issues at most one instruction per cycle, in program order;
+  * the PC fetches from the ROM section the host launched and issues at most one instruction per
+    cycle, in program order; the register router hands it to its unit and claims the register ports
+    it needs (the compiler names the registers; the router only grants ports);
   * it stalls while the instruction's unit is busy, or while any register it needs is busy: a
     source whose write port is held (the value is not there yet) or whose read port is held by
     another instruction; a destination whose write port or read port is held (WAW / WAR);
@@ -23,7 +25,7 @@ import numpy as np
 
 from . import units
 from .dram import MATRIX, VECTOR
-from .isa import LOADSTORE, NUM_REGISTERS, RMS, ROWWISE, TMATMUL_UNIT, UNITS
+from .isa import LOADSTORE, NUM_REGISTERS, ROWWISE, UNITS
 
 
 class SimulationError(ValueError):

@@ -6,7 +6,7 @@ states the structure: LUT squaring, a pairwise averaging tree and a divide in th
 FIFO feeding a ternary-add stage in the TMATMUL unit). The measured 8-bit design is insensitive to
 them (TMATMUL streaming is >99% of its cycles); the 512-bit projection is not, see paper.py.
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .memory import DDR4, _check_clock, _check_cores
@@ -58,6 +58,3 @@ class Hardware:
     @property
     def access_cycles(self):
         return self.ddr.access_cycles(self.clock_mhz, self.ddr_bits, self.cores)
-
-    def with_(self, **changes):
-        return replace(self, **changes)

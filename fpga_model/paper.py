@@ -8,7 +8,6 @@
        and the model's whole-token figures (blocks + LM head + host transfers)
     6. the design-space sweep around the x64 projection and the roof each point hits
 """
-import math
 
 from mmf import MMfreeConfig
 

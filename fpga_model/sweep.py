@@ -13,7 +13,6 @@ The design runs at the lowest roof (minus the block's non-TMATMUL work); `bound`
 import itertools
 import math
 
-from .hardware import Hardware
 from .paper_data import board_power_w
 from .simulate import simulate_block
 
