@@ -8,6 +8,13 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
 
 `mmf` never imports this package unless asked (MMfreeLM(..., backend="numba")).
 """
+import os
+
+# Numba's OpenMP thread pool spins after every parallel region by default; on a shared 2-core machine
+# that spinning steals the core the next kernel (or BLAS) needs and a 0.05 ms kernel can take 10 ms.
+# Passive waiting costs nothing measurable when the machine is idle. Must be set before the pool starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .packing import PackedTernary, pack_ternary, unpack_ternary
 from .ternary_matmul import ternary_matmul, ternary_matvec
 

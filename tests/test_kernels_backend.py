@@ -1,0 +1,142 @@
+"""NumbaBackend and its fused kernels against the NumPy reference they replace: the same numbers to
+float rounding (bit for bit where the operation order is the same), for every layer and for a whole
+model's loss and gradients, with both BitLinear products and both cache variants."""
+import numpy as np
+import pytest
+
+import mmf
+from kernels_numba import fused, scan
+from kernels_numba.backend import NumbaBackend
+from kernels_numba.bench import bench_activation_memory
+from mmf import recurrence
+from mmf.loss import cross_entropy_backward, cross_entropy_forward
+from mmf.quant import activation_quant, activation_quant_int
+from mmf.rmsnorm import rmsnorm_backward, rmsnorm_forward
+
+CFG = dict(vocab_size=40, hidden_size=24, num_layers=2, intermediate_size=64)
+
+
+def max_rel_err(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_norm_quant_equals_reference(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 70)).astype(dtype)
+    x[3] = 0.0                                                       # all-zero token hits the 1e-5 floor
+    x[4] *= 1e4
+    g = (1 + 0.2 * rng.standard_normal(70)).astype(dtype)
+    q, s, rstd, xq = fused.norm_quant(x, g, 1e-6)
+    xn, (_, _, rstd_ref) = rmsnorm_forward(x, g, 1e-6)
+    q_ref, s_ref = activation_quant_int(xn)
+    assert q.dtype == np.int8 and np.array_equal(q, q_ref)
+    tol = 1e-6 if dtype == np.float32 else 1e-15                     # a few ulps (the row mean is summed differently)
+    assert max_rel_err(s, s_ref[:, 0]) < tol and max_rel_err(rstd, rstd_ref[:, 0]) < tol
+    assert max_rel_err(xq, activation_quant(xn)) < tol
+    # the backward's recompute rebuilds exactly the forward's x~ from x, rstd, s
+    xq2 = np.empty_like(x)
+    fused.requant_kernel(x, g, rstd, s, xq2)
+    assert np.array_equal(xq2, xq)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rmsnorm_and_scan_and_loss_kernels(dtype):
+    rng = np.random.default_rng(1)
+    be = NumbaBackend()
+    x = rng.standard_normal((3, 5, 33)).astype(dtype)
+    g = rng.standard_normal(33).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y, c = be.rmsnorm_forward(x, g, 1e-6)
+    y_ref, c_ref = rmsnorm_forward(x, g, 1e-6)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    assert max_rel_err(y, y_ref) < tol
+    for a, b in zip(be.rmsnorm_backward(dy, c), rmsnorm_backward(dy, c_ref)):
+        assert max_rel_err(a, b) < 10 * tol
+    f = rng.random((3, 9, 7)).astype(dtype)
+    i = rng.standard_normal((3, 9, 7)).astype(dtype)
+    h0 = rng.standard_normal((3, 7)).astype(dtype)
+    h = scan.scan_forward(f, i, h0)
+    assert np.array_equal(h, recurrence.scan_forward(f, i, h0))      # same order of operations
+    for a, b in zip(scan.scan_backward(i, f, h, h0),
+                    recurrence.scan_backward(i, f, h, h0)):
+        assert np.array_equal(a, b)
+    logits = (3 * rng.standard_normal((4, 6, 40))).astype(dtype)
+    t = rng.integers(0, 40, (4, 6))
+    loss, c = be.cross_entropy_forward(logits, t)
+    loss_ref, c_ref = cross_entropy_forward(logits, t)
+    assert abs(loss - loss_ref) < 10 * tol * abs(loss_ref)
+    assert max_rel_err(be.cross_entropy_backward(c), cross_entropy_backward(c_ref)) < 10 * tol
+
+
+def loss_and_grads(backend, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    ids, tg = rng.integers(0, CFG["vocab_size"], (2, 2, 11))
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG), seed=seed, dtype=dtype, backend=backend)
+    return model.loss_and_grads(ids, tg)
+
+
+def compare(got, want, tol):
+    (l1, g1), (l0, g0) = got, want
+    assert abs(l1 - l0) <= tol * abs(l0)
+    worst = max(max_rel_err(g1[k], g0[k]) for k in g0)
+    assert worst <= tol, f"gradients differ by {worst:.2e} (relative to each tensor's largest entry)"
+
+
+@pytest.mark.parametrize("matmul", ["blas", "ternary"])
+@pytest.mark.parametrize("fused_", [True, False])
+def test_model_loss_and_grads_equal_reference(matmul, fused_):
+    # float64: equal to ~1e-14; float32: equal to float32 rounding
+    compare(loss_and_grads(NumbaBackend(True, fused_, matmul), np.float64),
+            loss_and_grads(mmf.backend.NumpyBackend(True, fused_), np.float64), 1e-12)
+    compare(loss_and_grads(NumbaBackend(True, fused_, matmul), np.float32),
+            loss_and_grads(mmf.backend.NumpyBackend(True, fused_), np.float32), 2e-5)
+
+
+def test_fused_recompute_gives_identical_gradients():
+    l1, g1 = loss_and_grads(NumbaBackend(True, True), np.float32)
+    l0, g0 = loss_and_grads(NumbaBackend(True, False), np.float32)
+    assert l1 == l0 and all(np.array_equal(g1[k], g0[k]) for k in g0)
+
+
+def test_comparison_catches_a_wrong_kernel():
+    class WrongScan(NumbaBackend):                                    # negative control: drops df
+        def scan_backward(self, dh, f, h, h0):
+            df, di, dh0 = super().scan_backward(dh, f, h, h0)
+            return np.zeros_like(df), di, dh0
+
+    with pytest.raises(AssertionError):
+        compare(loss_and_grads(WrongScan(), np.float64),
+                loss_and_grads(mmf.backend.NumpyBackend(), np.float64), 1e-12)
+
+
+def test_quantize_off_falls_back_to_reference():
+    compare(loss_and_grads(NumbaBackend(False, True), np.float64),
+            loss_and_grads(mmf.backend.NumpyBackend(False, True), np.float64), 1e-12)
+
+
+def test_selected_by_the_model_switch():
+    m = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG), backend="numba")
+    assert isinstance(m.backend, NumbaBackend)
+
+
+def test_fused_recompute_cuts_bitlinear_activation_memory():
+    r = bench_activation_memory(dict(vocab_size=64, hidden_size=32, num_layers=2), B=2, T=16)
+    assert r["fused"]["cache_bytes"] < r["caching"]["cache_bytes"]
+    assert r["bitlinear_saving"] >= 0.4
+
+
+def test_bad_input():
+    be = NumbaBackend()
+    W = np.zeros((4, 6), np.float32)
+    g = np.ones(6, np.float32)
+    with pytest.raises(ValueError):
+        NumbaBackend(matmul="gpu")
+    with pytest.raises(TypeError):
+        be.bitlinear_forward(np.zeros((2, 6), np.int32), W, g)        # no silent casting of ints
+    with pytest.raises(TypeError):
+        be.bitlinear_forward(np.zeros((2, 6), np.float64), W, g)      # dtype mismatch with W
+    with pytest.raises(ValueError):
+        be.bitlinear_forward(np.zeros((2, 5), np.float32), W, g[:5])  # wrong width
+    with pytest.raises(ValueError):
+        be.bitlinear_forward(np.zeros((2, 6), np.float32), W, np.ones(5, np.float32))

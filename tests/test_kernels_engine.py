@@ -1,0 +1,90 @@
+"""Engine: a model packed once, decoded with carried state by the add/subtract kernels. Its greedy
+tokens equal model.generate's for a trained model; its logits are the model's to float32 rounding;
+it keeps a fraction of the float32 bytes; bad input is refused."""
+import numpy as np
+import pytest
+
+import mmf
+from kernels_numba import Engine
+from mmf.adamw import AdamW
+
+CFG = dict(vocab_size=48, hidden_size=64, num_layers=2, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A model trained (numba backend, a few hundred milliseconds) on a periodic sequence, so that its
+    greedy continuation is a confident pattern rather than near-tied random logits."""
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG), seed=0, backend="numba")
+    opt = AdamW(model.params, lr=3e-3)
+    pattern = np.array([3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32])
+    seq = np.tile(pattern, 8)[None, :].repeat(4, axis=0)             # (4, 96)
+    for step in range(40):
+        loss, grads = model.loss_and_grads(seq[:, :-1], seq[:, 1:])
+        opt.step(grads)
+    model.final_loss = loss
+    return model
+
+
+def test_training_worked(trained):
+    assert trained.final_loss < 1.0                                  # ln(48) = 3.9 at the start
+
+
+def test_greedy_generation_equals_model_generate(trained):
+    engine = Engine(trained)
+    prompt = np.array([[3, 14, 15], [26, 5, 35]])
+    got = engine.generate(prompt, 24, temperature=0.0)
+    want = trained.generate(prompt, 24, temperature=0)
+    assert got.shape == (2, 27)
+    assert np.array_equal(got, want)
+    assert len(set(got[0, 3:].tolist())) > 3                         # a real continuation, not a constant
+
+
+def test_prefill_and_steps_match_full_forward_logits(trained):
+    engine = Engine(trained)
+    ids = np.array([[1, 2, 3, 40, 5, 6, 7]])
+    logits, state = engine.prefill(ids[:, :4])
+    ref = trained.forward(ids)                                       # (1, 7, V)
+    assert np.abs(logits - ref[:, 3]).max() < 1e-4 * np.abs(ref).max()
+    for t in range(4, 7):
+        logits = engine.step(ids[:, t], state)
+        assert np.abs(logits - ref[:, t]).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_untrained_model_without_lower_bounds_matches_forward():
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG, use_lower_bound=False), seed=5)
+    engine = Engine(model)
+    ids = np.array([[4, 8, 15, 16, 23, 42]])
+    ref = model.forward(ids)[:, -1]
+    assert np.abs(engine.prefill(ids)[0] - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_a_wrong_engine_is_detected(trained):
+    # negative control: an engine with one flipped ternary plane no longer matches the model
+    engine = Engine(trained)
+    engine.head_ng[:] = ~engine.head_ng & engine.head_nz              # every nonzero weight changes sign
+    ids = np.array([[3, 14, 15]])
+    ref = trained.forward(ids)[:, -1]
+    assert np.abs(engine.prefill(ids)[0] - ref).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_resident_memory_small():
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=64, hidden_size=256, num_layers=2), seed=0)
+    float_bytes = model.num_params() * 4
+    engine = Engine(model, embedding="int8")
+    assert engine.nbytes < 0.12 * float_bytes
+    assert engine.emb.dtype == np.int8
+
+
+def test_bad_input(trained):
+    with pytest.raises(TypeError):
+        Engine("not a model")
+    with pytest.raises(ValueError):
+        Engine(trained, embedding="float16")
+    engine = Engine(trained)
+    with pytest.raises(ValueError):
+        engine.generate(np.array([[1, 2, 99]]), 3)                   # id outside the vocabulary
+    with pytest.raises(ValueError):
+        engine.generate(np.array([[1.0, 2.0]]), 3)                   # float ids
+    with pytest.raises(ValueError):
+        engine.generate(np.array([[1, 2]]), -1)
