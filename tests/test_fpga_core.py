@@ -16,7 +16,7 @@ from fpga_model.dram import MATRIX, VECTOR, DramImage, DramObject, Region
 HW = Hardware(clock_mhz=60, vector_lanes=4)
 
 
-def make_core(src):
+def make_core(src, execute=False):
     shared = Region("shared")
     shared.add(DramObject("a", VECTOR, 8, data=np.arange(8, dtype=np.float32)))
     shared.add(DramObject("b", VECTOR, 4, data=np.ones(4, np.float32)))
@@ -26,7 +26,7 @@ def make_core(src):
     image = DramImage(shared, [layer])
     rel, ab = image.symbols()
     prog = assemble(".entry main\n" + src, rel, ab, region_bytes=image.layer_size)
-    return Core(prog, image, HW, execute=False)
+    return Core(prog, image, HW, execute=execute, dtype=np.float32)
 
 
 def events(core):
@@ -130,3 +130,16 @@ def test_breakdown_attributes_every_stall_cycle_to_a_unit():
     units = ("tmatmul", "loadstore", "rms", "rowwise")
     assert sum(bd[u]["stalled_pc"] for u in units) == bd["pc"]["stall"] > 0
     assert bd["tmatmul"]["instructions"] == 7 and bd["loadstore"]["instructions"] == 14
+
+
+def test_rowwise_and_rms_values():
+    core = make_core("LDV r0, @@a\nEXP r1, r0\nDIV r2, r1, #2.0\nSIG r3, r0\nSUB r4, #1.0, r3\n"
+                     "MUL r5, r0, r4\nNORM r6, r0\nSV r5, @@a", execute=True)
+    a = np.arange(8, dtype=np.float32)
+    core.run("main", layer=0)
+    regs = [r.value for r in core.regs]
+    sig = 1 / (1 + np.exp(-a))
+    np.testing.assert_allclose(regs[2], np.exp(a) / 2, rtol=1e-6)
+    np.testing.assert_allclose(regs[4], 1 - sig, rtol=1e-6)
+    np.testing.assert_allclose(regs[6], a / np.sqrt(np.mean(a * a) + 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(core.image.shared.objects["a"].data, a * (1 - sig), rtol=1e-6)   # SV wrote it
