@@ -233,7 +233,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
     want = set(args.only or ["gemv", "decode", "train", "memory"])
-    print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}")
+    print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
+          f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
     if "gemv" in want:
         r = bench_gemv(S["gemv"])
         print(f"[1] GEMV {r['n']}x{r['n']}: ternary kernel {fmt_ms(r['kernel'])} | NumPy float32 W@x "
@@ -264,6 +265,7 @@ def main(argv=None):
               f"{c['bitlinear_bytes'] / 2**20:.1f} -> {f['bitlinear_bytes'] / 2**20:.1f} MiB "
               f"({100 * r['bitlinear_saving']:.0f}% less); tracemalloc peak {c['peak_bytes'] / 2**20:.1f} -> "
               f"{f['peak_bytes'] / 2**20:.1f} MiB ({100 * r['peak_saving']:.0f}% less) (target >= 40%)")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
