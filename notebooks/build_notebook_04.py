@@ -198,6 +198,9 @@ md(r"""
 Decoding multiplies a matrix by one vector per token, so it is bound by how many bytes of weights
 must be read: 2 bits per weight instead of 32. Timings interleave the two contenders so both see
 the same machine load (medians of repeats; the machine is shared, so ratios matter, not absolutes).
+Expect the kernel to *lose* on small matrices: a 1024 × 1024 float32 matrix (4 MB) sits in the
+caches, where BLAS is compute-bound and very fast. The 2-bit layout wins once the float weights no
+longer fit and the float GEMV waits on memory, which is the regime of decoding a real model.
 """)
 
 code(r"""
