@@ -161,6 +161,26 @@ def bench_train(config_kw, B, T, steps):
     return out
 
 
+def bitlinear_shapes(cfg):
+    """(out, in) of every BitLinear a training step runs: 4 MLGRU projections, gate, down per layer; head."""
+    D, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    return [(D, D)] * 4 * cfg.num_layers + [(2 * I, D), (D, I)] * cfg.num_layers + [(V, D)]
+
+
+def bench_gemm_floor(config_kw, B, T, repeats=3):
+    """The float32 GEMMs every training step needs whatever the kernels do: the STE backward (E5)
+    has dW = dy.T @ x~ and dx~ = dy @ W~ per BitLinear (float products), plus the forward product
+    (done here in float as well). Returns the median time of the backward pair and of the forward."""
+    cfg = mmf.MMfreeConfig(**config_kw)
+    rng = np.random.default_rng(0)
+    M = B * T
+    mats = [(rng.standard_normal((M, k), np.float32), rng.standard_normal((n, k), np.float32),
+             rng.standard_normal((M, n), np.float32)) for n, k in bitlinear_shapes(cfg)]
+    fwd = timings(lambda: [x @ W.T for x, W, _ in mats], repeats)
+    bwd = timings(lambda: [(dy.T @ x, dy @ W) for x, W, dy in mats], repeats)
+    return dict(forward=stats(fwd), backward=stats(bwd))
+
+
 # ----------------------------------------------------------------------------
 # 5. activation memory
 
@@ -257,6 +277,12 @@ def main(argv=None):
                   f"{r[k]['tok_s']:.0f} tok/s")
         print(f"[4] training speedup numba/numpy {r['speedup']:.2f}x, numba-ternary/numpy "
               f"{r['speedup_ternary']:.2f}x (targets >= 3x and >= 2.8k tok/s)")
+        fl = bench_gemm_floor(S["train"], S["batch"], S["seq"])
+        ref = r["numpy"]["step"]["median"]
+        print(f"[4] float32 GEMMs of one step alone: backward (dW, dx~) {fmt_ms(fl['backward'])}, forward "
+              f"{fmt_ms(fl['forward'])}; the backward pair is {100 * fl['backward']['median'] / ref:.0f}% of the "
+              f"reference step, so no forward kernel can make a step more than "
+              f"{ref / fl['backward']['median']:.1f}x faster than the reference")
     if "memory" in want:
         r = bench_activation_memory(S["train"], S["batch"], S["seq"])
         c, f = r["caching"], r["fused"]
