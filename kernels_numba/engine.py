@@ -22,7 +22,8 @@ from mmf.generate import _check_options, sample_next
 from mmf.model import MMfreeLM
 
 from .fused import ACT_EPS, ACT_QMAX
-from .packing import BLOCK, n_blocks, pack_model_weight
+from .packing import n_blocks, pack_model_weight
+from .scan import _sigmoid, mlgru_step_kernel
 from .ternary_matmul import _finish, _fold, _word
 
 U64 = np.uint64
@@ -77,11 +78,6 @@ def _norm_quant_words(x, g, xw8):
 
 
 @njit(cache=True)
-def _sigmoid(z):
-    return np.float32(1.0) / (np.float32(1.0) + np.exp(-z))
-
-
-@njit(cache=True)
 def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
               p_nz, p_ng, p_off, p_beta, p_gain,
               u_nz, u_ng, u_off, u_beta, u_gain,
@@ -95,6 +91,7 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
     xw_d8 = xw_d.view(np.uint8).reshape(xw_d.shape[0], 8, -1)        # (3, 8, NB*8) byte views
     xw_i8 = xw_i.view(np.uint8).reshape(8, -1)
     o = np.empty(D, np.float32)
+    a_i, a_f, a_g = np.empty(D, np.float32), np.empty(D, np.float32), np.empty(D, np.float32)
     for l in range(L):
         # ---- MLGRU token mixer (E6), i/f/g projections in one launch
         xn = x * _rms_inv(x, eps) * attn_norm[l]                     # block pre-norm
@@ -103,17 +100,11 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
         s_g = _norm_quant_words(xn, p_gain[l, 2], xw_d8[2])
         _gemv_segments(p_nz[l, 0], p_ng[l, 0], p_off[l, 0], xw_d, D, acc_p)
         c_i, c_f, c_g = p_beta[l, 0] / s_i, p_beta[l, 1] / s_f, p_beta[l, 2] / s_g
-        ss = 0.0
-        for d in range(D):
-            a_g = acc_p[2 * D + d] * c_g
-            ss += np.float64(a_g) * np.float64(a_g)
-        rg = np.float32(1.0 / np.sqrt(np.float32(ss / D) + np.float32(eps)))
-        for d in range(D):
-            a_i = acc_p[d] * c_i
-            f = lb[l, d] + (np.float32(1.0) - lb[l, d]) * _sigmoid(acc_p[D + d] * c_f)
-            i = a_i * _sigmoid(a_i) * (np.float32(1.0) - f)
-            h[l, d] = f * h[l, d] + i
-            o[d] = acc_p[2 * D + d] * c_g * rg * g_norm[l, d] * (h[l, d] * _sigmoid(h[l, d]))
+        for d in range(D):                                           # E4: y = acc * beta / s
+            a_i[d] = acc_p[d] * c_i
+            a_f[d] = acc_p[D + d] * c_f
+            a_g[d] = acc_p[2 * D + d] * c_g
+        mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[l], g_norm[l], eps, o)   # E6 recurrence, one token
         s_o = _norm_quant_words(o, p_gain[l, 3], xw_d8[0])
         _gemv_segments(p_nz[l, 1, :D], p_ng[l, 1, :D], p_off[l, 1, :D], xw_d[:1], D, acc_d)
         c_o = p_beta[l, 3] / s_o

@@ -48,23 +48,27 @@ def scan_backward(dh, f, h, h0):
     return df, di, dh0
 
 
-@njit(cache=True, fastmath=True)
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+@njit(cache=True)
+def _sigmoid(z):
+    one = np.float32(1.0)
+    return one / (one + np.exp(-z))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def mlgru_step_kernel(a_i, a_f, a_g, lb, h, g_norm, eps, o):
-    """One decoding step of E6 for one sequence, in place: the gates a_* (D,) come from the three
-    BitLinears; h (D,) is the carried state (updated); writes o = rms(g; g_norm) * SiLU(h) (D,).
-    lb (D,) is this layer's lower bound (zeros for layer 0)."""
+    """One decoding step of E6 for one sequence (float32), in place. a_i, a_f, a_g (D,) are the
+    outputs of the i/f/g BitLinears; lb (D,) this layer's lower bound (zeros for layer 0); h (D,) the
+    carried state, updated; writes o = rms(a_g; g_norm) * SiLU(h) (D,), the o_proj input.
+    Same operations in the same order as mmf.mlgru: f = lb + (1 - lb) sigmoid(a_f),
+    i = SiLU(a_i) (1 - f), h = f h + i."""
+    one = np.float32(1.0)
     D = h.shape[0]
     ss = 0.0
     for d in range(D):
-        f = lb[d] + (1.0 - lb[d]) * sigmoid(a_f[d])
-        i = a_i[d] * sigmoid(a_i[d]) * (1.0 - f)
+        f = lb[d] + (one - lb[d]) * _sigmoid(a_f[d])
+        i = a_i[d] * _sigmoid(a_i[d]) * (one - f)
         h[d] = f * h[d] + i
-        ss += a_g[d] * a_g[d]
-    r = 1.0 / np.sqrt(ss / D + eps)
+        ss += np.float64(a_g[d]) * np.float64(a_g[d])
+    r = np.float32(1.0 / np.sqrt(np.float32(ss / D) + eps))
     for d in range(D):
-        o[d] = a_g[d] * r * g_norm[d] * (h[d] * sigmoid(h[d]))
+        o[d] = a_g[d] * r * g_norm[d] * (h[d] * _sigmoid(h[d]))

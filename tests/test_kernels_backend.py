@@ -140,3 +140,22 @@ def test_bad_input():
         be.bitlinear_forward(np.zeros((2, 5), np.float32), W, g[:5])  # wrong width
     with pytest.raises(ValueError):
         be.bitlinear_forward(np.zeros((2, 6), np.float32), W, np.ones(5, np.float32))
+
+
+def test_mlgru_step_kernel_equals_reference_math():
+    # the decoding step (E6) against mmf's own pieces composed as in mmf.mlgru
+    from mmf.activations import sigmoid, silu
+    rng = np.random.default_rng(3)
+    D = 37
+    a_i, a_f, a_g, g_norm = (rng.standard_normal(D).astype(np.float32) for _ in range(4))
+    h = rng.standard_normal(D).astype(np.float32)
+    for lb in (np.zeros(D, np.float32), rng.random(D).astype(np.float32)):
+        f = lb + (1 - lb) * sigmoid(a_f)
+        h_ref = f * h + silu(a_i) * (1 - f)
+        o_ref = rmsnorm_forward(a_g[None], g_norm, 1e-6)[0][0] * silu(h_ref)
+        h_k, o_k = h.copy(), np.empty(D, np.float32)
+        scan.mlgru_step_kernel(a_i, a_f, a_g, lb, h_k, g_norm, np.float32(1e-6), o_k)
+        assert max_rel_err(h_k, h_ref) < 1e-6 and max_rel_err(o_k, o_ref) < 1e-6
+        h_bad = h.copy()                                             # negative control: wrong gate
+        scan.mlgru_step_kernel(a_f, a_f, a_g, lb, h_bad, g_norm, np.float32(1e-6), o_k)
+        assert max_rel_err(h_bad, h_ref) > 1e-3
