@@ -75,8 +75,9 @@ assert np.array_equal(unpack_ternary(p), W)
 def plane_bits(plane):                     # (rows, blocks) uint64 -> bit image (rows, 64 * blocks)
     return np.unpackbits(plane.view(np.uint8), bitorder="little").reshape(plane.shape[0], -1)
 
+W_shown = np.full((3, 64 * p.n_blocks), np.nan); W_shown[:, :130] = W     # padding columns left blank
 fig, ax = plt.subplots(3, 1, figsize=(11, 4.2))
-ax[0].imshow(W, cmap="bwr", vmin=-1, vmax=1, aspect="auto"); ax[0].set_title("ternary W (red +1, blue -1)")
+ax[0].imshow(W_shown, cmap="bwr", vmin=-1, vmax=1, aspect="auto"); ax[0].set_title("ternary W by column (red +1, blue -1; 62 padding columns blank)")
 ax[1].imshow(plane_bits(p.nonzero), cmap="Greys", aspect="auto"); ax[1].set_title("nonzero plane, bit position 8j+i inside each 64-bit word")
 ax[2].imshow(plane_bits(p.negative), cmap="Greys", aspect="auto"); ax[2].set_title("negative plane")
 for a in ax:
