@@ -196,14 +196,61 @@ def _v3_matmul_kernel(nonzero, negative, offset, xw, out):
                 out[t, r] = _finish(acc, off)
 
 
+TOKEN_TILE = 256
+MANY_TOKENS = 32          # from this many rows of X on, the token-vectorized kernel is used
+
+
+def activation_words_tokens_last(X_q, n_blk):
+    """int8 (n, in) -> uint64 (8 * n_blocks, n): word (8b + i) of every token, tokens innermost."""
+    w = np.swapaxes(activation_words(X_q, n_blk), 1, 2)              # (n, 8, NB) -> (n, NB, 8)
+    return np.ascontiguousarray(w.reshape(X_q.shape[0], -1).T)        # (8 * NB, n)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _v3_matmul_tokens_kernel(nonzero, negative, offset, xw, outT):
+    """xw (8 * NB, n) activation words with tokens innermost -> outT (R, n) int32. The 16 byte masks
+    of one (row, block) stay in registers while the loop runs over a tile of tokens (vectorized)."""
+    R, NB = nonzero.shape
+    n = xw.shape[1]
+    for r in prange(R):
+        acc = np.empty(TOKEN_TILE, np.uint64)
+        for t0 in range(0, n, TOKEN_TILE):
+            t1 = min(n, t0 + TOKEN_TILE)
+            acc[:] = 0
+            for b in range(NB):
+                nz, ng = nonzero[r, b], negative[r, b]
+                z0, z1, z2, z3 = _byte_mask(nz, 0), _byte_mask(nz, 1), _byte_mask(nz, 2), _byte_mask(nz, 3)
+                z4, z5, z6, z7 = _byte_mask(nz, 4), _byte_mask(nz, 5), _byte_mask(nz, 6), _byte_mask(nz, 7)
+                m0, m1, m2, m3 = _byte_mask(ng, 0), _byte_mask(ng, 1), _byte_mask(ng, 2), _byte_mask(ng, 3)
+                m4, m5, m6, m7 = _byte_mask(ng, 4), _byte_mask(ng, 5), _byte_mask(ng, 6), _byte_mask(ng, 7)
+                w = b << 3                                           # first word row of block b
+                w0, w1, w2, w3 = xw[w], xw[w + 1], xw[w + 2], xw[w + 3]
+                w4, w5, w6, w7 = xw[w + 4], xw[w + 5], xw[w + 6], xw[w + 7]
+                for t in range(t0, t1):                              # vectorized over tokens
+                    s16 = (_pair_sums((w0[t] ^ m0) & z0) + _pair_sums((w1[t] ^ m1) & z1)
+                           + _pair_sums((w2[t] ^ m2) & z2) + _pair_sums((w3[t] ^ m3) & z3)
+                           + _pair_sums((w4[t] ^ m4) & z4) + _pair_sums((w5[t] ^ m5) & z5)
+                           + _pair_sums((w6[t] ^ m6) & z6) + _pair_sums((w7[t] ^ m7) & z7))
+                    acc[t - t0] += _fold(s16)
+            off = offset[r]
+            for t in range(t0, t1):
+                outT[r, t] = _finish(acc[t - t0], off)
+
+
 def prepare_v3(Wt):
     return pack_ternary(Wt)
 
 
 def matmul_v3(p, X_q):
+    n = X_q.shape[0]
+    if n >= MANY_TOKENS:                                             # prefill / training: vectorize over tokens
+        outT = np.empty((p.shape[0], n), np.int32)                   # (out, n)
+        _v3_matmul_tokens_kernel(p.nonzero, p.negative, p.offset,
+                                 activation_words_tokens_last(X_q, p.n_blocks), outT)
+        return np.ascontiguousarray(outT.T)                          # (n, out)
     xw = activation_words(X_q, p.n_blocks)                           # (n, in) -> (n, 8, NB)
-    out = np.empty((X_q.shape[0], p.shape[0]), np.int32)             # (n, out)
-    if X_q.shape[0] == 1:
+    out = np.empty((n, p.shape[0]), np.int32)                        # (n, out)
+    if n == 1:
         _v3_matvec_kernel(p.nonzero, p.negative, p.offset, xw[0], out[0])
     else:
         _v3_matmul_kernel(p.nonzero, p.negative, p.offset, xw, out)
@@ -282,7 +329,8 @@ VERSIONS = {
     0: ("NumPy int64 matmul of unpacked codes (reference)", lambda Wt: Wt, matmul_v0, ()),
     1: ("Numba plain loops, if +1 add / if -1 subtract", lambda Wt: Wt, matmul_v1, (_v1_kernel,)),
     2: ("Numba lookup tables, 5 weights per byte (TL2/T-MAC)", prepare_v2, matmul_v2, (_v2_rows, _v2_tables)),
-    3: ("Numba bit planes + SWAR, 2 bits per weight", prepare_v3, matmul_v3, (_v3_matvec_kernel, _v3_matmul_kernel)),
+    3: ("Numba bit planes + SWAR, 2 bits per weight", prepare_v3, matmul_v3,
+        (_v3_matvec_kernel, _v3_matmul_kernel, _v3_matmul_tokens_kernel)),
 }
 
 
@@ -297,7 +345,8 @@ def validate(version, rng=None, cases=12):
     Returns the number of cases checked; raises AssertionError on the first mismatch."""
     rng = rng or np.random.default_rng(0)
     _, prepare, run, _ = VERSIONS[version]
-    shapes = [(1, 1, 1), (1, 7, 63), (3, 5, 64), (2, 9, 65), (1, 33, 129), (4, 17, 320), (1, 64, 1000)]
+    shapes = [(1, 1, 1), (1, 7, 63), (3, 5, 64), (2, 9, 65), (1, 33, 129), (4, 17, 320), (1, 64, 1000),
+              (32, 3, 70), (300, 5, 200)]                            # the token-vectorized path, > 1 tile
     shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(max(0, cases - len(shapes)))]
     for n, n_out, n_in in shapes:
         Wt, X = random_case(rng, n, n_out, n_in)

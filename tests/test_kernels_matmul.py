@@ -16,7 +16,8 @@ tm = sys.modules["kernels_numba.ternary_matmul"]      # the module (the package 
 
 
 def random_shapes(rng, count):
-    fixed = [(1, 1, 1), (1, 3, BLOCK - 1), (2, 5, BLOCK), (3, 4, BLOCK + 1), (1, 2, 2 * BLOCK + 7)]
+    fixed = [(1, 1, 1), (1, 3, BLOCK - 1), (2, 5, BLOCK), (3, 4, BLOCK + 1), (1, 2, 2 * BLOCK + 7),
+             (tm.MANY_TOKENS, 6, 100), (tm.TOKEN_TILE + 3, 4, 70)]     # token-vectorized path, > 1 tile
     return fixed + [tuple(int(v) for v in rng.integers(1, 200, 3)) for _ in range(count)]
 
 
@@ -149,13 +150,16 @@ def _kernel_args():
     return {
         "v3 matvec": (tm._v3_matvec_kernel, (p.nonzero, p.negative, p.offset, xw[0], out[0])),
         "v3 matmul": (tm._v3_matmul_kernel, (p.nonzero, p.negative, p.offset, xw, out)),
+        "v3 matmul tokens": (tm._v3_matmul_tokens_kernel,
+                             (p.nonzero, p.negative, p.offset, tm.activation_words_tokens_last(X, p.n_blocks),
+                              np.empty((8, 2), np.int32))),
         "v2 rows": (tm._v2_rows, (codes, tables, out[0])),
         "v2 tables": (tm._v2_tables, (X[0], codes.shape[1], tables)),
         "v1": (tm._v1_kernel, (Wt, X, out)),
     }
 
 
-@pytest.mark.parametrize("name", ["v3 matvec", "v3 matmul", "v2 rows", "v2 tables", "v1"])
+@pytest.mark.parametrize("name", ["v3 matvec", "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
