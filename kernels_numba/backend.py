@@ -85,12 +85,12 @@ class NumbaBackend(NumpyBackend):
         Wt, beta = weight_quant_int(W)                               # E3: (N, K) int8, scalar
         Wq = Wt.astype(x.dtype) * x.dtype.type(beta)                 # W~, as the reference builds it
         if self.matmul == "ternary":
-            q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_xq=not self.fused)
+            q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=True, want_xq=not self.fused)
             acc = matmul_v3(pack_ternary(Wt), q)                     # (M, N) int32, additions only
             y = acc.astype(x.dtype)
             y *= x.dtype.type(beta) / s[:, None]                     # E4: y = acc * beta / s
         else:
-            q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_xq=True)
+            _, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=False, want_xq=True)
             y = xq @ Wq.T                                            # (M, K) @ (K, N) -> (M, N)
             if self.fused:
                 xq = None                                            # dropped: rebuilt in backward

@@ -42,39 +42,44 @@ def constants(dtype, eps):
     return np.array([eps, ACT_QMAX, ACT_EPS, 1.0], dtype)
 
 
-@njit(parallel=True, cache=True)
+# finite-math flags only: no reassociation, no reciprocals, so every value is the same as without them,
+# but the row max and the elementwise loops may vectorize
+SAFE_FAST = {"nnan", "ninf", "nsz"}
+
+
+@njit(parallel=True, fastmath=SAFE_FAST, cache=True)
 def norm_quant_kernel(x, g, c, q, s, rstd, xq):
-    """Fills q (M, K) int8 codes, s (M,) scales, rstd (M,) and, if xq has rows, xq (M, K) = q / s."""
+    """Fills s (M,) scales, rstd (M,), and whichever of q (M, K) int8 codes / xq (M, K) = q / s has
+    rows (the other may be passed with 0 rows: the float path needs only x~, the integer path q)."""
     M, K = x.shape
-    want_xq = xq.shape[0] == M
+    want_q, want_xq = q.shape[0] == M, xq.shape[0] == M
     for m in prange(M):
         r = _row_rstd(x, m, K, c, rstd)
         absmax = c[2]                                                # max(|xn|, 1e-5) as a running max
         for k in range(K):
-            v = abs(x[m, k] * r * g[k])
-            if v > absmax:
-                absmax = v
+            absmax = max(absmax, abs(x[m, k] * r * g[k]))
         s[m] = c[1] / absmax
         sm = s[m]
-        for k in range(K):
-            code = min(max(np.rint(x[m, k] * r * g[k] * sm), -128.0), 127.0)
-            q[m, k] = np.int8(code)
-            if want_xq:
-                xq[m, k] = code / sm
+        if want_q:
+            for k in range(K):
+                q[m, k] = np.int8(min(max(np.rint(x[m, k] * r * g[k] * sm), -128.0), 127.0))
+        if want_xq:
+            for k in range(K):
+                xq[m, k] = min(max(np.rint(x[m, k] * r * g[k] * sm), -128.0), 127.0) / sm
 
 
-def norm_quant(x2, g, eps, want_xq=True):
-    """x2 (M, K) -> (q int8 (M, K), s (M,), rstd (M,), xq (M, K) or None)."""
+def norm_quant(x2, g, eps, want_q=True, want_xq=True):
+    """x2 (M, K) -> (q int8 (M, K) or None, s (M,), rstd (M,), xq (M, K) or None)."""
     M, K = x2.shape
-    q = np.empty((M, K), np.int8)
+    q = np.empty((M if want_q else 0, K), np.int8)
     s = np.empty(M, x2.dtype)
     rstd = np.empty(M, x2.dtype)
-    xq = np.empty((M, K) if want_xq else (0, K), x2.dtype)
+    xq = np.empty((M if want_xq else 0, K), x2.dtype)
     norm_quant_kernel(x2, g, constants(x2.dtype, eps), q, s, rstd, xq)
-    return q, s, rstd, (xq if want_xq else None)
+    return (q if want_q else None), s, rstd, (xq if want_xq else None)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, fastmath=SAFE_FAST, cache=True)
 def requant_kernel(x, g, rstd, s, xq):
     """The fused BitLinear backward's recompute: xq = clip(round(x * rstd * g * s)) / s from the
     stored x, rstd and s (the forward's own statistics, so the result is the forward's x~ exactly)."""
