@@ -9,6 +9,8 @@
 
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
+On a loaded machine two-thread BLAS degrades far more than one thread does; for ratios that do not
+depend on the neighbours, also run `NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m kernels_numba.bench`.
 """
 import argparse
 import os
@@ -254,6 +256,7 @@ def main(argv=None):
     S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
     want = set(args.only or ["gemv", "decode", "train", "memory"])
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
+          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
     if "gemv" in want:
         r = bench_gemv(S["gemv"])
