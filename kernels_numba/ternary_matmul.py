@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .packing import (LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
-                      pack_ternary, unpack_ternary)
+                      pack_ternary)
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
