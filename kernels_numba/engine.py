@@ -79,7 +79,7 @@ def _norm_quant_words(x, g, xw8):
 
 @njit(cache=True)
 def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
-              p_nz, p_ng, p_off, p_beta, p_gain,
+              p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
               u_nz, u_ng, u_off, u_beta, u_gain,
               d_nz, d_ng, d_off, d_beta, d_gain,
               head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
@@ -98,7 +98,7 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
         s_i = _norm_quant_words(xn, p_gain[l, 0], xw_d8[0])
         s_f = _norm_quant_words(xn, p_gain[l, 1], xw_d8[1])
         s_g = _norm_quant_words(xn, p_gain[l, 2], xw_d8[2])
-        _gemv_segments(p_nz[l, 0], p_ng[l, 0], p_off[l, 0], xw_d, D, acc_p)
+        _gemv_segments(p_nz[l], p_ng[l], p_off[l], xw_d, D, acc_p)
         c_i, c_f, c_g = p_beta[l, 0] / s_i, p_beta[l, 1] / s_f, p_beta[l, 2] / s_g
         for d in range(D):                                           # E4: y = acc * beta / s
             a_i[d] = acc_p[d] * c_i
@@ -106,7 +106,7 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
             a_g[d] = acc_p[2 * D + d] * c_g
         mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[l], g_norm[l], eps, o)   # E6 recurrence, one token
         s_o = _norm_quant_words(o, p_gain[l, 3], xw_d8[0])
-        _gemv_segments(p_nz[l, 1, :D], p_ng[l, 1, :D], p_off[l, 1, :D], xw_d[:1], D, acc_d)
+        _gemv_segments(o_nz[l], o_ng[l], o_off[l], xw_d[:1], D, acc_d)
         c_o = p_beta[l, 3] / s_o
         for d in range(D):
             x[d] += acc_d[d] * c_o                                   # residual 1
@@ -159,16 +159,12 @@ class Engine:
             beta = np.array([[p.scale for p in ps] for ps in packed], np.float32)
             return nz, ng, off, beta
 
-        # i, f, g stacked as rows [0, 3D) of one matrix (one launch); o_proj apart: (L, 2, 3D, NB) with o in slot 1
-        ifg = stack([(l, [f"attn.{n}_proj.weight" for n in "ifg"]) for l in range(L)])
-        o = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
+        # i, f, g stacked as rows [0, 3D) of one matrix (one kernel launch): (L, 3D, NB); o_proj (L, D, NB)
+        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([(l, [f"attn.{n}_proj.weight" for n in "ifg"])
+                                                             for l in range(L)])
+        self.o_nz, self.o_ng, self.o_off, o_beta = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
+        self.p_beta = np.concatenate([ifg_beta, o_beta], axis=1)     # (L, 4): i, f, g, o
         nb_d = n_blocks(D)
-        self.p_nz = np.zeros((L, 2, 3 * D, nb_d), U64)
-        self.p_ng = np.zeros((L, 2, 3 * D, nb_d), U64)
-        self.p_off = np.zeros((L, 2, 3 * D), np.int64)
-        self.p_nz[:, 0], self.p_ng[:, 0], self.p_off[:, 0] = ifg[0], ifg[1], ifg[2]
-        self.p_nz[:, 1, :D], self.p_ng[:, 1, :D], self.p_off[:, 1, :D] = o[0], o[1], o[2]
-        self.p_beta = np.concatenate([ifg[3], o[3]], axis=1)         # (L, 4): i, f, g, o
         self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
         self.u_nz, self.u_ng, self.u_off, ub = stack([(l, ["mlp.gate_proj.weight"]) for l in range(L)])
         self.d_nz, self.d_ng, self.d_off, db = stack([(l, ["mlp.down_proj.weight"]) for l in range(L)])
@@ -217,7 +213,8 @@ class Engine:
         acc_v = np.empty(cfg.vocab_size, np.int32)
         for b in range(B):
             _step_one(int(tokens[b]), state[b], self.emb, self.emb_scale, self.attn_norm, self.mlp_norm,
-                      self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.p_beta, self.p_gain,
+                      self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.o_nz, self.o_ng, self.o_off,
+                      self.p_beta, self.p_gain,
                       self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
                       self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
                       self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
