@@ -41,14 +41,16 @@ def test_greedy_generation_equals_model_generate(trained):
 
 
 def test_prefill_and_steps_match_full_forward_logits(trained):
+    # float32 rounding differs between the integer and the float product (~1e-7); the bound leaves room
+    # for one int8 code landing on the other side of a rounding tie (~1e-4..1e-3), nothing more
     engine = Engine(trained)
     ids = np.array([[1, 2, 3, 40, 5, 6, 7]])
     logits, state = engine.prefill(ids[:, :4])
     ref = trained.forward(ids)                                       # (1, 7, V)
-    assert np.abs(logits - ref[:, 3]).max() < 1e-4 * np.abs(ref).max()
+    assert np.abs(logits - ref[:, 3]).max() < 1e-3 * np.abs(ref).max()
     for t in range(4, 7):
         logits = engine.step(ids[:, t], state)
-        assert np.abs(logits - ref[:, t]).max() < 1e-4 * np.abs(ref).max()
+        assert np.abs(logits - ref[:, t]).max() < 1e-3 * np.abs(ref).max()
 
 
 def test_untrained_model_without_lower_bounds_matches_forward():
@@ -56,7 +58,7 @@ def test_untrained_model_without_lower_bounds_matches_forward():
     engine = Engine(model)
     ids = np.array([[4, 8, 15, 16, 23, 42]])
     ref = model.forward(ids)[:, -1]
-    assert np.abs(engine.prefill(ids)[0] - ref).max() < 1e-4 * np.abs(ref).max()
+    assert np.abs(engine.prefill(ids)[0] - ref).max() < 1e-3 * np.abs(ref).max()
 
 
 def test_a_wrong_engine_is_detected(trained):
