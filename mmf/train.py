@@ -362,7 +362,8 @@ def plot_loss(summary: dict, path: str) -> None:
     if "val_floor_nats_per_token" in meta:
         ax.axhline(meta["val_floor_nats_per_token"], color="k", ls="--", label="entropy floor (val)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_yscale("log")                               # the gap to the floor stays visible late in training
+    ax.set_ylabel("loss (nats/token, log scale)")
     ax.set_title(f"{summary['dataset']}: {summary['num_params']:,} params")
     ax.legend()
     fig.tight_layout()
