@@ -21,10 +21,11 @@ from mmf.bitlinear import BITLINEAR_EPS
 from mmf.generate import _check_options, sample_next
 from mmf.model import MMfreeLM
 
+from . import fused, scan
 from .fused import ACT_EPS, ACT_QMAX
-from .packing import n_blocks, pack_model_weight
+from .packing import PackedTernary, n_blocks, pack_model_weight
 from .scan import _sigmoid, mlgru_step_kernel
-from .ternary_matmul import _finish, _fold, _word
+from .ternary_matmul import _finish, _fold, _word, matmul_v3
 
 U64 = np.uint64
 
@@ -221,11 +222,57 @@ class Engine:
                       self.final_norm, self.eps, self._xw_d, self._xw_i, acc_p, acc_u, acc_d, acc_v, logits[b])
         return logits
 
-    def prefill(self, ids):
-        """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)), one step per token."""
+    def prefill_stepwise(self, ids):
+        """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)), one decoding step per token."""
         state = self.new_state(ids.shape[0])
         for t in range(ids.shape[1]):
             logits = self.step(ids[:, t], state)
+        return logits, state
+
+    def _bitlinear_rows(self, x2, nonzero, negative, offset, beta, gain):
+        """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
+        q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
+        packed = PackedTernary(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
+        y = matmul_v3(packed, q).astype(np.float32)                  # (M, N) int32 -> float32
+        y *= beta / s[:, None]                                       # y = acc * beta / s
+        return y
+
+    def _rms_rows(self, x2, g):
+        y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)
+        fused.rmsnorm_kernel(x2, g, fused.constants(np.float32, self.eps), y, rstd)
+        return y
+
+    def prefill(self, ids):
+        """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)). The projections of all
+        B*T prompt tokens run as ternary GEMMs (the matrix-matrix kernel); only the recurrence walks
+        over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding."""
+        B, T = ids.shape
+        cfg = self.config
+        D, I = cfg.hidden_size, cfg.intermediate_size
+        x = self.emb[ids].astype(np.float32) * self.emb_scale[ids][..., None]
+        x = np.ascontiguousarray(x.reshape(B * T, D))                # (B*T, D) residual stream
+        state = self.new_state(B)
+        sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))                 # noqa: E731 (float32 in, float32 out)
+        for l in range(cfg.num_layers):
+            xn = self._rms_rows(x, self.attn_norm[l])
+            a_i, a_f, a_g = (self._bitlinear_rows(xn, self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
+                                                  self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k], self.p_gain[l, k])
+                             for k in range(3))
+            f = self.lb[l] + (np.float32(1.0) - self.lb[l]) * sigmoid(a_f)              # E6 gates
+            i = a_i * sigmoid(a_i) * (np.float32(1.0) - f)
+            h = scan.scan_forward(f.reshape(B, T, D), i.reshape(B, T, D), np.zeros((B, D), np.float32))
+            state[:, l] = h[:, -1]
+            h = h.reshape(B * T, D)
+            o = self._rms_rows(a_g, self.g_norm[l]) * (h * sigmoid(h))
+            x = x + self._bitlinear_rows(np.ascontiguousarray(o), self.o_nz[l], self.o_ng[l], self.o_off[l],
+                                         self.p_beta[l, 3], self.p_gain[l, 3])
+            rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU
+            gu = self._bitlinear_rows(rn, self.u_nz[l], self.u_ng[l], self.u_off[l], self.u_beta[l], self.u_gain[l])
+            p = np.ascontiguousarray(gu[:, :I] * sigmoid(gu[:, :I]) * gu[:, I:])
+            x = x + self._bitlinear_rows(p, self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l], self.d_gain[l])
+        last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
+        xn = self._rms_rows(last, self.final_norm)
+        logits = self._bitlinear_rows(xn, self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain)
         return logits, state
 
     def generate(self, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None):

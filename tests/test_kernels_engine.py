@@ -90,3 +90,14 @@ def test_bad_input(trained):
         engine.generate(np.array([[1.0, 2.0]]), 3)                   # float ids
     with pytest.raises(ValueError):
         engine.generate(np.array([[1, 2]]), -1)
+
+
+def test_gemm_prefill_equals_stepwise_prefill(trained):
+    engine = Engine(trained)
+    ids = np.random.default_rng(0).integers(0, CFG["vocab_size"], (3, 40))   # 120 rows: token-vectorized GEMM
+    logits, state = engine.prefill(ids)
+    logits_s, state_s = engine.prefill_stepwise(ids)
+    assert state.shape == (3, CFG["num_layers"], CFG["hidden_size"])
+    assert np.abs(logits - logits_s).max() < 1e-3 * np.abs(logits_s).max()
+    assert np.abs(state - state_s).max() < 1e-3 * np.abs(state_s).max()
+    assert np.abs(logits - trained.forward(ids)[:, -1]).max() < 1e-3 * np.abs(logits_s).max()
