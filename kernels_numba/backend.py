@@ -87,8 +87,7 @@ class NumbaBackend(NumpyBackend):
         if self.matmul == "ternary":
             q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=True, want_xq=not self.fused)
             acc = matmul_v3(pack_ternary(Wt), q)                     # (M, N) int32, additions only
-            y = acc.astype(x.dtype)
-            y *= x.dtype.type(beta) / s[:, None]                     # E4: y = acc * beta / s
+            y = np.multiply(acc, x.dtype.type(beta) / s[:, None], dtype=x.dtype)   # E4: y = acc * beta / s
         else:
             _, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=False, want_xq=True)
             y = xq @ Wq.T                                            # (M, K) @ (K, N) -> (M, N)

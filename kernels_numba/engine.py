@@ -233,9 +233,7 @@ class Engine:
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
         packed = PackedTernary(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
-        y = matmul_v3(packed, q).astype(np.float32)                  # (M, N) int32 -> float32
-        y *= beta / s[:, None]                                       # y = acc * beta / s
-        return y
+        return np.multiply(matmul_v3(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)

@@ -200,25 +200,36 @@ TOKEN_TILE = 256
 MANY_TOKENS = 64          # from this many rows of X on, the token-vectorized kernel is used (measured)
 
 
+@njit(parallel=True, cache=True)
+def _words_tokens_kernel(X_q, out8):
+    """Offset-binary bytes of X_q (n, K) int8 into the uint8 view (n_tiles, 8 * NB, tile * 8) of the
+    token-major words: token t = k * tile + j, column c = 64b + 8i + byte -> [k, 8b + i, 8j + byte]."""
+    n, K = X_q.shape
+    tile = out8.shape[2] >> 3
+    for t in prange(n):
+        k = t // tile
+        jb = (t - k * tile) << 3
+        for c in range(K):
+            out8[k, ((c >> 6) << 3) + ((c >> 3) & 7), jb + (c & 7)] = np.uint8(np.int32(X_q[t, c]) + 128)
+
+
 def activation_words_tokens_last(X_q, n_blk):
     """int8 (n, in) -> uint64 (n_tiles, 8 * n_blocks, tile): word (8b + i) of every token, tokens
-    innermost in tiles of up to TOKEN_TILE (padding tokens are zeros; their results are never stored)."""
+    innermost in tiles of up to TOKEN_TILE (padding is zeros; padded tokens' results are never stored)."""
     n = X_q.shape[0]
     tile = min(TOKEN_TILE, -(-n // 8) * 8)                           # no tile larger than n needs
-    n_tiles = -(-n // tile)
-    w = np.swapaxes(activation_words(X_q, n_blk), 1, 2).reshape(n, -1)   # (n, NB * 8) word 8b + i
-    out = np.zeros((n_tiles * tile, w.shape[1]), np.uint64)
-    out[:n] = w
-    return np.ascontiguousarray(out.reshape(n_tiles, tile, -1).transpose(0, 2, 1))
+    out = np.zeros((-(-n // tile), 8 * n_blk, tile), np.uint64)
+    _words_tokens_kernel(X_q, out.view(np.uint8))
+    return out
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _v3_matmul_tokens_kernel(nonzero, negative, offset, xw, outT):
-    """xw (n_tiles, 8 * NB, TOKEN_TILE) activation words, tokens innermost -> outT (R, n) int32.
+def _v3_matmul_tokens_kernel(nonzero, negative, offset, xw, out):
+    """xw (n_tiles, 8 * NB, tile) activation words, tokens innermost -> out (n, R) int32.
     The 16 byte masks of one (row, block) stay in registers while the loop runs over a tile of
     tokens: 2 ops of mask work per word instead of 8 in the GEMV."""
     R, NB = nonzero.shape
-    n = outT.shape[1]
+    n = out.shape[0]
     n_tiles, _, tile = xw.shape
     for r in prange(R):
         acc = np.empty(tile, np.uint64)
@@ -243,7 +254,7 @@ def _v3_matmul_tokens_kernel(nonzero, negative, offset, xw, outT):
             off = offset[r]
             t0 = k * tile
             for j in range(min(tile, n - t0)):
-                outT[r, t0 + j] = _finish(acc[j], off)
+                out[t0 + j, r] = _finish(acc[j], off)
 
 
 def prepare_v3(Wt):
@@ -253,10 +264,10 @@ def prepare_v3(Wt):
 def matmul_v3(p, X_q):
     n = X_q.shape[0]
     if n >= MANY_TOKENS:                                             # prefill / training: vectorize over tokens
-        outT = np.empty((p.shape[0], n), np.int32)                   # (out, n)
+        out = np.empty((n, p.shape[0]), np.int32)                    # (n, out)
         _v3_matmul_tokens_kernel(p.nonzero, p.negative, p.offset,
-                                 activation_words_tokens_last(X_q, p.n_blocks), outT)
-        return np.ascontiguousarray(outT.T)                          # (n, out)
+                                 activation_words_tokens_last(X_q, p.n_blocks), out)
+        return out
     xw = activation_words(X_q, p.n_blocks)                           # (n, in) -> (n, 8, NB)
     out = np.empty((n, p.shape[0]), np.int32)                        # (n, out)
     if n == 1:

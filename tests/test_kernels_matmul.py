@@ -152,7 +152,7 @@ def _kernel_args():
         "v3 matmul": (tm._v3_matmul_kernel, (p.nonzero, p.negative, p.offset, xw, out)),
         "v3 matmul tokens": (tm._v3_matmul_tokens_kernel,
                              (p.nonzero, p.negative, p.offset, tm.activation_words_tokens_last(X, p.n_blocks),
-                              np.empty((8, 2), np.int32))),
+                              np.empty((2, 8), np.int32))),
         "v2 rows": (tm._v2_rows, (codes, tables, out[0])),
         "v2 tables": (tm._v2_tables, (X[0], codes.shape[1], tables)),
         "v1": (tm._v1_kernel, (Wt, X, out)),
