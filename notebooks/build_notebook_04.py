@@ -221,7 +221,8 @@ md(r"""
 ## 6. Decoding and resident memory
 
 `Engine(model)` packs every BitLinear once and runs one compiled function per token (E4–E10 with
-the integer BitLinear). The comparison is the same model decoded by `mmf`'s own forward with float32
+the integer BitLinear); a prompt is prefilled with the matrix-matrix kernel (all its tokens at once,
+only the recurrence walks over time). The comparison is the same model decoded by `mmf`'s own forward with float32
 BLAS and the dequantized weights W̃ computed once. Smoke mode uses a small model; the full run uses
 the 370M shape (V=32000, D=1024, L=24, I=2816).
 """)
