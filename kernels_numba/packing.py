@@ -58,8 +58,15 @@ class PackedTernary:
         return self.nonzero.nbytes + self.negative.nbytes + self.offset.nbytes
 
 
+VECTOR_BLOCKS = 8               # a 512-bit vector holds 8 plane words
+
+
 def n_blocks(n_in):
-    return -(-n_in // BLOCK)
+    """Plane words per row: ceil(n_in / 64), rounded up to a multiple of 8 once there are 8 or more,
+    so the kernels' vector loops over blocks have no scalar remainder (a remainder of a few blocks
+    costs more than the zero padding: measured 0.12 ms for 44 blocks vs 0.10 ms for 48)."""
+    nb = -(-n_in // BLOCK)
+    return nb if nb < VECTOR_BLOCKS else -(-nb // VECTOR_BLOCKS) * VECTOR_BLOCKS
 
 
 def _check_ternary(w):
