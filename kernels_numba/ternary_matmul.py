@@ -26,6 +26,7 @@ from .packing import (LUT_GROUP, PackedTernary, activation_words, check_activati
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
+HIGHS = U64(0x8080808080808080)     # the high bit of each byte lane
 LO8 = U64(0x00FF00FF00FF00FF)       # even bytes -> four 16-bit lanes
 LO16 = U64(0x0000FFFF0000FFFF)      # even 16-bit lanes -> two 32-bit lanes
 LO32 = U64(0x00000000FFFFFFFF)
@@ -119,9 +120,10 @@ def matmul_v2(codes, X_q):
 
 @njit(inline="always")
 def _byte_mask(plane, i):
-    """0xFF in byte lane j where bit (8j + i) of `plane` is set, else 0x00: shift, and, shift, subtract."""
+    """0xFF in byte lane j where bit (8j + i) of `plane` is set, else 0x00: shift, and, subtract, xor.
+    Per byte 0x80 - t is 0x80 or 0x7F (never borrows from the next byte); xor 0x80 gives 0x00 or 0xFF."""
     t = (plane >> U64(i)) & ONES                                     # 0x01 or 0x00 per byte
-    return (t << U64(8)) - t                                         # 0x0100 - 0x01 = 0x00FF per set byte
+    return (HIGHS - t) ^ HIGHS
 
 
 @njit(inline="always")
@@ -322,9 +324,9 @@ def compiled_code(kernel, *args):
 
 def multiplies(llvm_ir, asm):
     """The multiplications a kernel really does on data:
-      * IR: every `fmul`, and every `mul` on a vector (`<N x iK>`) by a non-constant; an integer
-        `mul` by a constant mask (LLVM writes the byte smear (t << 8) - t as `mul t, 255`, its
-        canonical form) and scalar i64 index arithmetic are not data multiplies;
+      * IR: every `fmul`, and every `mul` on vectors (`<N x iK>`): the vectorized loops work on
+        vectors, so any multiply there is a multiply on data (scalar i64 `mul`s outside them compute
+        array addresses: row * stride);
       * assembly: any vector multiply / multiply-add / FMA instruction.
     Returns a list of offending lines (empty = multiplication-free)."""
     bad = []
@@ -332,7 +334,7 @@ def multiplies(llvm_ir, asm):
         s = line.strip()
         if " = fmul " in s:
             bad.append(s)
-        elif " = mul " in s and "<" in s.split(" = mul ")[1].split(",")[0] and "splat" not in s:
+        elif " = mul " in s and "<" in s.split(" = mul ")[1].split(",")[0]:
             bad.append(s)
     for line in asm.splitlines():
         op = line.strip().split("\t")[0].split(" ")[0]

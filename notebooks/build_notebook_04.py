@@ -135,11 +135,11 @@ md(r"""
 ## 3. No multiply in the compiled code
 
 Numba compiles through LLVM; we read both the LLVM IR and the machine code of the GEMV kernel.
-`tm.multiplies` lists every `fmul`, every vector `mul` by a non-constant, and every vector
-multiply / multiply-add / FMA instruction in the assembly. (LLVM's canonical form writes the
-byte smear `(t << 8) − t` as `mul t, 255` in the IR; the x86 backend turns it back into a shift and
-a subtract, and the assembly check confirms no multiply instruction survives.) The loop is
-vectorized: it works on `<8 x i64>` values, 512 bits = 64 weights per instruction.
+`tm.multiplies` lists every `fmul`, every `mul` on vectors, and every vector multiply /
+multiply-add / FMA instruction in the assembly. (A first version smeared a bit into a byte mask as
+`(t << 8) − t`; LLVM recognised that as `t * 255` and wrote a `mul` into the IR. The kernel now
+uses `(0x80 − t) XOR 0x80`, which is not a multiplication in any form.) The loop is vectorized: it
+works on `<8 x i64>` values, 512 bits = 64 weights per instruction.
 """)
 
 code(r"""
