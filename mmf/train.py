@@ -104,8 +104,8 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(),
     # 4.5M params on Tiny Shakespeare with a 2048-token BPE (target <= 2.6 bits/char in <= 15 min here)
     "shakespeare": dict(corpus="tinyshakespeare", tokenizer="bpe", vocab_size=2048, hidden_size=256,
-                        num_layers=4, batch_size=16, block_size=128, max_steps=400, lr=3e-3,
-                        warmup_steps=50, eval_interval=50, eval_windows=400,
+                        num_layers=4, batch_size=16, block_size=128, max_steps=300, lr=3e-3,
+                        warmup_steps=30, eval_interval=50, eval_windows=400,
                         checkpoint_interval=250, out_dir="runs/shakespeare",
                         sample_prompts="ROMEO:|First Citizen:", sample_tokens=80),
     # a seconds-long run for tests, notebooks in smoke mode and CI
