@@ -13,6 +13,9 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
   logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel of
   ternary_matmul version 3; the whole step is one compiled function.
+
+A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
+once and only the recurrence walks over time (`prefill`; `prefill_stepwise` is the plain loop).
 """
 import numpy as np
 from numba import njit, prange
