@@ -12,7 +12,9 @@ import os
 
 # Numba's OpenMP thread pool spins after every parallel region by default; on a shared 2-core machine
 # that spinning steals the core the next kernel (or BLAS) needs and a 0.05 ms kernel can take 10 ms.
-# Passive waiting costs nothing measurable when the machine is idle. Must be set before the pool starts.
+# Passive waiting costs a thread wake-up per launch (a decoding step alone runs ~25% faster with a
+# short spin, GOMP_SPINCOUNT=100000), but spinning threads also fight OpenBLAS's threads whenever
+# the two alternate, which made both several times slower here. Must be set before the pool starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .packing import PackedTernary, pack_ternary, unpack_ternary
