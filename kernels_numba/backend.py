@@ -72,6 +72,10 @@ class NumbaBackend(NumpyBackend):
         dx, dg = fused.rmsnorm_backward_rows(_rows(dy), _rows(x), g, np.ascontiguousarray(rstd.reshape(-1)))
         return dx.reshape(x.shape), dg
 
+    def rmsnorm_normalized(self, cache):
+        x, g, rstd = cache                                           # rstd is (M,) here, one per row
+        return x * rstd.reshape(x.shape[:-1] + (1,)) * g
+
     # E4 / E5 -------------------------------------------------------------------
     def bitlinear_forward(self, x, W, g):
         if not self.quantize:

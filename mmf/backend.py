@@ -7,7 +7,8 @@ signatures, each override proven equal to the method it replaces.
 
 The backend also carries two model-wide modes:
   quantize -- False turns E2/E3 off (plain float layers) so finite differences are meaningful;
-  fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving).
+  fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
+              and the mixers recompute their cheap elementwise intermediates the same way.
 """
 from . import bitlinear, loss, recurrence, rmsnorm
 
@@ -25,6 +26,10 @@ class NumpyBackend:
 
     def rmsnorm_backward(self, dy, cache):
         return rmsnorm.rmsnorm_backward(dy, cache)
+
+    def rmsnorm_normalized(self, cache):
+        """Recompute the norm's output from its cache (fused mode keeps the input, not the output)."""
+        return rmsnorm.rmsnorm_normalized(cache)
 
     # E4/E5
     def bitlinear_forward(self, x, W, g):

@@ -18,13 +18,16 @@ def glu_forward(xn, p, ops=None):
     s_gate = silu(gate)
     prod = s_gate * up                                               # (..., I)
     out, c_down = ops.bitlinear_forward(prod, p["down_proj.weight"], p["down_proj.norm.weight"])  # (..., D)
-    cache = (c_gu, gate, up, s_gate, c_down)
+    # fused mode recomputes SiLU(gate) in backward instead of keeping a third (..., I) array
+    cache = (c_gu, gate, up, None if ops.fused else s_gate, c_down)
     return out, cache
 
 
 def glu_backward(dout, cache, ops=None):
     ops = ops or NumpyBackend()
     c_gu, gate, up, s_gate, c_down = cache
+    if s_gate is None:
+        s_gate = silu(gate)
     dp = {}
     dprod, dp["down_proj.weight"], dp["down_proj.norm.weight"] = ops.bitlinear_backward(dout, c_down)
     dgate = dprod * up * silu_grad(gate)

@@ -46,9 +46,7 @@ def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
     ops = ops or NumpyBackend()
     a_i, c_i = ops.bitlinear_forward(xn, p["i_proj.weight"], p["i_proj.norm.weight"])   # (B, T, D)
     a_f, c_f = ops.bitlinear_forward(xn, p["f_proj.weight"], p["f_proj.norm.weight"])   # (B, T, D)
-    s_f = sigmoid(a_f)
-    f = s_f if lb is None else lb + (1.0 - lb) * s_f                 # forget gate in [lb, 1]
-    s_i = silu(a_i)
+    s_f, f, s_i = _gates(a_i, a_f, lb)                               # forget gate f in [lb, 1]
     i = s_i * (1.0 - f)                                              # input scaled by (1 - f), as the official swiglu(i, 1-f)
     h = ops.scan_forward(f, i, h0)                                   # (B, T, D)
     a_g, c_g = ops.bitlinear_forward(xn, p["g_proj.weight"], p["g_proj.norm.weight"])   # (B, T, D)
@@ -56,8 +54,18 @@ def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
     s_h = silu(h)                                                    # ... swish on h (official FusedRMSNormSwishGate)
     o = g_n * s_h                                                    # (B, T, D)
     out, c_o = ops.bitlinear_forward(o, p["o_proj.weight"], p["o_proj.norm.weight"])    # (B, T, D)
-    cache = (c_i, c_f, a_i, s_f, f, lb, s_i, h, h0, c_g, g_n, c_gn, s_h, c_o)
+    if ops.fused:   # keep only the pre-activations; gates, g_n and SiLU(h) are recomputed in backward
+        cache = (c_i, c_f, a_i, a_f, lb, h, h0, c_g, c_gn, c_o)
+    else:
+        cache = (c_i, c_f, a_i, None, lb, h, h0, c_g, c_gn, c_o, (s_f, f, s_i, g_n, s_h))
     return out, h, cache
+
+
+def _gates(a_i, a_f, lb):
+    """The elementwise gate values of E6 from the two pre-activations."""
+    s_f = sigmoid(a_f)
+    f = s_f if lb is None else lb + (1.0 - lb) * s_f
+    return s_f, f, silu(a_i)
 
 
 def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
@@ -65,7 +73,12 @@ def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
     (zero in training; the step backward passes the future's gradient in through it).
     Returns dxn (B, T, D), dp (dict like p), dlb (D,) or None, dh0 (B, D)."""
     ops = ops or NumpyBackend()
-    c_i, c_f, a_i, s_f, f, lb, s_i, h, h0, c_g, g_n, c_gn, s_h, c_o = cache
+    c_i, c_f, a_i, a_f, lb, h, h0, c_g, c_gn, c_o = cache[:10]
+    if len(cache) == 11:                                             # caching mode: stored
+        s_f, f, s_i, g_n, s_h = cache[10]
+    else:                                                            # fused mode: recompute (same ops, same bits)
+        s_f, f, s_i = _gates(a_i, a_f, lb)
+        g_n, s_h = ops.rmsnorm_normalized(c_gn), silu(h)
     dp = {}
     do, dp["o_proj.weight"], dp["o_proj.norm.weight"] = ops.bitlinear_backward(dout, c_o)
     dg_n = do * s_h

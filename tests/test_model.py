@@ -87,3 +87,14 @@ def test_adamw_decays_only_matrices(tiny_config):
             np.testing.assert_allclose(v, before[k] * (1 - 0.1 * 0.5), rtol=1e-6)
         else:
             np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_recompute_and_caching_models_agree_exactly(tiny_config, dtype):
+    """fused=True keeps less for backward (no x~, no gate values) and recomputes them: same bits."""
+    ids = np.random.default_rng(0).integers(0, tiny_config.vocab_size, (2, 9))
+    (l1, g1), (l2, g2) = [mmf.MMfreeLM(tiny_config, seed=1, dtype=dtype, fused=f).loss_and_grads(ids[:, :-1], ids[:, 1:])
+                          for f in (False, True)]
+    assert l1 == l2
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
