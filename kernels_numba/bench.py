@@ -30,7 +30,7 @@ from mmf.rmsnorm import rmsnorm_forward
 from .backend import NumbaBackend
 from .engine import Engine
 from .packing import pack_ternary
-from .ternary_matmul import ternary_matvec
+from .ternary_matmul import ternary_matvec, timings
 
 FULL = dict(gemv=4096, decode=dict(vocab_size=32000, hidden_size=1024, num_layers=24, intermediate_size=2816),
             decode_tokens=24, train=dict(vocab_size=2048, hidden_size=256, num_layers=4), batch=16, seq=128,
@@ -38,17 +38,6 @@ FULL = dict(gemv=4096, decode=dict(vocab_size=32000, hidden_size=1024, num_layer
 SMOKE = dict(gemv=512, decode=dict(vocab_size=512, hidden_size=128, num_layers=2, intermediate_size=256),
              decode_tokens=6, train=dict(vocab_size=256, hidden_size=64, num_layers=2), batch=4, seq=32,
              train_steps=2)
-
-
-def timings(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return np.array(ts)
 
 
 def stats(ts):

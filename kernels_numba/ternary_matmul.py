@@ -381,8 +381,8 @@ def validate(version, rng=None, cases=12):
     return len(shapes)
 
 
-def time_it(fn, repeats=20, warmup=2):
-    """Median, min and max seconds of `repeats` calls after `warmup` calls."""
+def timings(fn, repeats, warmup=1):
+    """Seconds of each of `repeats` calls to fn, after `warmup` untimed calls (compilation, caches)."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -390,7 +390,13 @@ def time_it(fn, repeats=20, warmup=2):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(min(ts)), float(max(ts))
+    return np.array(ts)
+
+
+def time_it(fn, repeats=20, warmup=2):
+    """Median, min and max seconds of `repeats` calls after `warmup` calls."""
+    ts = timings(fn, repeats, warmup)
+    return float(np.median(ts)), float(ts.min()), float(ts.max())
 
 
 def fmt(stats):

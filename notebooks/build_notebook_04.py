@@ -7,17 +7,10 @@ benchmarks run on small sizes and the whole notebook takes well under a minute (
 compilation, cached after the first run); without it they use the SPEC section 7 sizes.
 """
 # the cell helpers and the writer are the ones notebooks 01-03 use (same folder, so importable)
-from build_notebooks_01_02 import code as _code, md as _md, write
+from build_notebooks_01_02 import Cells, write
 
-NB04 = []
-
-
-def md(text):
-    NB04.append(_md(text))
-
-
-def code(text):
-    NB04.append(_code(text))
+NB04 = Cells()
+md, code = NB04.md, NB04.code
 
 
 md(r"""

@@ -7,17 +7,10 @@ MMF_SMOKE=1 (CI) changes nothing heavy here. Section 8 uses the checkpoint noteb
 (runs/nb03/shakespeare/ckpt.ckpt) and says so when it falls back to a seeded random model.
 """
 # the cell helpers and the writer are the ones notebooks 01-03 use (same folder, so importable)
-from build_notebooks_01_02 import code as _code, md as _md, write
+from build_notebooks_01_02 import Cells, write
 
-NB05 = []
-
-
-def md(text):
-    NB05.append(_md(text))
-
-
-def code(text):
-    NB05.append(_code(text))
+NB05 = Cells()
+md, code = NB05.md, NB05.code
 
 
 md(r"""

@@ -23,6 +23,16 @@ def code(text):
     return new_code_cell(dedent(text).strip())
 
 
+class Cells(list):
+    """A notebook's cells built in order: `nb = Cells(); nb.md("..."); nb.code("...")`."""
+
+    def md(self, text):
+        self.append(md(text))
+
+    def code(self, text):
+        self.append(code(text))
+
+
 SETUP = code("""
     %matplotlib inline
     import os
