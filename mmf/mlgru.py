@@ -41,6 +41,13 @@ def lower_bounds_backward(dlb, S):
 # ----------------------------------------------------------------------------
 # E6: the token mixer over T tokens
 
+def _gates(a_i, a_f, lb):
+    """The elementwise gate values of E6 from the two pre-activations."""
+    s_f = sigmoid(a_f)
+    f = s_f if lb is None else lb + (1.0 - lb) * s_f
+    return s_f, f, silu(a_i)
+
+
 def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
     """xn (B, T, D), h0 (B, D) -> out (B, T, D), h (B, T, D) every state, cache."""
     ops = ops or NumpyBackend()
@@ -59,13 +66,6 @@ def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
     else:
         cache = (c_i, c_f, a_i, None, lb, h, h0, c_g, c_gn, c_o, (s_f, f, s_i, g_n, s_h))
     return out, h, cache
-
-
-def _gates(a_i, a_f, lb):
-    """The elementwise gate values of E6 from the two pre-activations."""
-    s_f = sigmoid(a_f)
-    f = s_f if lb is None else lb + (1.0 - lb) * s_f
-    return s_f, f, silu(a_i)
 
 
 def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
