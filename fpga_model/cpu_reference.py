@@ -43,11 +43,6 @@ def integer_model(model):
 
 
 def greedy_cpu(model, prompt_ids, max_new_tokens):
-    """Greedy decoding on the CPU integer path (prefill, then one token at a time with the state)."""
-    twin = integer_model(model)
-    ids = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
-    logits, state = twin.forward(np.array([ids]), return_state=True)
-    for _ in range(max_new_tokens):
-        ids.append(int(np.argmax(logits[0, -1])))
-        logits, state = twin.forward(np.array([[ids[-1]]]), state=state, return_state=True)
-    return ids
+    """Greedy decoding on the CPU integer path: mmf's own generate (prefill, then the carried state)."""
+    ids = np.asarray(prompt_ids).reshape(1, -1)
+    return [int(t) for t in integer_model(model).generate(ids, max_new_tokens, temperature=0)[0]]

@@ -312,6 +312,16 @@ VECTOR_MULTIPLIES = ("vpmullq", "vpmulld", "vpmullw", "vpmuludq", "vpmuldq", "vp
                      "vmulsd", "vfmadd", "vfmsub", "vfnmadd", "pmullw", "pmulld", "pmaddwd", "mulps")
 
 
+@njit(cache=True)
+def dot_with_multiplies(W, x, out):
+    """Negative control for `multiplies`: a plain dot product, whose compiled code must show them."""
+    for r in range(W.shape[0]):
+        acc = 0
+        for k in range(W.shape[1]):
+            acc += W[r, k] * x[k]
+        out[r] = acc
+
+
 def compiled_code(kernel, *args):
     """Compile `kernel`'s Python source afresh (the cached copy cannot be inspected) for `args` and
     return (LLVM IR, machine assembly) of that specialization."""

@@ -154,15 +154,9 @@ Negative control: the same check on a plain dot product `acc += W[r, k] * x[k]` 
 """)
 
 code(r"""
-@numba.njit
-def dot(W, x, out):
-    for r in range(W.shape[0]):
-        acc = 0
-        for k in range(W.shape[1]):
-            acc += W[r, k] * x[k]
-        out[r] = acc
-
-ir_d, asm_d = tm.compiled_code(dot, np.ones((8, 64), np.int32), np.ones(64, np.int32), np.zeros(8, np.int32))
+print(inspect.getsource(tm.dot_with_multiplies.py_func))
+ir_d, asm_d = tm.compiled_code(tm.dot_with_multiplies, np.ones((8, 64), np.int32), np.ones(64, np.int32),
+                               np.zeros(8, np.int32))
 found = tm.multiplies(ir_d, asm_d)
 print(len(found), "multiplies found, e.g.:", found[:2])
 assert found
