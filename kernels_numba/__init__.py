@@ -10,12 +10,16 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
 """
 import os
 
-# Numba's OpenMP thread pool spins after every parallel region by default; on a shared 2-core machine
-# that spinning steals the core the next kernel (or BLAS) needs and a 0.05 ms kernel can take 10 ms.
-# Passive waiting costs a thread wake-up per launch (a decoding step alone runs ~25% faster with a
-# short spin, GOMP_SPINCOUNT=100000), but spinning threads also fight OpenBLAS's threads whenever
-# the two alternate, which made both several times slower here. Must be set before the pool starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Numba's OpenMP threads wait for the next parallel region by spinning, by default for ~3 ms (GNU
+# OpenMP). On a shared 2-core machine that spinning steals the core OpenBLAS's threads (or a
+# neighbour) need, and whole training steps ran several times slower. Sleeping at once (passive)
+# costs a thread wake-up per launch, measured ~40 us against ~2.5 us: a decoding step launches ~100
+# kernels, so it ran 13 ms instead of 6. A short spin, ~30 us (GOMP counts ~100 spins per us), keeps
+# back-to-back launches cheap and releases the core almost at once. It must be set before the pool
+# starts; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT win.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "3000"
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from .packing import PackedTernary, pack_ternary, unpack_ternary
 from .ternary_matmul import ternary_matmul, ternary_matvec

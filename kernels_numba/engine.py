@@ -12,7 +12,8 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
   logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel of
-  ternary_matmul version 3; the whole step is one compiled function.
+  ternary_matmul version 4 (AVX-512 masks + VPSADBW) or, on CPUs without AVX-512BW, version 3
+  (SWAR); the whole step is one compiled function.
 
 A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
 once and only the recurrence walks over time (`prefill`; `prefill_stepwise` is the plain loop).
@@ -24,11 +25,12 @@ from mmf.bitlinear import BITLINEAR_EPS
 from mmf.generate import _check_options, sample_next
 from mmf.model import MMfreeLM
 
-from . import fused, scan
+from . import fused, scan, simd
 from .fused import ACT_EPS, ACT_QMAX
 from .packing import PackedTernary, n_blocks, pack_model_weight
 from .scan import _sigmoid, mlgru_step_kernel
-from .ternary_matmul import _finish, _fold, _word, matmul_v3
+from .simd import masked_sad
+from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4
 
 U64 = np.uint64
 
@@ -37,11 +39,16 @@ U64 = np.uint64
 # kernels of one decoding step (float32, one sequence at a time)
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gemv_segments(nonzero, negative, offset, xw, rows_per_seg, acc):
-    """Rows [s * rows_per_seg, (s+1) * rows_per_seg) use activation words xw[s] (S, 8, NB):
-    several BitLinears that read the same input through different norms in one launch."""
+def _gemv_segments(nonzero, negative, offset, u, rows_per_seg, simd_on, acc):
+    """Rows [s * rows_per_seg, (s+1) * rows_per_seg) read activation row u[s] (S, 64 NB) uint8:
+    several BitLinears that read the same input through different norms, in one launch.
+    simd_on: version 4 (mask registers + VPSADBW) on u's bytes, else version 3 (SWAR) on its words."""
     R, NB = nonzero.shape
+    xw = u.view(np.uint64).reshape(u.shape[0], 8, NB)                # version 3's (S, 8, NB) words
     for r in prange(R):
+        if simd_on:
+            acc[r] = np.int32(np.int64(masked_sad(u, r // rows_per_seg, nonzero, negative, r)) - offset[r])
+            continue
         x = xw[r // rows_per_seg]
         x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
         a = U64(0)
@@ -64,10 +71,11 @@ def _rms_inv(x, eps):
 
 
 @njit(cache=True)
-def _norm_quant_words(x, g, xw8):
+def _norm_quant_words(x, g, u, simd_on):
     """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
-    uint8 view of its activation words (column k -> word (k>>3)&7 of block k>>6, byte k&7);
-    returns the scale s."""
+    activation row u (64 NB,) uint8 in the layout the GEMV reads, and returns the scale s.
+    Column k = 64b + 8i + j goes to byte 64b + 8j + i (version 4: under bit 8j + i of the planes) or
+    to byte j of word (i, b) (version 3)."""
     r = _rms_inv(x, BITLINEAR_EPS)
     absmax = np.float32(ACT_EPS)
     for k in range(x.shape[0]):
@@ -75,9 +83,14 @@ def _norm_quant_words(x, g, xw8):
         if v > absmax:
             absmax = v
     s = np.float32(ACT_QMAX) / absmax
+    nb8 = u.shape[0] >> 3                                            # bytes per version-3 word row (NB * 8)
     for k in range(x.shape[0]):
         code = min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)
-        xw8[(k >> 3) & 7, ((k >> 6) << 3) + (k & 7)] = np.uint8(np.int32(code) + 128)
+        if simd_on:
+            pos = (k & ~63) | ((k & 7) << 3) | ((k >> 3) & 7)
+        else:
+            pos = ((k >> 3) & 7) * nb8 + ((k >> 6) << 3) + (k & 7)
+        u[pos] = np.uint8(np.int32(code) + 128)
     return s
 
 
@@ -87,51 +100,49 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
               u_nz, u_ng, u_off, u_beta, u_gain,
               d_nz, d_ng, d_off, d_beta, d_gain,
               head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
-              xw_d, xw_i, acc_p, acc_u, acc_d, acc_v, logits):
+              u_d, u_i, simd_on, acc_p, acc_u, acc_d, acc_v, logits):
     """One token of one sequence: h (L, D) is updated in place; logits (V,) written."""
     L, D = h.shape
     I = d_gain.shape[1]
     x = emb[tok].astype(np.float32) * emb_scale[tok]                 # (D,) embedding (E10)
-    xw_d8 = xw_d.view(np.uint8).reshape(xw_d.shape[0], 8, -1)        # (3, 8, NB*8) byte views
-    xw_i8 = xw_i.view(np.uint8).reshape(8, -1)
     o = np.empty(D, np.float32)
     a_i, a_f, a_g = np.empty(D, np.float32), np.empty(D, np.float32), np.empty(D, np.float32)
     for l in range(L):
         # ---- MLGRU token mixer (E6), i/f/g projections in one launch
         xn = x * _rms_inv(x, eps) * attn_norm[l]                     # block pre-norm
-        s_i = _norm_quant_words(xn, p_gain[l, 0], xw_d8[0])
-        s_f = _norm_quant_words(xn, p_gain[l, 1], xw_d8[1])
-        s_g = _norm_quant_words(xn, p_gain[l, 2], xw_d8[2])
-        _gemv_segments(p_nz[l], p_ng[l], p_off[l], xw_d, D, acc_p)
+        s_i = _norm_quant_words(xn, p_gain[l, 0], u_d[0], simd_on)
+        s_f = _norm_quant_words(xn, p_gain[l, 1], u_d[1], simd_on)
+        s_g = _norm_quant_words(xn, p_gain[l, 2], u_d[2], simd_on)
+        _gemv_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, simd_on, acc_p)
         c_i, c_f, c_g = p_beta[l, 0] / s_i, p_beta[l, 1] / s_f, p_beta[l, 2] / s_g
         for d in range(D):                                           # E4: y = acc * beta / s
             a_i[d] = acc_p[d] * c_i
             a_f[d] = acc_p[D + d] * c_f
             a_g[d] = acc_p[2 * D + d] * c_g
         mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[l], g_norm[l], eps, o)   # E6 recurrence, one token
-        s_o = _norm_quant_words(o, p_gain[l, 3], xw_d8[0])
-        _gemv_segments(o_nz[l], o_ng[l], o_off[l], xw_d[:1], D, acc_d)
+        s_o = _norm_quant_words(o, p_gain[l, 3], u_d[0], simd_on)
+        _gemv_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, simd_on, acc_d)
         c_o = p_beta[l, 3] / s_o
         for d in range(D):
             x[d] += acc_d[d] * c_o                                   # residual 1
         # ---- GLU channel mixer (E8)
         rn = x * _rms_inv(x, eps) * mlp_norm[l]
-        s_u = _norm_quant_words(rn, u_gain[l], xw_d8[0])
-        _gemv_segments(u_nz[l], u_ng[l], u_off[l], xw_d[:1], 2 * I, acc_u)
+        s_u = _norm_quant_words(rn, u_gain[l], u_d[0], simd_on)
+        _gemv_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, simd_on, acc_u)
         c_u = u_beta[l] / s_u
         p = np.empty(I, np.float32)
         for k in range(I):
             gate = acc_u[k] * c_u
             p[k] = gate * _sigmoid(gate) * (acc_u[I + k] * c_u)
-        s_d = _norm_quant_words(p, d_gain[l], xw_i8)
-        _gemv_segments(d_nz[l], d_ng[l], d_off[l], xw_i.reshape(1, 8, -1), D, acc_d)
+        s_d = _norm_quant_words(p, d_gain[l], u_i[0], simd_on)
+        _gemv_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, simd_on, acc_d)
         c_d = d_beta[l] / s_d
         for d in range(D):
             x[d] += acc_d[d] * c_d                                   # residual 2
     # ---- head (E10)
     xn = x * _rms_inv(x, eps) * final_norm
-    s_h = _norm_quant_words(xn, head_gain, xw_d8[0])
-    _gemv_segments(head_nz, head_ng, head_off, xw_d[:1], head_nz.shape[0], acc_v)
+    s_h = _norm_quant_words(xn, head_gain, u_d[0], simd_on)
+    _gemv_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], simd_on, acc_v)
     c_h = head_beta / s_h
     for v in range(logits.shape[0]):
         logits[v] = acc_v[v] * c_h
@@ -193,15 +204,16 @@ class Engine:
             self.emb_scale = scale.astype(np.float32)
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
-        self._xw_d = np.zeros((3, 8, nb_d), U64)                     # activation words, reused
-        self._xw_i = np.zeros((8, n_blocks(I)), U64)
+        self.simd = simd.AVAILABLE                                   # GEMV version 4 (else 3: same integers)
+        self._u_d = np.zeros((3, 64 * nb_d), np.uint8)               # activation bytes, reused
+        self._u_i = np.zeros((1, 64 * n_blocks(I)), np.uint8)
 
     # ------------------------------------------------------------------------
     @property
     def nbytes(self):
         """Resident bytes of everything the engine keeps for decoding (weights, scales, gains)."""
         return int(sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)
-                       and not v is self._xw_d and v is not self._xw_i))
+                       and v is not self._u_d and v is not self._u_i))
 
     def new_state(self, batch):
         return np.zeros((batch, self.config.num_layers, self.config.hidden_size), np.float32)
@@ -222,7 +234,7 @@ class Engine:
                       self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
                       self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
                       self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
-                      self.final_norm, self.eps, self._xw_d, self._xw_i, acc_p, acc_u, acc_d, acc_v, logits[b])
+                      self.final_norm, self.eps, self._u_d, self._u_i, self.simd, acc_p, acc_u, acc_d, acc_v, logits[b])
         return logits
 
     def prefill_stepwise(self, ids):
@@ -236,7 +248,8 @@ class Engine:
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
         packed = PackedTernary(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
-        return np.multiply(matmul_v3(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
+        product = matmul_v4 if self.simd else matmul_v3
+        return np.multiply(product(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)

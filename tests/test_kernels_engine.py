@@ -40,10 +40,13 @@ def test_greedy_generation_equals_model_generate(trained):
     assert len(set(got[0, 3:].tolist())) > 3                         # a real continuation, not a constant
 
 
-def test_prefill_and_steps_match_full_forward_logits(trained):
+@pytest.mark.parametrize("simd", [True, False])
+def test_prefill_and_steps_match_full_forward_logits(trained, simd):
     # float32 rounding differs between the integer and the float product (~1e-7); the bound leaves room
-    # for one int8 code landing on the other side of a rounding tie (~1e-4..1e-3), nothing more
+    # for one int8 code landing on the other side of a rounding tie (~1e-4..1e-3), nothing more.
+    # simd=False runs the portable GEMV (version 3) that CPUs without AVX-512BW get.
     engine = Engine(trained)
+    engine.simd = simd
     ids = np.array([[1, 2, 3, 40, 5, 6, 7]])
     logits, state = engine.prefill(ids[:, :4])
     ref = trained.forward(ids)                                       # (1, 7, V)
@@ -51,6 +54,18 @@ def test_prefill_and_steps_match_full_forward_logits(trained):
     for t in range(4, 7):
         logits = engine.step(ids[:, t], state)
         assert np.abs(logits - ref[:, t]).max() < 1e-3 * np.abs(ref).max()
+
+
+def test_simd_and_portable_gemv_give_identical_logits(trained):
+    ids = np.array([[3, 14, 15, 9, 26]])
+    out = {}
+    for simd in (True, False):
+        engine = Engine(trained)
+        engine.simd = simd
+        logits, state = engine.prefill(ids)
+        out[simd] = [logits] + [engine.step(np.array([t]), state) for t in (5, 35, 8)]
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a, b)                          # the same integers, the same floats
 
 
 def test_untrained_model_without_lower_bounds_matches_forward():

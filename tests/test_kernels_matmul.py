@@ -75,7 +75,7 @@ def test_pack_rejects_bad_input(bad, err):
 # ----------------------------------------------------------------------------
 # exactness of every version
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_version_equals_reference(version):
     assert validate(version, np.random.default_rng(version), cases=14) >= 14
 
@@ -158,15 +158,42 @@ def _kernel_args():
         "v2 rows": (tm._v2_rows, (codes, tables, out[0])),
         "v2 tables": (tm._v2_tables, (X[0], codes.shape[1], tables)),
         "v1": (tm._v1_kernel, (Wt, X, out)),
+        "v4 matvec": (tm._v4_matvec_kernel, (p.nonzero, p.negative, p.offset,
+                                             tm.activation_bytes(X[:1], p.n_blocks), out[0])),
+        "v4 matmul": (tm._v4_matmul_kernel, (p.nonzero, p.negative, p.offset,
+                                             tm.activation_bytes(X, p.n_blocks, tm.TOKENS), out)),
     }
 
 
-@pytest.mark.parametrize("name", ["v3 matvec", "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
+@pytest.mark.parametrize("name", ["v4 matvec", "v4 matmul", "v3 matvec", "v3 matmul", "v3 matmul tokens",
+                                  "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
-    assert "<8 x i64>" in ir or name.startswith(("v1", "v2")), "the v3 kernels should be vectorized"
+    assert "<8 x i64>" in ir or name.startswith(("v1", "v2")), "the v3/v4 kernels should be vectorized"
     assert multiplies(ir, asm) == []
+
+
+@pytest.mark.skipif(not tm.simd.AVAILABLE, reason="the instruction check needs a CPU with AVX-512BW")
+@pytest.mark.parametrize("name", ["v4 matvec", "v4 matmul"])
+def test_v4_uses_mask_registers_and_psadbw(name):
+    # what version 4 claims to be: plane words moved into k registers, bytes summed by VPSADBW
+    kernel, args = _kernel_args()[name]
+    _, asm = compiled_code(kernel, *args)
+    assert "vpsadbw" in asm and "kmovq" in asm and "{z}" in asm
+
+
+def test_v4_portable_build_is_exact(tmp_path):
+    # CPUs without AVX-512BW compile simd.py's portable IR: forced here with MMF_NO_AVX512=1 and a
+    # fresh Numba cache (the cached machine code would be the AVX-512 build)
+    import os
+    import subprocess
+    code = ("import sys; tm = __import__('kernels_numba.ternary_matmul', fromlist=['x']); "
+            "assert not tm.simd.AVAILABLE and tm.BEST == 3; print(tm.validate(4))")
+    env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) >= 12
 
 
 def test_multiply_detector_catches_a_dot_product():
