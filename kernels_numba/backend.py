@@ -28,7 +28,7 @@ from mmf.quant import weight_quant_int
 
 from . import fused, scan
 from .packing import pack_ternary
-from .ternary_matmul import matmul_v3
+from .ternary_matmul import matmul_best
 
 
 class BitLinearCache(NamedTuple):
@@ -90,7 +90,7 @@ class NumbaBackend(NumpyBackend):
         Wq = Wt.astype(x.dtype) * x.dtype.type(beta)                 # W~, as the reference builds it
         if self.matmul == "ternary":
             q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=True, want_xq=not self.fused)
-            acc = matmul_v3(pack_ternary(Wt), q)                     # (M, N) int32, additions only
+            acc = matmul_best(pack_ternary(Wt), q)                   # (M, N) int32, additions only
             y = np.multiply(acc, x.dtype.type(beta) / s[:, None], dtype=x.dtype)   # E4: y = acc * beta / s
         else:
             _, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=False, want_xq=True)

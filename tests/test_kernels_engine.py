@@ -1,6 +1,8 @@
 """Engine: a model packed once, decoded with carried state by the add/subtract kernels. Its greedy
 tokens equal model.generate's for a trained model; its logits are the model's to float32 rounding;
 it keeps a fraction of the float32 bytes; bad input is refused."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,28 @@ def test_resident_memory_small():
     engine = Engine(model, embedding="int8")
     assert engine.nbytes < 0.12 * float_bytes
     assert engine.emb.dtype == np.int8
+
+
+def test_mmap_embedding_is_exact(trained):
+    prompt = np.array([[3, 14, 15], [26, 5, 35]])
+    mapped = Engine(trained, embedding="mmap")
+    assert not mapped.emb.flags.writeable
+    np.testing.assert_array_equal(mapped.generate(prompt, 16), Engine(trained).generate(prompt, 16))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_mmap_embedding_keeps_only_touched_rows_resident():
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=512, hidden_size=1024, num_layers=1,
+                                          intermediate_size=64), seed=0)
+    engine = Engine(model, embedding="mmap")                         # rows of 4 KiB: one page each
+    table = engine.emb.nbytes                                        # 2 MiB
+    rest = engine.nbytes                                             # nothing of the table touched yet
+    state = engine.new_state(1)
+    for tok in (7, 300, 511):
+        engine.step(np.array([tok]), state)
+    assert engine.nbytes - rest <= 3 * 2 * 4096                      # 3 rows (a row may straddle 2 pages)
+    float(engine.emb.sum())                                          # negative control: touch every row
+    assert engine.nbytes - rest > 0.9 * table
 
 
 def test_bad_input(trained):
