@@ -4,16 +4,17 @@ Numba's auto-vectorizer cannot be talked into using AVX-512's two best tools for
 so this file writes the inner loop in LLVM IR directly (a Numba `@intrinsic`), one block of 64
 weights at a time:
 
-    kz = bitcast nonzero[r, b]  : i64 -> <64 x i1>     a plane word IS a mask register (kmovq)
-    kn = bitcast negative[r, b] : i64 -> <64 x i1>
-    v  = select(kn, ~u, u)                              -1 weights take ~u = 255 - u  (vpmovm2b + vpxorq)
-    v  = select(kz, v, 0)                               0 weights take nothing        (vmovdqu8 {z})
-    acc += psadbw(v, 0)                                 8 sums of 8 bytes each        (vpsadbw + vpaddq)
+    kz   = bitcast nonzero[r, b]  : i64 -> <64 x i1>   a plane word IS a mask register   (kmovq)
+    kn   = bitcast negative[r, b] : i64 -> <64 x i1>
+    v    = select(kz, u, 0)                             0 weights take nothing            (vmovdqu8 {z})
+    flip = select(kn, 0xFF, 0)                          0xFF under -1 weights             (vpmovm2b)
+    acc += psadbw(v, flip)                              8 sums of |v - flip| over 8 bytes (vpsadbw, vpaddq)
 
 `u` holds the offset-binary activation bytes (u = q + 128, see packing.py), arranged so that byte k
 of block b sits under bit k of the plane words (`activation_bytes` in ternary_matmul.py). PSADBW
-("sum of absolute differences") against zero is a horizontal sum of 8 unsigned bytes into a 64-bit
-lane: additions only. Nothing here multiplies; tests read the machine code to prove it.
+("sum of absolute differences") adds |v - flip| over 8 bytes into a 64-bit lane: u for a +1 weight,
+|u - 255| = 255 - u = ~u for a -1 weight, 0 for a 0 weight: exactly the selection of version 3,
+with the sum done by additions only. Nothing here multiplies; tests read the machine code to prove it.
 
 Used only where the CPU has AVX-512BW (`AVAILABLE`); elsewhere ternary_matmul falls back to the
 portable SWAR kernel (version 3), which gives identical integers.
@@ -50,9 +51,9 @@ _QWORDS = ir.VectorType(_I64, 8)                                     # psadbw's 
 
 
 def _psadbw(builder):
-    """builder -> f(v, zero) = the eight 8-byte sums of v as <8 x i64>. With AVX-512BW that is the
-    VPSADBW instruction; elsewhere portable IR that LLVM lowers for any CPU (slower, same integers),
-    so a kernel that uses this file compiles everywhere."""
+    """builder -> f(a, b) = the eight sums of |a - b| over 8 bytes each, as <8 x i64>. With AVX-512BW
+    that is the VPSADBW instruction; elsewhere portable IR that LLVM lowers for any CPU (slower, same
+    integers), so a kernel that uses this file compiles everywhere."""
     if AVAILABLE:
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_QWORDS, [_BYTES, _BYTES]),
                                             "llvm.x86.avx512.psad.bw.512")
@@ -60,13 +61,14 @@ def _psadbw(builder):
     wide = ir.VectorType(_I64, 64)
     reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [wide]),
                                             "llvm.vector.reduce.add.v64i64")
-    return lambda v, zero: builder.insert_element(ir.Constant(_QWORDS, None),
-                                                  builder.call(reduce, [builder.zext(v, wide)]),
-                                                  ir.Constant(_I32, 0))
+    # |a - b| = a XOR b when every byte of b is 0x00 or 0xFF, which is all the kernels pass
+    return lambda a, b: builder.insert_element(ir.Constant(_QWORDS, None),
+                                               builder.call(reduce, [builder.zext(builder.xor(a, b), wide)]),
+                                               ir.Constant(_I32, 0))
 
 
 def _emit_sums(context, builder, sig, args, n_tokens):
-    """IR for sum over blocks b of psadbw(select(kz, select(kn, ~u[t+j, b], u[t+j, b]), 0)) for
+    """IR for sum over blocks b of psadbw(select(kz, u[t+j, b], 0), select(kn, 0xFF, 0)) for
     j < n_tokens; returns n_tokens i64 values. args = (u, t, nonzero, negative, r)."""
     u_ty, _, nz_ty, ng_ty, _ = sig.args
     u = context.make_array(u_ty)(context, builder, args[0])
@@ -82,15 +84,17 @@ def _emit_sums(context, builder, sig, args, n_tokens):
                               _BYTES.as_pointer()) for j in range(n_tokens)]
     psadbw = _psadbw(builder)
     zero = ir.Constant(_BYTES, None)
+    ones = ir.Constant(_BYTES, [ir.Constant(_I8, 255)] * 64)
     accs = [cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
     with cgutils.for_range(builder, n_blocks) as loop:
         b = loop.index
         kz = builder.bitcast(builder.load(builder.gep(nz_row, [b])), _MASK)
         kn = builder.bitcast(builder.load(builder.gep(ng_row, [b])), _MASK)
+        flip = builder.select(kn, ones, zero)                        # 0xFF under -1 weights (vpmovm2b)
         for j in range(n_tokens):
             v = builder.load(builder.gep(u_rows[j], [b]), align=1)
-            v = builder.select(kz, builder.select(kn, builder.not_(v), v), zero)
-            builder.store(builder.add(builder.load(accs[j]), psadbw(v, zero)), accs[j])
+            v = builder.select(kz, v, zero)                         # 0 weights take nothing
+            builder.store(builder.add(builder.load(accs[j]), psadbw(v, flip)), accs[j])
     return _horizontal_sums(builder, [builder.load(acc) for acc in accs])
 
 
