@@ -34,9 +34,10 @@ from mmf.generate import _check_options, sample_next
 from mmf.model import MMfreeLM
 
 from . import fused, scan, simd
-from .fused import ACT_EPS, ACT_QMAX
+from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
 from .packing import PackedTernary, n_blocks, pack_model_weight
-from .scan import _sigmoid, mlgru_step_kernel
+from .expf import sigmoid32
+from .scan import mlgru_step_kernel
 from .simd import masked_sad
 from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4
 
@@ -72,13 +73,11 @@ def _gemv_segments(nonzero, negative, offset, u, rows_per_seg, simd_on, acc):
 
 @njit(cache=True)
 def _rms_inv(x, eps):
-    ss = 0.0
-    for v in x:
-        ss += np.float64(v) * np.float64(v)
-    return np.float32(1.0 / np.sqrt(np.float32(ss / x.shape[0]) + np.float32(eps)))
+    """1 / rms(x) in float32; the float64 sum of squares is fused.py's (vectorized, reassociated)."""
+    return np.float32(1.0 / np.sqrt(np.float32(_sum_squares(x) / x.shape[0]) + np.float32(eps)))
 
 
-@njit(cache=True)
+@njit(fastmath=SAFE_FAST, cache=True)
 def _norm_quant_words(x, g, u, simd_on):
     """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
     activation row u (64 NB,) uint8 in the layout the GEMV reads, and returns the scale s.
@@ -86,23 +85,23 @@ def _norm_quant_words(x, g, u, simd_on):
     to byte j of word (i, b) (version 3)."""
     r = _rms_inv(x, BITLINEAR_EPS)
     absmax = np.float32(ACT_EPS)
-    for k in range(x.shape[0]):
-        v = abs(x[k] * r * g[k])
-        if v > absmax:
-            absmax = v
+    for k in range(x.shape[0]):                                      # a max: exact in any order
+        absmax = max(absmax, abs(x[k] * r * g[k]))
     s = np.float32(ACT_QMAX) / absmax
     nb8 = u.shape[0] >> 3                                            # bytes per version-3 word row (NB * 8)
-    for k in range(x.shape[0]):
-        code = min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)
-        if simd_on:
-            pos = (k & ~63) | ((k & 7) << 3) | ((k >> 3) & 7)
-        else:
-            pos = ((k >> 3) & 7) * nb8 + ((k >> 6) << 3) + (k & 7)
-        u[pos] = np.uint8(np.int32(code) + 128)
+    codes = np.empty(x.shape[0], np.uint8)
+    for k in range(x.shape[0]):                                      # vectorized
+        codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128)
+    if simd_on:                                                      # then scattered into the GEMV's layout
+        for k in range(x.shape[0]):
+            u[(k & ~63) | ((k & 7) << 3) | ((k >> 3) & 7)] = codes[k]
+    else:
+        for k in range(x.shape[0]):
+            u[((k >> 3) & 7) * nb8 + ((k >> 6) << 3) + (k & 7)] = codes[k]
     return s
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
               p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
               u_nz, u_ng, u_off, u_beta, u_gain,
@@ -139,9 +138,9 @@ def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
         _gemv_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, simd_on, acc_u)
         c_u = u_beta[l] / s_u
         p = np.empty(I, np.float32)
-        for k in range(I):
-            gate = acc_u[k] * c_u
-            p[k] = gate * _sigmoid(gate) * (acc_u[I + k] * c_u)
+        for k in range(I):                                           # vectorized: float32 throughout
+            gate = np.float32(acc_u[k]) * c_u                        # (acc < 2^24: exact in float32)
+            p[k] = gate * sigmoid32(gate) * (np.float32(acc_u[I + k]) * c_u)
         s_d = _norm_quant_words(p, d_gain[l], u_i[0], simd_on)
         _gemv_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, simd_on, acc_d)
         c_d = d_beta[l] / s_d

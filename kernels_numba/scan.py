@@ -8,6 +8,8 @@ Shapes: f, i, h (B, T, D); h0 (B, D).
 import numpy as np
 from numba import njit, prange
 
+from .expf import sigmoid32
+
 
 @njit(parallel=True, cache=True)
 def scan_forward_kernel(f, i, h0, h):
@@ -48,27 +50,22 @@ def scan_backward(dh, f, h, h0):
     return df, di, dh0
 
 
-@njit(cache=True)
-def _sigmoid(z):
-    one = np.float32(1.0)
-    return one / (one + np.exp(-z))
-
-
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def mlgru_step_kernel(a_i, a_f, a_g, lb, h, g_norm, eps, o):
     """One decoding step of E6 for one sequence (float32), in place. a_i, a_f, a_g (D,) are the
     outputs of the i/f/g BitLinears; lb (D,) this layer's lower bound (zeros for layer 0); h (D,) the
     carried state, updated; writes o = rms(a_g; g_norm) * SiLU(h) (D,), the o_proj input.
     Same operations in the same order as mmf.mlgru: f = lb + (1 - lb) sigmoid(a_f),
-    i = SiLU(a_i) (1 - f), h = f h + i."""
+    i = SiLU(a_i) (1 - f), h = f h + i; the sigmoid is expf.py's vectorizable one (<= 1 ulp)."""
     one = np.float32(1.0)
     D = h.shape[0]
+    for d in range(D):                                               # vectorized (error_model="numpy":
+        f = lb[d] + (one - lb[d]) * sigmoid32(a_f[d])                # no zero-division branch per element)
+        i = a_i[d] * sigmoid32(a_i[d]) * (one - f)
+        h[d] = f * h[d] + i
     ss = 0.0
     for d in range(D):
-        f = lb[d] + (one - lb[d]) * _sigmoid(a_f[d])
-        i = a_i[d] * _sigmoid(a_i[d]) * (one - f)
-        h[d] = f * h[d] + i
         ss += np.float64(a_g[d]) * np.float64(a_g[d])
     r = np.float32(1.0 / np.sqrt(np.float32(ss / D) + eps))
     for d in range(D):
-        o[d] = a_g[d] * r * g_norm[d] * (h[d] * _sigmoid(h[d]))
+        o[d] = a_g[d] * r * g_norm[d] * (h[d] * sigmoid32(h[d]))
