@@ -10,6 +10,7 @@ cache-out contracts, what it accelerates:
                                          reference) or as the add/subtract kernel on packed weights
                                          (matmul="ternary", the E4 integer form). The fused backward
                                          recomputes x~ from x, rstd and s instead of storing it (E5).
+  sigmoid / silu / silu_grad             one elementwise pass each (float32; E6/E8 gates)
   scan_forward / scan_backward           compiled MLGRU recurrence (E6)
   cross_entropy_forward / _backward      one-pass logsumexp and softmax-minus-onehot (E11)
 
@@ -112,6 +113,17 @@ class NumbaBackend(NumpyBackend):
         dxq = dy2 @ Wq                                               # (M, N) @ (N, K) -> (M, K)
         dx, dg = fused.rmsnorm_backward_rows(np.ascontiguousarray(dxq), x2, g, rstd)   # STE: dxn = dx~
         return dx.reshape(lead + (x2.shape[1],)), dW, dg
+
+    # E6/E8 gates ---------------------------------------------------------------
+    # one pass on expf.py's exp (within 1 ulp) for float32; float64 (finite differences) stays NumPy
+    def sigmoid(self, z):
+        return fused.gate(z, fused.sigmoid_kernel) if z.dtype == np.float32 else super().sigmoid(z)
+
+    def silu(self, z):
+        return fused.gate(z, fused.silu_kernel) if z.dtype == np.float32 else super().silu(z)
+
+    def silu_grad(self, z):
+        return fused.gate(z, fused.silu_grad_kernel) if z.dtype == np.float32 else super().silu_grad(z)
 
     # E6 ------------------------------------------------------------------------
     def scan_forward(self, f, i, h0):

@@ -1,5 +1,6 @@
 """Fused row kernels: RMSNorm + int8 activation quantization in one pass (E1 + E2), the RMSNorm
-backward (E1), and the cross-entropy (E11) forward/backward, all over rows of a 2-D array.
+backward (E1), and the cross-entropy (E11) forward/backward, all over rows of a 2-D array; and the
+gate nonlinearities of E6/E8 in one elementwise pass.
 
 Why fuse: the NumPy reference makes ~10 full passes over the activations for norm + quant
 (square, mean, sqrt, scale, gain, abs, max, scale, round, clip, divide), each allocating a temporary.
@@ -11,6 +12,8 @@ Shapes: x (M, K) float32 or float64 C-contiguous, g (K,), per-row outputs (M,).
 """
 import numpy as np
 from numba import njit, prange
+
+from .expf import sigmoid32
 
 ACT_QMAX = 127.0
 ACT_EPS = 1e-5
@@ -165,3 +168,37 @@ def cross_entropy_backward_kernel(logits, targets, lse, dlogits):
         for v in range(V):
             dlogits[n, v] = np.exp(logits[n, v] - lse[n]) * inv_n
         dlogits[n, targets[n]] -= inv_n
+
+
+# ----------------------------------------------------------------------------
+# E6/E8 gate nonlinearities, elementwise over a flat float32 array, on expf.py's vectorizable exp
+# (NumPy makes 4-6 passes with a temporary each; this is one pass, parallel and vectorized)
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def sigmoid_kernel(z, out):
+    for k in prange(z.shape[0]):
+        out[k] = sigmoid32(z[k])
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def silu_kernel(z, out):
+    """silu(z) = z sigmoid(z)"""
+    for k in prange(z.shape[0]):
+        out[k] = z[k] * sigmoid32(z[k])
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def silu_grad_kernel(z, out):
+    """silu'(z) = s (1 + z (1 - s)), s = sigmoid(z) (mmf.activations.silu_grad)"""
+    one = np.float32(1.0)
+    for k in prange(z.shape[0]):
+        s = sigmoid32(z[k])
+        out[k] = s * (one + z[k] * (one - s))
+
+
+def gate(z, kernel):
+    """z float32 (any shape) -> kernel applied elementwise, the same shape."""
+    flat = np.ascontiguousarray(z).reshape(-1)
+    out = np.empty_like(flat)
+    kernel(flat, out)
+    return out.reshape(z.shape)

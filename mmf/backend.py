@@ -1,7 +1,7 @@
 """The one switch between the NumPy reference and the Numba kernels.
 
-The model and the mixers never call a BitLinear, norm or scan directly: they call them through a
-backend object. `NumpyBackend` is the reference (this package, NumPy only). The fast tier,
+The model and the mixers never call a BitLinear, norm, scan or gate nonlinearity directly: they
+call them through a backend object. `NumpyBackend` is the reference (this package, NumPy only). The fast tier,
 `kernels_numba.backend.NumbaBackend`, subclasses it and overrides what it accelerates with the same
 signatures, each override proven equal to the method it replaces.
 
@@ -10,7 +10,7 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
-from . import bitlinear, loss, recurrence, rmsnorm
+from . import activations, bitlinear, loss, recurrence, rmsnorm
 
 
 class NumpyBackend:
@@ -37,6 +37,16 @@ class NumpyBackend:
 
     def bitlinear_backward(self, dy, cache):
         return bitlinear.bitlinear_backward(dy, cache)
+
+    # E6/E8 gate nonlinearities (elementwise)
+    def sigmoid(self, z):
+        return activations.sigmoid(z)
+
+    def silu(self, z):
+        return activations.silu(z)
+
+    def silu_grad(self, z):
+        return activations.silu_grad(z)
 
     # E6 recurrence
     def scan_forward(self, f, i, h0):

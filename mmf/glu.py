@@ -6,7 +6,6 @@ Parameters arrive as a dict keyed like the state dict below `model.layers.{l}.ml
 """
 import numpy as np
 
-from .activations import silu, silu_grad
 from .backend import NumpyBackend
 
 
@@ -15,7 +14,7 @@ def glu_forward(xn, p, ops=None):
     ops = ops or NumpyBackend()
     gu, c_gu = ops.bitlinear_forward(xn, p["gate_proj.weight"], p["gate_proj.norm.weight"])   # (..., 2I)
     gate, up = np.split(gu, 2, axis=-1)                              # (..., I) each; gate rows come first
-    s_gate = silu(gate)
+    s_gate = ops.silu(gate)
     prod = s_gate * up                                               # (..., I)
     out, c_down = ops.bitlinear_forward(prod, p["down_proj.weight"], p["down_proj.norm.weight"])  # (..., D)
     # fused mode recomputes SiLU(gate) in backward instead of keeping a third (..., I) array
@@ -27,10 +26,10 @@ def glu_backward(dout, cache, ops=None):
     ops = ops or NumpyBackend()
     c_gu, gate, up, s_gate, c_down = cache
     if s_gate is None:
-        s_gate = silu(gate)
+        s_gate = ops.silu(gate)
     dp = {}
     dprod, dp["down_proj.weight"], dp["down_proj.norm.weight"] = ops.bitlinear_backward(dout, c_down)
-    dgate = dprod * up * silu_grad(gate)
+    dgate = dprod * up * ops.silu_grad(gate)
     dup = dprod * s_gate
     dgu = np.concatenate([dgate, dup], axis=-1)                      # (..., 2I)
     dxn, dp["gate_proj.weight"], dp["gate_proj.norm.weight"] = ops.bitlinear_backward(dgu, c_gu)

@@ -13,7 +13,6 @@ carries h from call to call (decoding). The lower bounds (E7) are computed once 
 """
 import numpy as np
 
-from .activations import sigmoid, silu, silu_grad
 from .backend import NumpyBackend
 
 PROJECTIONS = ("i_proj", "f_proj", "g_proj", "o_proj")
@@ -41,11 +40,11 @@ def lower_bounds_backward(dlb, S):
 # ----------------------------------------------------------------------------
 # E6: the token mixer over T tokens
 
-def _gates(a_i, a_f, lb):
+def _gates(a_i, a_f, lb, ops):
     """The elementwise gate values of E6 from the two pre-activations."""
-    s_f = sigmoid(a_f)
+    s_f = ops.sigmoid(a_f)
     f = s_f if lb is None else lb + (1.0 - lb) * s_f
-    return s_f, f, silu(a_i)
+    return s_f, f, ops.silu(a_i)
 
 
 def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
@@ -53,12 +52,12 @@ def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
     ops = ops or NumpyBackend()
     a_i, c_i = ops.bitlinear_forward(xn, p["i_proj.weight"], p["i_proj.norm.weight"])   # (B, T, D)
     a_f, c_f = ops.bitlinear_forward(xn, p["f_proj.weight"], p["f_proj.norm.weight"])   # (B, T, D)
-    s_f, f, s_i = _gates(a_i, a_f, lb)                               # forget gate f in [lb, 1]
+    s_f, f, s_i = _gates(a_i, a_f, lb, ops)                          # forget gate f in [lb, 1]
     i = s_i * (1.0 - f)                                              # input scaled by (1 - f), as the official swiglu(i, 1-f)
     h = ops.scan_forward(f, i, h0)                                   # (B, T, D)
     a_g, c_g = ops.bitlinear_forward(xn, p["g_proj.weight"], p["g_proj.norm.weight"])   # (B, T, D)
     g_n, c_gn = ops.rmsnorm_forward(a_g, p["g_norm.weight"], eps)    # norm on g ...
-    s_h = silu(h)                                                    # ... swish on h (official FusedRMSNormSwishGate)
+    s_h = ops.silu(h)                                                # ... swish on h (official FusedRMSNormSwishGate)
     o = g_n * s_h                                                    # (B, T, D)
     out, c_o = ops.bitlinear_forward(o, p["o_proj.weight"], p["o_proj.norm.weight"])    # (B, T, D)
     if ops.fused:   # keep only the pre-activations; gates, g_n and SiLU(h) are recomputed in backward
@@ -77,21 +76,21 @@ def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
     if len(cache) == 11:                                             # caching mode: stored
         s_f, f, s_i, g_n, s_h = cache[10]
     else:                                                            # fused mode: recompute (same ops, same bits)
-        s_f, f, s_i = _gates(a_i, a_f, lb)
-        g_n, s_h = ops.rmsnorm_normalized(c_gn), silu(h)
+        s_f, f, s_i = _gates(a_i, a_f, lb, ops)
+        g_n, s_h = ops.rmsnorm_normalized(c_gn), ops.silu(h)
     dp = {}
     do, dp["o_proj.weight"], dp["o_proj.norm.weight"] = ops.bitlinear_backward(dout, c_o)
     dg_n = do * s_h
     ds_h = do * g_n
     da_g, dp["g_norm.weight"] = ops.rmsnorm_backward(dg_n, c_gn)
     dxn, dp["g_proj.weight"], dp["g_proj.norm.weight"] = ops.bitlinear_backward(da_g, c_g)
-    dh = ds_h * silu_grad(h)                                         # (B, T, D)
+    dh = ds_h * ops.silu_grad(h)                                         # (B, T, D)
     if dh_last is not None:
         dh[:, -1] += dh_last
     df, di, dh0 = ops.scan_backward(dh, f, h, h0)
     ds_i = di * (1.0 - f)
     df = df - di * s_i                                               # f also enters i = s_i (1 - f)
-    da_i = ds_i * silu_grad(a_i)
+    da_i = ds_i * ops.silu_grad(a_i)
     if lb is None:
         ds_f, dlb = df, None
     else:

@@ -159,3 +159,19 @@ def test_mlgru_step_kernel_equals_reference_math():
         h_bad = h.copy()                                             # negative control: wrong gate
         scan.mlgru_step_kernel(a_f, a_f, a_g, lb, h_bad, g_norm, np.float32(1e-6), o_k)
         assert max_rel_err(h_bad, h_ref) > 1e-3
+
+
+def test_gate_nonlinearities_equal_reference_to_float32_rounding():
+    # E6/E8 gates on expf.py's exp: within a few float32 ulps of mmf.activations, float64 untouched
+    from mmf import activations
+    be = NumbaBackend()
+    z = np.concatenate([np.linspace(-30, 30, 6000), [-100.0, 100.0, 0.0, 1e-3]]).astype(np.float32).reshape(-1, 4)
+    for name in ("sigmoid", "silu", "silu_grad"):
+        ref = getattr(activations, name)(z)
+        got = getattr(be, name)(z)
+        assert got.shape == z.shape and got.dtype == np.float32
+        assert np.abs(got - ref).max() <= 4 * np.spacing(np.abs(ref).max())
+        z64 = z.astype(np.float64)
+        np.testing.assert_array_equal(getattr(be, name)(z64), getattr(activations, name)(z64))
+    wrong = be.silu(z * np.float32(1.001))                           # negative control
+    assert np.abs(wrong - activations.silu(z)).max() > 4 * np.spacing(np.float32(30))
