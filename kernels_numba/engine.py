@@ -74,7 +74,7 @@ def _gemv_segments(nonzero, negative, offset, u, rows_per_seg, simd_on, acc):
 @njit(cache=True)
 def _rms_inv(x, eps):
     """1 / rms(x) in float32; the float64 sum of squares is fused.py's (vectorized, reassociated)."""
-    return np.float32(1.0 / np.sqrt(np.float32(_sum_squares(x) / x.shape[0]) + np.float32(eps)))
+    return np.float32(1.0 / np.sqrt(np.float32(_sum_squares(x.reshape(1, -1), 0) / x.shape[0]) + np.float32(eps)))
 
 
 @njit(fastmath=SAFE_FAST, cache=True)

@@ -14,7 +14,7 @@ arithmetic, so LLVM vectorizes loops that call it. Measured against NumPy's floa
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LOG2E = np.float32(1.44269504088896341)
 LN2_HI = np.float32(0.693359375)                 # ln 2 = LN2_HI + LN2_LO, LN2_HI with few mantissa bits
@@ -52,6 +52,19 @@ def sigmoid32(z):
     """1 / (1 + exp(-z)) in float32 (E6 forget gate, and inside SiLU)."""
     one = np.float32(1.0)
     return one / (one + exp32(-z))
+
+
+def exp_native(x):
+    """exp in x's own precision: exp32 for a float32 (vectorizable), np.exp for anything else
+    (float64 keeps the library's full precision). Usable inside Numba-compiled code only."""
+    raise NotImplementedError("exp_native is for Numba-compiled code")
+
+
+@overload(exp_native)
+def _exp_native(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: np.exp(x)
 
 
 @njit(cache=True)
