@@ -291,8 +291,10 @@ assert np.array_equal(a, b)
 md(r"""
 ## 7. Training: the kernel backend and fused recompute
 
-`MMfreeLM(..., backend="numba")` swaps in fused norm+quant, RMSNorm, scan and cross-entropy kernels.
-Its loss and gradients equal the reference's to float32 rounding (tests/test_kernels_backend.py). In
+`MMfreeLM(..., backend="numba")` swaps in fused norm+quant, RMSNorm, scan, gate-nonlinearity and
+cross-entropy kernels (the gates and the softmax on `kernels_numba/expf.py`'s vectorizable float32
+exp, within 1 ulp). Its loss and gradients equal the reference's to float32 rounding
+(tests/test_kernels_backend.py). In
 training the two backward GEMMs of every BitLinear (dW = dyᵀ x̃, dx̃ = dy W̃, E5) stay float matrix
 products, so float BLAS sets the floor of a step; the `ternary` variant also runs the forward
 product as the add/subtract kernel. The fused variant stores only x and two per-row numbers per
