@@ -16,8 +16,9 @@ of block b sits under bit k of the plane words (`activation_bytes` in ternary_ma
 |u - 255| = 255 - u = ~u for a -1 weight, 0 for a 0 weight: exactly the selection of version 3,
 with the sum done by additions only. Nothing here multiplies; tests read the machine code to prove it.
 
-Used only where the CPU has AVX-512BW (`AVAILABLE`); elsewhere ternary_matmul falls back to the
-portable SWAR kernel (version 3), which gives identical integers.
+Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
+that LLVM lowers for any CPU, and the public API prefers the SWAR kernel (version 3), which is
+faster there; all give identical integers.
 """
 import os
 
@@ -57,7 +58,7 @@ def _psadbw(builder):
     if AVAILABLE:
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_QWORDS, [_BYTES, _BYTES]),
                                             "llvm.x86.avx512.psad.bw.512")
-        return lambda v, zero: builder.call(fn, [v, zero])
+        return lambda a, b: builder.call(fn, [a, b])
     wide = ir.VectorType(_I64, 64)
     reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [wide]),
                                             "llvm.vector.reduce.add.v64i64")
