@@ -7,6 +7,17 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
     Engine(model)                loads an mmf.MMfreeLM once in packed form; .generate(ids, max_new_tokens)
 
 `mmf` never imports this package unless asked (MMfreeLM(..., backend="numba")).
+
+Files, one concept each:
+    packing.py         the 2-bit bit-plane layout (and the base-3 layout of the lookup-table kernel)
+    ternary_matmul.py  the add/subtract products, numbered versions 0-4, validated and timed
+    simd.py            version 4's inner loop in LLVM IR: AVX-512 mask registers + VPSADBW
+    expf.py            a float32 exp Numba can vectorize (gates, softmax)
+    fused.py           row kernels: norm + quantize, RMSNorm, cross-entropy, gate nonlinearities
+    scan.py            the MLGRU recurrence over T tokens and for one decoding step
+    backend.py         NumbaBackend, mmf's switch to all of the above
+    engine.py          Engine: a packed model decoding with carried state
+    bench.py           the SPEC section 7 measurements (python -m kernels_numba.bench)
 """
 import os
 
