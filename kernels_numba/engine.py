@@ -39,7 +39,7 @@ from .packing import PackedTernary, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from .simd import masked_sad
-from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4
+from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4, v4_byte_position
 
 U64 = np.uint64
 
@@ -94,7 +94,7 @@ def _norm_quant_words(x, g, u, simd_on):
         codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128)
     if simd_on:                                                      # then scattered into the GEMV's layout
         for k in range(x.shape[0]):
-            u[(k & ~63) | ((k & 7) << 3) | ((k >> 3) & 7)] = codes[k]
+            u[v4_byte_position(k)] = codes[k]
     else:
         for k in range(x.shape[0]):
             u[((k >> 3) & 7) * nb8 + ((k >> 6) << 3) + (k & 7)] = codes[k]

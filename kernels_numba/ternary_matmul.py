@@ -11,7 +11,7 @@ timed (`python -m kernels_numba.ternary_matmul N`):
   version 3  the bit-plane layout of packing.py with SWAR: 8 byte lanes per uint64, masks made by
              shifts and subtractions, bytes summed into 16- then 32-bit lanes (portable: any CPU)
   version 4  the same planes read as AVX-512 mask registers, bytes summed by VPSADBW (simd.py writes
-             that loop in LLVM IR); about 7 instructions per 64 weights instead of ~2 per weight.
+             that loop in LLVM IR); 6 instructions per 64 weights instead of ~2 per weight.
              The public API runs it where the CPU has AVX-512BW, version 3 elsewhere (same integers)
 
 Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
@@ -288,14 +288,20 @@ def matmul_v3(p, X_q):
 # ----------------------------------------------------------------------------
 # version 4: the same bit planes, read by AVX-512 mask registers + VPSADBW (simd.py, LLVM IR)
 
+@njit(inline="always")
+def v4_byte_position(c):
+    """Where column c = 64b + 8i + j goes in version 4's activation bytes: 64b + 8j + i, i.e. each
+    8x8 byte block transposed, so that byte k of a block sits under bit k of the plane words."""
+    return (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)
+
+
 @njit(cache=True)
 def _bytes_kernel(X_q, out):
-    """out[t, 64b + 8j + i] = X_q[t, 64b + 8i + j] XOR 0x80: offset binary, each 8x8 byte block
-    transposed so that byte k of a block sits under bit k of the plane words (packing.py's order)."""
+    """out[t, v4_byte_position(c)] = X_q[t, c] XOR 0x80 (offset binary)."""
     n, K = X_q.shape
     for t in range(n):                                               # serial: a thread wake-up costs more
         for c in range(K):
-            out[t, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = np.uint8(np.int32(X_q[t, c]) + 128)
+            out[t, v4_byte_position(c)] = np.uint8(np.int32(X_q[t, c]) + 128)
 
 
 def activation_bytes(X_q, n_blk, row_multiple=1):
@@ -347,7 +353,7 @@ BEST = 4 if simd.AVAILABLE else 3                                    # what the 
 
 
 def matmul_best(p, X_q):
-    return matmul_v4(p, X_q) if simd.AVAILABLE else matmul_v3(p, X_q)
+    return matmul_v4(p, X_q) if BEST == 4 else matmul_v3(p, X_q)
 
 
 # ----------------------------------------------------------------------------
