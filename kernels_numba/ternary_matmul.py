@@ -492,7 +492,7 @@ def fmt(stats):
 
 
 def main(argv):
-    version = int(argv[1]) if len(argv) > 1 else 3
+    version = int(argv[1]) if len(argv) > 1 else BEST
     if version not in VERSIONS:
         raise SystemExit(f"version must be one of {sorted(VERSIONS)}")
     what, prepare, run, _ = VERSIONS[version]
