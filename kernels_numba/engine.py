@@ -38,37 +38,45 @@ from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
 from .packing import PackedTernary, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import masked_sad
+from .simd import TOKENS, masked_sad, masked_sad_tokens
 from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4, v4_byte_position
 
 U64 = np.uint64
 
 
 # ----------------------------------------------------------------------------
-# kernels of one decoding step (float32, one sequence at a time)
+# kernels of one decoding step (float32; B sequences share every weight read)
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gemv_segments(nonzero, negative, offset, u, rows_per_seg, simd_on, acc):
-    """Rows [s * rows_per_seg, (s+1) * rows_per_seg) read activation row u[s] (S, 64 NB) uint8:
-    several BitLinears that read the same input through different norms, in one launch.
-    simd_on: version 4 (mask registers + VPSADBW) on u's bytes, else version 3 (SWAR) on its words."""
+def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, simd_on, acc):
+    """acc[t, r] = packed row r . token t's activation bytes u[r // rows_per_seg, t], for t < n_tok.
+    u is (S, tokens padded to TOKENS, 64 NB) uint8: S segments of rows read S different inputs
+    (the i/f/g projections of one token read xn through three norms), all in one launch.
+    simd_on: version 4 (one token: masked_sad; several: TOKENS at a time, sharing each block's masks);
+    else version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
     R, NB = nonzero.shape
-    xw = u.view(np.uint64).reshape(u.shape[0], 8, NB)                # version 3's (S, 8, NB) words
     for r in prange(R):
-        if simd_on:
-            acc[r] = np.int32(np.int64(masked_sad(u, r // rows_per_seg, nonzero, negative, r)) - offset[r])
-            continue
-        x = xw[r // rows_per_seg]
-        x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
-        a = U64(0)
-        nzr, ngr = nonzero[r], negative[r]
-        for b in range(NB):
-            nz, ng = nzr[b], ngr[b]
-            s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
-                   + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
-                   + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))
-            a += _fold(s16)
-        acc[r] = _finish(a, offset[r])
+        us = u[r // rows_per_seg]                                    # (tokens, 64 NB)
+        if simd_on and n_tok == 1:                                   # decoding one sequence: a GEMV
+            acc[0, r] = np.int32(np.int64(masked_sad(us, 0, nonzero, negative, r)) - offset[r])
+        elif simd_on:                                                # several sequences: a small GEMM
+            for t in range(0, n_tok, TOKENS):
+                sums = masked_sad_tokens(us, t, nonzero, negative, r)
+                for j in range(min(TOKENS, n_tok - t)):
+                    acc[t + j, r] = np.int32(np.int64(sums[j]) - offset[r])
+        else:
+            nzr, ngr = nonzero[r], negative[r]
+            for t in range(n_tok):
+                x = us[t].view(np.uint64).reshape(8, NB)             # version 3's words
+                x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+                a = U64(0)
+                for b in range(NB):
+                    nz, ng = nzr[b], ngr[b]
+                    s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
+                           + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
+                           + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))
+                    a += _fold(s16)
+                acc[t, r] = _finish(a, offset[r])
 
 
 @njit(cache=True)
@@ -102,57 +110,69 @@ def _norm_quant_words(x, g, u, simd_on):
 
 
 @njit(error_model="numpy", cache=True)
-def _step_one(tok, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
-              p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
-              u_nz, u_ng, u_off, u_beta, u_gain,
-              d_nz, d_ng, d_off, d_beta, d_gain,
-              head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
-              u_d, u_i, simd_on, acc_p, acc_u, acc_d, acc_v, logits):
-    """One token of one sequence: h (L, D) is updated in place; logits (V,) written."""
-    L, D = h.shape
+def _step(tokens, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
+          p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
+          u_nz, u_ng, u_off, u_beta, u_gain,
+          d_nz, d_ng, d_off, d_beta, d_gain,
+          head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
+          u_d, u_i, simd_on, logits):
+    """One token of each of B sequences: tokens (B,), h (B, L, D) updated in place, logits (B, V).
+    u_d (3, B padded, 64 NB_D) and u_i (1, B padded, 64 NB_I) are the activation-byte buffers."""
+    B, L, D = h.shape
     I = d_gain.shape[1]
-    x = emb[tok].astype(np.float32) * emb_scale[tok]                 # (D,) embedding (E10)
-    o = np.empty(D, np.float32)
+    x = np.empty((B, D), np.float32)                                 # residual streams
+    for b in range(B):
+        x[b] = emb[tokens[b]].astype(np.float32) * emb_scale[tokens[b]]   # embedding (E10)
+    acc_p, acc_d = np.empty((B, 3 * D), np.int32), np.empty((B, D), np.int32)
+    acc_u, acc_v = np.empty((B, 2 * I), np.int32), np.empty((B, logits.shape[1]), np.int32)
+    s = np.empty((3, B), np.float32)                                 # activation scales (E2)
+    o, p = np.empty(D, np.float32), np.empty(I, np.float32)
     a_i, a_f, a_g = np.empty(D, np.float32), np.empty(D, np.float32), np.empty(D, np.float32)
     for l in range(L):
-        # ---- MLGRU token mixer (E6), i/f/g projections in one launch
-        xn = x * _rms_inv(x, eps) * attn_norm[l]                     # block pre-norm
-        s_i = _norm_quant_words(xn, p_gain[l, 0], u_d[0], simd_on)
-        s_f = _norm_quant_words(xn, p_gain[l, 1], u_d[1], simd_on)
-        s_g = _norm_quant_words(xn, p_gain[l, 2], u_d[2], simd_on)
-        _gemv_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, simd_on, acc_p)
-        c_i, c_f, c_g = p_beta[l, 0] / s_i, p_beta[l, 1] / s_f, p_beta[l, 2] / s_g
-        for d in range(D):                                           # E4: y = acc * beta / s
-            a_i[d] = acc_p[d] * c_i
-            a_f[d] = acc_p[D + d] * c_f
-            a_g[d] = acc_p[2 * D + d] * c_g
-        mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[l], g_norm[l], eps, o)   # E6 recurrence, one token
-        s_o = _norm_quant_words(o, p_gain[l, 3], u_d[0], simd_on)
-        _gemv_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, simd_on, acc_d)
-        c_o = p_beta[l, 3] / s_o
-        for d in range(D):
-            x[d] += acc_d[d] * c_o                                   # residual 1
+        # ---- MLGRU token mixer (E6): the i/f/g projections of all B tokens in one launch
+        for b in range(B):
+            xn = x[b] * _rms_inv(x[b], eps) * attn_norm[l]           # block pre-norm
+            for k in range(3):
+                s[k, b] = _norm_quant_words(xn, p_gain[l, k], u_d[k, b], simd_on)
+        _product_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, B, simd_on, acc_p)
+        for b in range(B):
+            c_i, c_f, c_g = p_beta[l, 0] / s[0, b], p_beta[l, 1] / s[1, b], p_beta[l, 2] / s[2, b]
+            for d in range(D):                                       # E4: y = acc * beta / s
+                a_i[d] = acc_p[b, d] * c_i
+                a_f[d] = acc_p[b, D + d] * c_f
+                a_g[d] = acc_p[b, 2 * D + d] * c_g
+            mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[b, l], g_norm[l], eps, o)   # E6 recurrence
+            s[0, b] = _norm_quant_words(o, p_gain[l, 3], u_d[0, b], simd_on)
+        _product_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, B, simd_on, acc_d)
+        for b in range(B):
+            c_o = p_beta[l, 3] / s[0, b]
+            for d in range(D):
+                x[b, d] += acc_d[b, d] * c_o                         # residual 1
         # ---- GLU channel mixer (E8)
-        rn = x * _rms_inv(x, eps) * mlp_norm[l]
-        s_u = _norm_quant_words(rn, u_gain[l], u_d[0], simd_on)
-        _gemv_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, simd_on, acc_u)
-        c_u = u_beta[l] / s_u
-        p = np.empty(I, np.float32)
-        for k in range(I):                                           # vectorized: float32 throughout
-            gate = np.float32(acc_u[k]) * c_u                        # (acc < 2^24: exact in float32)
-            p[k] = gate * sigmoid32(gate) * (np.float32(acc_u[I + k]) * c_u)
-        s_d = _norm_quant_words(p, d_gain[l], u_i[0], simd_on)
-        _gemv_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, simd_on, acc_d)
-        c_d = d_beta[l] / s_d
-        for d in range(D):
-            x[d] += acc_d[d] * c_d                                   # residual 2
+        for b in range(B):
+            rn = x[b] * _rms_inv(x[b], eps) * mlp_norm[l]
+            s[0, b] = _norm_quant_words(rn, u_gain[l], u_d[0, b], simd_on)
+        _product_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, B, simd_on, acc_u)
+        for b in range(B):
+            c_u = u_beta[l] / s[0, b]
+            for k in range(I):                                       # vectorized: float32 throughout
+                gate = np.float32(acc_u[b, k]) * c_u                 # (acc < 2^24: exact in float32)
+                p[k] = gate * sigmoid32(gate) * (np.float32(acc_u[b, I + k]) * c_u)
+            s[0, b] = _norm_quant_words(p, d_gain[l], u_i[0, b], simd_on)
+        _product_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, B, simd_on, acc_d)
+        for b in range(B):
+            c_d = d_beta[l] / s[0, b]
+            for d in range(D):
+                x[b, d] += acc_d[b, d] * c_d                         # residual 2
     # ---- head (E10)
-    xn = x * _rms_inv(x, eps) * final_norm
-    s_h = _norm_quant_words(xn, head_gain, u_d[0], simd_on)
-    _gemv_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], simd_on, acc_v)
-    c_h = head_beta / s_h
-    for v in range(logits.shape[0]):
-        logits[v] = acc_v[v] * c_h
+    for b in range(B):
+        xn = x[b] * _rms_inv(x[b], eps) * final_norm
+        s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], simd_on)
+    _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, simd_on, acc_v)
+    for b in range(B):
+        c_h = head_beta / s[0, b]
+        for v in range(logits.shape[1]):
+            logits[b, v] = acc_v[b, v] * c_h
 
 
 # ----------------------------------------------------------------------------
@@ -227,7 +247,6 @@ class Engine:
                                                              for l in range(L)])
         self.o_nz, self.o_ng, self.o_off, o_beta = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
         self.p_beta = np.concatenate([ifg_beta, o_beta], axis=1)     # (L, 4): i, f, g, o
-        nb_d = n_blocks(D)
         self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
         self.u_nz, self.u_ng, self.u_off, ub = stack([(l, ["mlp.gate_proj.weight"]) for l in range(L)])
         self.d_nz, self.d_ng, self.d_off, db = stack([(l, ["mlp.down_proj.weight"]) for l in range(L)])
@@ -257,16 +276,14 @@ class Engine:
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.simd = simd.AVAILABLE                                   # GEMV version 4 (else 3: same integers)
-        self._u_d = np.zeros((3, 64 * nb_d), np.uint8)               # activation bytes, reused
-        self._u_i = np.zeros((1, 64 * n_blocks(I)), np.uint8)
+
 
     # ------------------------------------------------------------------------
     @property
     def nbytes(self):
         """Resident bytes of everything the engine keeps for decoding (weights, scales, gains). A
         memory-mapped embedding counts with the pages of it that are resident now (Linux), else whole."""
-        arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)
-                  and v is not self._u_d and v is not self._u_i]
+        arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
         total = sum(v.nbytes for v in arrays if v is not self.emb)
         rss = mapped_resident_bytes(self._emb_file.name) if self._emb_file is not None else None
         return int(total + (self.emb.nbytes if rss is None else rss))
@@ -275,22 +292,22 @@ class Engine:
         return np.zeros((batch, self.config.num_layers, self.config.hidden_size), np.float32)
 
     def step(self, tokens, state):
-        """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32."""
+        """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32.
+        The B sequences share every weight read: each BitLinear is one GEMV (B = 1) or one small
+        GEMM over the B tokens."""
         cfg = self.config
         B = tokens.shape[0]
+        padded = -(-B // TOKENS) * TOKENS                            # the GEMM reads TOKENS tokens at a time
+        u_d = np.zeros((3, padded, 64 * n_blocks(cfg.hidden_size)), np.uint8)
+        u_i = np.zeros((1, padded, 64 * n_blocks(cfg.intermediate_size)), np.uint8)
         logits = np.empty((B, cfg.vocab_size), np.float32)
-        acc_p = np.empty(3 * cfg.hidden_size, np.int32)
-        acc_u = np.empty(2 * cfg.intermediate_size, np.int32)
-        acc_d = np.empty(cfg.hidden_size, np.int32)
-        acc_v = np.empty(cfg.vocab_size, np.int32)
-        for b in range(B):
-            _step_one(int(tokens[b]), state[b], self.emb, self.emb_scale, self.attn_norm, self.mlp_norm,
-                      self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.o_nz, self.o_ng, self.o_off,
-                      self.p_beta, self.p_gain,
-                      self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
-                      self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
-                      self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
-                      self.final_norm, self.eps, self._u_d, self._u_i, self.simd, acc_p, acc_u, acc_d, acc_v, logits[b])
+        _step(np.ascontiguousarray(tokens, dtype=np.int64), state, self.emb, self.emb_scale, self.attn_norm,
+              self.mlp_norm, self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.o_nz, self.o_ng,
+              self.o_off, self.p_beta, self.p_gain,
+              self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
+              self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
+              self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
+              self.final_norm, self.eps, u_d, u_i, self.simd, logits)
         return logits
 
     def prefill_stepwise(self, ids):

@@ -70,6 +70,23 @@ def test_simd_and_portable_gemv_give_identical_logits(trained):
         np.testing.assert_array_equal(a, b)                          # the same integers, the same floats
 
 
+@pytest.mark.parametrize("simd", [True, False])
+def test_a_batch_step_equals_each_sequence_alone(trained, simd):
+    # B = 5 sequences share each weight read (a GEMM over tokens, padded to the kernel's 4-token
+    # groups); every sequence's logits and state must be those of decoding it alone (a GEMV)
+    engine = Engine(trained)
+    engine.simd = simd
+    ids = np.array([[3, 14, 15], [26, 5, 35], [8, 9, 7], [9, 32, 3], [1, 2, 4]])
+    logits, state = engine.prefill(ids)
+    alone = [engine.prefill(ids[b:b + 1]) for b in range(5)]
+    for tok in ([5, 6, 7, 8, 9], [10, 3, 1, 2, 47]):
+        logits = engine.step(np.array(tok), state)
+        for b in range(5):
+            one = engine.step(np.array([tok[b]]), alone[b][1])
+            np.testing.assert_array_equal(logits[b], one[0])
+            np.testing.assert_array_equal(state[b], alone[b][1][0])
+
+
 def test_untrained_model_without_lower_bounds_matches_forward():
     model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG, use_lower_bound=False), seed=5)
     engine = Engine(model)
