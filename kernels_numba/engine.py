@@ -38,10 +38,8 @@ from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
 from .packing import PackedTernary, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import TOKENS, masked_sad, masked_sad_tokens
-from .ternary_matmul import _finish, _fold, _word, matmul_v3, matmul_v4, v4_byte_position
-
-U64 = np.uint64
+from .simd import TOKENS, masked_sad
+from .ternary_matmul import matmul_v3, matmul_v4, v3_row_dot, v4_byte_position, v4_row_tokens
 
 
 # ----------------------------------------------------------------------------
@@ -60,23 +58,10 @@ def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, simd_on
         if simd_on and n_tok == 1:                                   # decoding one sequence: a GEMV
             acc[0, r] = np.int32(np.int64(masked_sad(us, 0, nonzero, negative, r)) - offset[r])
         elif simd_on:                                                # several sequences: a small GEMM
-            for t in range(0, n_tok, TOKENS):
-                sums = masked_sad_tokens(us, t, nonzero, negative, r)
-                for j in range(min(TOKENS, n_tok - t)):
-                    acc[t + j, r] = np.int32(np.int64(sums[j]) - offset[r])
+            v4_row_tokens(us, n_tok, nonzero, negative, offset, r, acc)
         else:
-            nzr, ngr = nonzero[r], negative[r]
-            for t in range(n_tok):
-                x = us[t].view(np.uint64).reshape(8, NB)             # version 3's words
-                x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
-                a = U64(0)
-                for b in range(NB):
-                    nz, ng = nzr[b], ngr[b]
-                    s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
-                           + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
-                           + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))
-                    a += _fold(s16)
-                acc[t, r] = _finish(a, offset[r])
+            for t in range(n_tok):                                   # version 3 on the same bytes as words
+                acc[t, r] = v3_row_dot(us[t].view(np.uint64).reshape(8, NB), nonzero[r], negative[r], offset[r])
 
 
 @njit(cache=True)

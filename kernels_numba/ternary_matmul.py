@@ -155,22 +155,25 @@ def _finish(acc, offset):
     return np.int32(np.int64((acc & LO32) + (acc >> U64(32))) - offset)
 
 
+@njit(inline="always")
+def v3_row_dot(xw, nzr, ngr, offset):
+    """One row's planes nzr/ngr (NB,) against one token's activation words xw (8, NB) -> int32."""
+    x0, x1, x2, x3, x4, x5, x6, x7 = xw[0], xw[1], xw[2], xw[3], xw[4], xw[5], xw[6], xw[7]
+    acc = U64(0)                                                     # two 32-bit lanes
+    for b in range(nzr.shape[0]):                                    # vectorized over blocks
+        nz, ng = nzr[b], ngr[b]
+        s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
+               + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
+               + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))   # 16-bit lanes <= 8 * 510
+        acc += _fold(s16)
+    return _finish(acc, offset)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _v3_matvec_kernel(nonzero, negative, offset, xw, out):
     """nonzero/negative (R, NB) uint64, offset (R,), xw (8, NB) activation words -> out (R,) int32."""
-    R, NB = nonzero.shape
-    x0, x1, x2, x3 = xw[0], xw[1], xw[2], xw[3]
-    x4, x5, x6, x7 = xw[4], xw[5], xw[6], xw[7]
-    for r in prange(R):
-        acc = U64(0)                                                 # two 32-bit lanes
-        nzr, ngr = nonzero[r], negative[r]
-        for b in range(NB):                                          # vectorized over blocks
-            nz, ng = nzr[b], ngr[b]
-            s16 = (_word(x0[b], nz, ng, 0) + _word(x1[b], nz, ng, 1) + _word(x2[b], nz, ng, 2)
-                   + _word(x3[b], nz, ng, 3) + _word(x4[b], nz, ng, 4) + _word(x5[b], nz, ng, 5)
-                   + _word(x6[b], nz, ng, 6) + _word(x7[b], nz, ng, 7))   # 16-bit lanes <= 8 * 510
-            acc += _fold(s16)
-        out[r] = _finish(acc, offset[r])
+    for r in prange(nonzero.shape[0]):
+        out[r] = v3_row_dot(xw, nonzero[r], negative[r], offset[r])
 
 
 ROWS_PER_TASK = 16
@@ -320,19 +323,20 @@ def _v4_matvec_kernel(nonzero, negative, offset, u, out):
         out[r] = np.int32(np.int64(masked_sad(u, 0, nonzero, negative, r)) - offset[r])
 
 
+@njit(inline="always")
+def v4_row_tokens(u, n_tok, nonzero, negative, offset, r, out):
+    """out[t, r] = row r . token t for t < n_tok, TOKENS tokens per call (u padded to TOKENS rows)."""
+    for t in range(0, n_tok, TOKENS):
+        sums = masked_sad_tokens(u, t, nonzero, negative, r)
+        for j in range(min(TOKENS, n_tok - t)):
+            out[t + j, r] = np.int32(np.int64(sums[j]) - offset[r])
+
+
 @njit(parallel=True, cache=True)
 def _v4_matmul_kernel(nonzero, negative, offset, u, out):
     """u (n padded to TOKENS, 64 NB) -> out (n, R) int32; TOKENS tokens share each block's masks."""
-    R = nonzero.shape[0]
-    n = out.shape[0]
-    n_tasks = (R + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
-        for r in range(task * ROWS_PER_TASK, min(R, (task + 1) * ROWS_PER_TASK)):
-            off = offset[r]
-            for t in range(0, n, TOKENS):
-                sums = masked_sad_tokens(u, t, nonzero, negative, r)
-                for j in range(min(TOKENS, n - t)):
-                    out[t + j, r] = np.int32(np.int64(sums[j]) - off)
+    for r in prange(nonzero.shape[0]):
+        v4_row_tokens(u, out.shape[0], nonzero, negative, offset, r, out)
 
 
 def prepare_v4(Wt):
