@@ -13,9 +13,7 @@ Shapes: x (M, K) float32 or float64 C-contiguous, g (K,), per-row outputs (M,).
 import numpy as np
 from numba import njit, prange
 
-from .expf import exp_native
-
-from .expf import sigmoid32
+from .expf import exp_native, sigmoid32
 
 ACT_QMAX = 127.0
 ACT_EPS = 1e-5

@@ -1,9 +1,9 @@
 """The one switch between the NumPy reference and the Numba kernels.
 
 The model and the mixers never call a BitLinear, norm, scan or gate nonlinearity directly: they
-call them through a backend object. `NumpyBackend` is the reference (this package, NumPy only). The fast tier,
-`kernels_numba.backend.NumbaBackend`, subclasses it and overrides what it accelerates with the same
-signatures, each override proven equal to the method it replaces.
+call them through a backend object. `NumpyBackend` is the reference (this package, NumPy only).
+The fast tier, `kernels_numba.backend.NumbaBackend`, subclasses it and overrides what it
+accelerates with the same signatures, each override proven equal to the method it replaces.
 
 The backend also carries two model-wide modes:
   quantize -- False turns E2/E3 off (plain float layers) so finite differences are meaningful;
