@@ -7,7 +7,7 @@
 import argparse
 import sys
 
-from mmf.corpus import DATA_DIR, prepare
+from mmf.text.corpus import DATA_DIR, prepare
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ def parse_args(argv):
 def load(args):
     """(model, encode, decode) from a checkpoint or a random model."""
     if args.checkpoint:
-        from mmf.checkpoint import load_checkpoint
+        from mmf.training.checkpoint import load_checkpoint
         ckpt = load_checkpoint(args.checkpoint)
         model = ckpt.build_model()
         tok = ckpt.build_tokenizer()

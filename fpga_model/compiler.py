@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from mmf import MMfreeConfig
-from mmf.quant import weight_quant_int
+from mmf.layers.quant import weight_quant_int
 
 from . import ternary
 from .assembler import Program, assemble
@@ -163,7 +163,7 @@ def build_image(config, params=None, access_bytes=1):
     P = params if params is not None else {}
     get = (lambda k: P[k]) if params is not None else (lambda k: None)
     if params is not None:
-        from mmf.mlgru import lower_bounds_forward
+        from mmf.layers.mlgru import lower_bounds_forward
         lb = (lower_bounds_forward(np.asarray(P["model.lower_bounds"]))[0]   # in the model's dtype, as mmf
               if config.use_lower_bound else np.zeros((L, D)))
     layers = []

@@ -1,5 +1,5 @@
 """The CPU integer path the accelerator must match: mmf's model with every BitLinear computed by
-`mmf.bitlinear.bitlinear_int_forward` (SPEC E4 integer form y = (q @ Wt.T) * beta / s) instead of
+`mmf.layers.bitlinear.bitlinear_int_forward` (SPEC E4 integer form y = (q @ Wt.T) * beta / s) instead of
 the float fake-quant product. Forward only.
 
 Why a second reference next to MMfreeLM.forward: with ternary weights and int8 codes, two logits of
@@ -11,8 +11,8 @@ import numpy as np
 
 from mmf import MMfreeLM
 from mmf.backend import NumpyBackend
-from mmf.bitlinear import bitlinear_int_forward
-from mmf.quant import weight_quant_int
+from mmf.layers.bitlinear import bitlinear_int_forward
+from mmf.layers.quant import weight_quant_int
 
 
 class IntegerBackend(NumpyBackend):

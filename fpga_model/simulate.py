@@ -7,7 +7,7 @@ same program and the same DDR4 model.
 """
 from dataclasses import dataclass
 
-from mmf.config import glu_intermediate_size
+from mmf.models.config import glu_intermediate_size
 
 from .compiler import compile_block_layout
 from .core import Core, Trace

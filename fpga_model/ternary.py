@@ -29,7 +29,7 @@ def pack(Wt, access_bytes=1):
     if Wt.ndim != 2:
         raise ValueError(f"ternary pack needs a 2-D [out, in] matrix, got shape {Wt.shape}")
     if not np.isin(Wt, (-1, 0, 1)).all():
-        raise ValueError("ternary pack got weights outside {-1, 0, 1}; quantize with mmf.quant.weight_quant_int first")
+        raise ValueError("ternary pack got weights outside {-1, 0, 1}; quantize with mmf.layers.quant.weight_quant_int first")
     rows, cols = Wt.shape
     nbytes = row_bytes(cols, access_bytes)
     codes = np.zeros((rows, nbytes * WEIGHTS_PER_BYTE), np.uint8)     # padding codes are 0 (weight 0)

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from mmf.activations import sigmoid
-from mmf.quant import activation_quant_int
+from mmf.layers.activations import sigmoid
+from mmf.layers.quant import activation_quant_int
 
 from .dram import HEADER_BYTES
 from .ternary import row_bytes
@@ -105,7 +105,7 @@ def norm_value(x, eps):
 
 
 def quant_value(x):
-    """E2: (q int8, s) for one vector; identical to mmf.quant.activation_quant_int (max is order-free)."""
+    """E2: (q int8, s) for one vector; identical to mmf.layers.quant.activation_quant_int (max is order-free)."""
     q, s = activation_quant_int(x[None, :])
     return q[0], s[0, 0]
 

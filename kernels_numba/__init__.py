@@ -10,7 +10,7 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
 
 Files, one concept each:
     packing.py         the 2-bit bit-plane layout (and the base-3 layout of the lookup-table kernel)
-    ternary_matmul.py  the add/subtract products, numbered versions 0-4, validated and timed
+    products.py        the add/subtract products, numbered versions 0-4, validated and timed
     simd.py            version 4's inner loop in LLVM IR: AVX-512 mask registers + VPSADBW
     expf.py            a float32 exp Numba can vectorize (gates, softmax)
     fused.py           row kernels: norm + quantize, RMSNorm, cross-entropy, gate nonlinearities
@@ -33,7 +33,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from .packing import PackedTernary, pack_ternary, unpack_ternary
-from .ternary_matmul import ternary_matmul, ternary_matvec
+from .products import ternary_matmul, ternary_matvec
 
 
 def __getattr__(name):

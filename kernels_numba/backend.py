@@ -23,13 +23,13 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from mmf.backend import NumpyBackend
-from mmf.bitlinear import BITLINEAR_EPS
+from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.checks import check_array
-from mmf.quant import weight_quant_int
+from mmf.layers.quant import weight_quant_int
 
 from . import fused, scan
 from .packing import pack_ternary
-from .ternary_matmul import matmul_best
+from .products import matmul_best
 
 
 class BitLinearCache(NamedTuple):

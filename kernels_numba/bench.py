@@ -21,16 +21,16 @@ import numba
 import numpy as np
 
 import mmf
-from mmf.adamw import AdamW
+from mmf.training.adamw import AdamW
 from mmf.backend import NumpyBackend
-from mmf.bitlinear import BITLINEAR_EPS
-from mmf.quant import activation_quant, weight_quant
-from mmf.rmsnorm import rmsnorm_forward
+from mmf.layers.bitlinear import BITLINEAR_EPS
+from mmf.layers.quant import activation_quant, weight_quant
+from mmf.layers.rmsnorm import rmsnorm_forward
 
 from .backend import NumbaBackend
 from .engine import Engine
 from .packing import pack_ternary
-from .ternary_matmul import ternary_matvec, timings
+from .products import ternary_matvec, timings
 
 FULL = dict(gemv=4096, decode=dict(vocab_size=32000, hidden_size=1024, num_layers=24, intermediate_size=2816),
             decode_tokens=24, train=dict(vocab_size=2048, hidden_size=256, num_layers=4), batch=16, seq=128,

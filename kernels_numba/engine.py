@@ -16,7 +16,7 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
   logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel of
-  ternary_matmul version 4 (AVX-512 masks + VPSADBW) or, on CPUs without AVX-512BW, version 3
+  products.py version 4 (AVX-512 masks + VPSADBW) or, on CPUs without AVX-512BW, version 3
   (SWAR); the whole step is one compiled function.
 
 A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
@@ -29,9 +29,9 @@ import tempfile
 import numpy as np
 from numba import njit, prange
 
-from mmf.bitlinear import BITLINEAR_EPS
-from mmf.generate import _check_options, sample_next
-from mmf.model import MMfreeLM
+from mmf.layers.bitlinear import BITLINEAR_EPS
+from mmf.models.generate import _check_options, sample_next
+from mmf.models.mmfree import MMfreeLM
 
 from . import fused, scan, simd
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
@@ -39,7 +39,7 @@ from .packing import PackedTernary, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from .simd import TOKENS, masked_sad
-from .ternary_matmul import matmul_v3, matmul_v4, v3_row_dot, v4_byte_position, v4_row_tokens
+from .products import matmul_v3, matmul_v4, v3_row_dot, v4_byte_position, v4_row_tokens
 
 
 # ----------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def silu_kernel(z, out):
 
 @njit(parallel=True, error_model="numpy", cache=True)
 def silu_grad_kernel(z, out):
-    """silu'(z) = s (1 + z (1 - s)), s = sigmoid(z) (mmf.activations.silu_grad)"""
+    """silu'(z) = s (1 + z (1 - s)), s = sigmoid(z) (mmf.layers.activations.silu_grad)"""
     one = np.float32(1.0)
     for k in prange(z.shape[0]):
         s = sigmoid32(z[k])

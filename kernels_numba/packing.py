@@ -74,13 +74,13 @@ def _check_ternary(w):
         raise TypeError(f"w must be a numpy int8 array of -1/0/+1, got {type(w).__name__}")
     if w.dtype != np.int8:
         raise TypeError(f"w must have dtype int8 (ternary codes -1/0/+1), got {w.dtype}; "
-                        "quantize first with mmf.quant.weight_quant_int(W)")
+                        "quantize first with mmf.layers.quant.weight_quant_int(W)")
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
         raise ValueError(f"w must be a non-empty 2-D matrix (out, in), got shape {w.shape}")
     if w.size and (w.min() < -1 or w.max() > 1):
         bad = w[(w < -1) | (w > 1)]
         raise ValueError(f"w is not ternary: it holds values outside {{-1, 0, 1}} (e.g. {int(bad[0])}); "
-                         "quantize first with mmf.quant.weight_quant_int(W)")
+                         "quantize first with mmf.layers.quant.weight_quant_int(W)")
 
 
 def _plane(bits):
@@ -121,7 +121,7 @@ def unpack_ternary(p):
 
 def pack_model_weight(W):
     """A float latent weight (out, in) -> PackedTernary with its E3 scale beta (uses mmf's quantizer)."""
-    from mmf.quant import weight_quant_int
+    from mmf.layers.quant import weight_quant_int
     Wt, beta = weight_quant_int(W)
     return pack_ternary(Wt, beta)
 
@@ -134,7 +134,7 @@ def check_activations(name, x_q, n_in, ndim):
         raise TypeError(f"{name} must be a numpy int8 array, got {type(x_q).__name__}")
     if x_q.dtype != np.int8:
         raise TypeError(f"{name} must have dtype int8 (E2 activation codes), got {x_q.dtype}; "
-                        "quantize first with mmf.quant.activation_quant_int(x)")
+                        "quantize first with mmf.layers.quant.activation_quant_int(x)")
     if x_q.ndim != ndim or x_q.shape[-1] != n_in:
         want = f"({n_in},)" if ndim == 1 else f"(n, {n_in})"
         raise ValueError(f"{name} must have shape {want} to match the packed weight's {n_in} inputs, "
@@ -152,7 +152,7 @@ def activation_words(x_q, n_blk):
 
 
 # ----------------------------------------------------------------------------
-# the lookup-table layout (ternary_matmul version 2): five weights per byte, base 3
+# the lookup-table layout (products.py version 2): five weights per byte, base 3
 
 LUT_GROUP = 5                   # 3**5 = 243 <= 256: five ternary weights fit one byte (1.6 bits/weight)
 

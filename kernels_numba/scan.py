@@ -1,5 +1,5 @@
 """MLGRU recurrence kernels (E6): h_t = f_t * h_{t-1} + i_t per channel, over T tokens (training,
-prefill) and one token (decoding). Same math and the same operation order as mmf.recurrence, so the
+prefill) and one token (decoding). Same math and the same operation order as mmf.layers.recurrence, so the
 results are bit-for-bit those of the reference; the gain is one compiled loop instead of T NumPy
 calls on (B, D) slices, parallel over the batch.
 
@@ -55,7 +55,7 @@ def mlgru_step_kernel(a_i, a_f, a_g, lb, h, g_norm, eps, o):
     """One decoding step of E6 for one sequence (float32), in place. a_i, a_f, a_g (D,) are the
     outputs of the i/f/g BitLinears; lb (D,) this layer's lower bound (zeros for layer 0); h (D,) the
     carried state, updated; writes o = rms(a_g; g_norm) * SiLU(h) (D,), the o_proj input.
-    Same operations in the same order as mmf.mlgru: f = lb + (1 - lb) sigmoid(a_f),
+    Same operations in the same order as mmf.layers.mlgru: f = lb + (1 - lb) sigmoid(a_f),
     i = SiLU(a_i) (1 - f), h = f h + i; the sigmoid is expf.py's vectorizable one (<= 1 ulp)."""
     one = np.float32(1.0)
     D = h.shape[0]

@@ -11,7 +11,7 @@ weights at a time:
     acc += psadbw(v, flip)                              8 sums of |v - flip| over 8 bytes (vpsadbw, vpaddq)
 
 `u` holds the offset-binary activation bytes (u = q + 128, see packing.py), arranged so that byte k
-of block b sits under bit k of the plane words (`activation_bytes` in ternary_matmul.py). PSADBW
+of block b sits under bit k of the plane words (`activation_bytes` in products.py). PSADBW
 ("sum of absolute differences") adds |v - flip| over 8 bytes into a 64-bit lane: u for a +1 weight,
 |u - 255| = 255 - u = ~u for a -1 weight, 0 for a 0 weight: exactly the selection of version 3,
 with the sum done by additions only. Nothing here multiplies; tests read the machine code to prove it.

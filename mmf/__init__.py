@@ -1,15 +1,16 @@
 """mmf: a from-scratch NumPy reference of MatMul-free language models (Zhu et al., 2024).
 
-Import map (the layout is the architecture):
-  quant, rmsnorm, bitlinear            E1-E5  quantizers, norm, ternary BitLinear + STE
-  recurrence, mlgru, glu, block        E6-E9  token mixer, channel mixer, block
-  params, model                        E10    state-dict names, MMfreeLM
-  loss, adamw                          E11    cross-entropy, optimizer
-  backend                              the switch between this reference and kernels_numba
-  gradcheck                            finite-difference checks (python -m mmf.gradcheck)
+Import map (the layout is the architecture; each subpackage's docstring lists its files):
+  layers/     E1-E8, E11  one equation per file, forward/backward with explicit caches
+  models/     E9, E10     configs, parameter tables keyed by checkpoint names, models, generation
+  training/               AdamW, checkpoints, the training loop
+  text/                   corpora and tokenizers
+  backend                 the switch between this reference and kernels_numba
+  gradcheck               finite-difference checks (python -m mmf.gradcheck)
+  train, sample           the command lines (python -m mmf.train, python -m mmf.sample)
 mmf imports NumPy only.
 """
-from .config import MMfreeConfig
-from .model import MMfreeLM
+from mmf.models.config import MMfreeConfig
+from mmf.models.mmfree import MMfreeLM
 
 __all__ = ["MMfreeConfig", "MMfreeLM"]

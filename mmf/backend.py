@@ -10,7 +10,7 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
-from . import activations, bitlinear, loss, recurrence, rmsnorm
+from mmf.layers import activations, bitlinear, loss, recurrence, rmsnorm
 
 
 class NumpyBackend:

@@ -53,8 +53,9 @@ def check_gradients(f, tensors, analytic, h=1e-5):
 # The layers, each set up small with a fixed seed (quantization off, float64)
 
 def _layer_cases(rng):
-    from . import bitlinear, block, glu, loss, mlgru, recurrence, rmsnorm
-    from .backend import NumpyBackend
+    from mmf.layers import bitlinear, glu, loss, mlgru, recurrence, rmsnorm
+    from mmf.models import block
+    from mmf.backend import NumpyBackend
 
     B, T, D, I = 2, 3, 5, 4
     ops = NumpyBackend(quantize=False, fused=True)
@@ -159,8 +160,8 @@ def _layer_cases(rng):
 
 def model_case(seed=0):
     """E10: every parameter tensor of a 2-layer float64 model with quantization off."""
-    from .config import MMfreeConfig
-    from .model import MMfreeLM
+    from mmf.models.config import MMfreeConfig
+    from mmf.models.mmfree import MMfreeLM
     cfg = MMfreeConfig(vocab_size=11, hidden_size=6, num_layers=2, intermediate_size=4)
     model = MMfreeLM(cfg, seed=seed, dtype=np.float64, quantize=False)
     rng = np.random.default_rng(seed)

@@ -12,13 +12,13 @@ import sys
 
 import numpy as np
 
-from mmf.checkpoint import load_checkpoint
-from mmf.generate import generate
+from mmf.training.checkpoint import load_checkpoint
+from mmf.models.generate import generate
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mmf.sample", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint file written by mmf.train")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file written by mmf.training.trainer")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")

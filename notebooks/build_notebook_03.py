@@ -17,13 +17,13 @@ NB03 = [
 
     | step | what | `mmf` |
     |---|---|---|
-    | 1 | a byte-level BPE tokenizer trained here, served by `tiktoken` | `mmf.tokenizer` |
-    | 2 | the data: Tiny Shakespeare (sha256-checked) and an embedded story grammar with a known entropy | `mmf.corpus`, `mmf.storygrammar` |
+    | 1 | a byte-level BPE tokenizer trained here, served by `tiktoken` | `mmf.text.tokenizer` |
+    | 2 | the data: Tiny Shakespeare (sha256-checked) and an embedded story grammar with a known entropy | `mmf.text.corpus`, `mmf.text.storygrammar` |
     | 3 | the model and its size | `mmf.MMfreeLM` |
-    | 4 | the paper's schedule: warmup, cosine, learning rate halved at mid-run; weight decay off at mid-run | `mmf.train.lr_at`, `weight_decay_at` |
-    | 5 | a training run on Tiny Shakespeare and its loss curve | `mmf.train.train` |
-    | 6 | samples: prefill once, then one recurrent step per token | `mmf.generate` |
-    | 7 | checkpoint → resume gives bit-identical weights; damaged files are refused | `mmf.checkpoint` |
+    | 4 | the paper's schedule: warmup, cosine, learning rate halved at mid-run; weight decay off at mid-run | `mmf.training.trainer.lr_at`, `weight_decay_at` |
+    | 5 | a training run on Tiny Shakespeare and its loss curve | `mmf.training.trainer.train` |
+    | 6 | samples: prefill once, then one recurrent step per token | `mmf.models.generate` |
+    | 7 | checkpoint → resume gives bit-identical weights; damaged files are refused | `mmf.training.checkpoint` |
 
     `MMF_SMOKE=1` (CI) shrinks everything so the notebook runs in seconds; without it, section 5 trains the
     ~5M-parameter `shakespeare` preset for about 15 minutes on 2 cores.
@@ -35,12 +35,12 @@ NB03 = [
     import matplotlib.pyplot as plt
 
     from mmf import MMfreeConfig, MMfreeLM
-    from mmf.corpus import REPO_ROOT, get_batch, load_tiny_shakespeare, prepare
-    from mmf.storygrammar import default_grammar, generate_story_corpus
-    from mmf.tokenizer import CharTokenizer, train_bpe
-    from mmf.train import PRESETS, TrainConfig, lr_at, train, weight_decay_at
-    from mmf.generate import generate
-    from mmf.checkpoint import CheckpointError, load_checkpoint
+    from mmf.text.corpus import REPO_ROOT, get_batch, load_tiny_shakespeare, prepare
+    from mmf.text.storygrammar import default_grammar, generate_story_corpus
+    from mmf.text.tokenizer import CharTokenizer, train_bpe
+    from mmf.training.trainer import PRESETS, TrainConfig, lr_at, train, weight_decay_at
+    from mmf.models.generate import generate
+    from mmf.training.checkpoint import CheckpointError, load_checkpoint
 
     SMOKE = os.environ.get("MMF_SMOKE") == "1"       # CI: tiny sizes, seconds
     RUNS = os.path.join(REPO_ROOT, "runs", "nb03")    # gitignored

@@ -41,7 +41,7 @@ import kernels_numba
 from kernels_numba import pack_ternary, unpack_ternary, ternary_matvec, ternary_matmul, Engine
 from kernels_numba import bench
 from kernels_numba.packing import BLOCK, activation_words
-tm = sys.modules["kernels_numba.ternary_matmul"]    # the module (the package exports a function of that name)
+import kernels_numba.products as tm
 
 SMOKE = os.environ.get("MMF_SMOKE") == "1"
 print("numba", numba.__version__, "| threads:", numba.get_num_threads(), "| smoke mode:", SMOKE)
@@ -278,7 +278,7 @@ The same greedy tokens: a tiny model trained for a moment on a repeating pattern
 
 code(r"""
 model = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=48, hidden_size=64, num_layers=2, intermediate_size=128), backend="numba")
-opt = mmf.adamw.AdamW(model.params, lr=3e-3)
+opt = mmf.training.adamw.AdamW(model.params, lr=3e-3)
 seq = np.tile(np.array([3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32]), 8)[None].repeat(4, axis=0)
 for _ in range(40):
     loss, grads = model.loss_and_grads(seq[:, :-1], seq[:, 1:]); opt.step(grads)
@@ -342,7 +342,7 @@ md(r"""
   the `ternary` training variant is no faster than float BLAS here, and a step's float GEMMs
   (the forward and the two STE backward products, E5) set its floor (printed by the benchmark).
 * Full-size numbers: `python -m kernels_numba.bench` (GEMV 4096², 370M decode, memory, training
-  step, activation memory), and `python -m kernels_numba.ternary_matmul N` for version N alone.
+  step, activation memory), and `python -m kernels_numba.products N` for version N alone.
 """)
 
 

@@ -123,7 +123,7 @@ The value is real: check it against the E4 integer form computed directly with N
 """)
 
 code(r"""
-from mmf.quant import activation_quant_int
+from mmf.layers.quant import activation_quant_int
 x = image.shared.objects["x"].data
 xn = x / np.sqrt(np.mean(x * x) + 1e-6)
 q, s = activation_quant_int(xn[None])
@@ -281,7 +281,7 @@ If the checkpoint is missing (notebook 03 not run yet), a seeded random model st
 """)
 
 code(r"""
-from mmf.checkpoint import load_checkpoint
+from mmf.training.checkpoint import load_checkpoint
 from fpga_model.accelerator import Accelerator
 from fpga_model.cpu_reference import greedy_cpu, integer_model
 ckpt_path = os.path.join(REPO_ROOT, "runs", "nb03", "shakespeare", "ckpt.ckpt")

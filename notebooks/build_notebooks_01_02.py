@@ -60,19 +60,19 @@ NB01 = [
 
     | tag | what | `mmf` |
     |---|---|---|
-    | E1 | RMSNorm | `mmf.rmsnorm` |
-    | E2 | per-token 8-bit absmax activation quantization | `mmf.quant.activation_quant_int` |
-    | E3 | per-tensor absmean ternary weight quantization | `mmf.quant.weight_quant_int` |
-    | E4 | BitLinear forward, and its integer form | `mmf.bitlinear.bitlinear_forward`, `bitlinear_int_forward` |
-    | E5 | the straight-through (STE) backward | `mmf.bitlinear.bitlinear_backward` |
+    | E1 | RMSNorm | `mmf.layers.rmsnorm` |
+    | E2 | per-token 8-bit absmax activation quantization | `mmf.layers.quant.activation_quant_int` |
+    | E3 | per-tensor absmean ternary weight quantization | `mmf.layers.quant.weight_quant_int` |
+    | E4 | BitLinear forward, and its integer form | `mmf.layers.bitlinear.bitlinear_forward`, `bitlinear_int_forward` |
+    | E5 | the straight-through (STE) backward | `mmf.layers.bitlinear.bitlinear_backward` |
     """),
     SETUP,
     code("""
-    from mmf import quant
-    from mmf.bitlinear import (bitlinear_backward, bitlinear_forward, bitlinear_int_forward,
+    from mmf.layers import quant
+    from mmf.layers.bitlinear import (bitlinear_backward, bitlinear_forward, bitlinear_int_forward,
                                ternary_matmul_addsub)
     from mmf.gradcheck import rel_error
-    from mmf.rmsnorm import rmsnorm_backward, rmsnorm_forward
+    from mmf.layers.rmsnorm import rmsnorm_backward, rmsnorm_forward
     """),
 
     md(r"""
@@ -97,7 +97,7 @@ NB01 = [
 
     q, s_lib = quant.activation_quant_int(x)                    # the library
     assert np.array_equal(q, q_by_hand) and np.allclose(s_lib, s)
-    print("mmf.quant.activation_quant_int agrees; codes are", q.dtype)
+    print("mmf.layers.quant.activation_quant_int agrees; codes are", q.dtype)
     print("dequantized x~ = q/s:\\n", quant.activation_quant(x))
     """),
     md(r"""
@@ -139,7 +139,7 @@ NB01 = [
 
     Wt, beta_lib = quant.weight_quant_int(W)                     # the library
     assert np.array_equal(Wt, Wt_by_hand) and np.isclose(beta_lib, beta)
-    print("mmf.quant.weight_quant_int agrees; ternary weights are", Wt.dtype)
+    print("mmf.layers.quant.weight_quant_int agrees; ternary weights are", Wt.dtype)
     print("W~ = Wt * beta:\\n", quant.weight_quant(W))
     """),
 
@@ -270,7 +270,7 @@ NB01 = [
 
     Each entry of $q W_t^\top$ is $\sum_{k:\,W_t=+1} q_k - \sum_{k:\,W_t=-1} q_k$: an exact int32 sum, no
     multiplication. The only multiply left is one $\beta/s$ per output. A tiny example with
-    `mmf.bitlinear.ternary_matmul_addsub`:
+    `mmf.layers.bitlinear.ternary_matmul_addsub`:
     """),
     code("""
     q_small = np.array([[12, -7, 100, 3, -128, 45]], dtype=np.int8)
@@ -326,19 +326,19 @@ NB02 = [
       with an element-wise linear recurrence: no attention, no $QK^\top$ product;
     * the **channel mixer** (GLU, E8) mixes *across channels* inside each token.
 
-    Everything below calls `mmf` (`mmf.recurrence`, `mmf.mlgru`, `mmf.glu`, `mmf.block`, `mmf.gradcheck`).
+    Everything below calls `mmf` (`mmf.layers.recurrence`, `mmf.layers.mlgru`, `mmf.layers.glu`, `mmf.models.block`, `mmf.gradcheck`).
     """),
     SETUP,
     code("""
     import mmf
-    from mmf.activations import sigmoid, silu
-    from mmf.bitlinear import bitlinear_forward
-    from mmf.block import block_forward, sub_dict
-    from mmf.glu import glu_forward
+    from mmf.layers.activations import sigmoid, silu
+    from mmf.layers.bitlinear import bitlinear_forward
+    from mmf.models.block import block_forward, sub_dict
+    from mmf.layers.glu import glu_forward
     from mmf.gradcheck import TOLERANCE, run_all
-    from mmf.mlgru import lower_bounds_forward, mlgru_scan_forward, mlgru_step_forward
-    from mmf.quant import weight_quant_int
-    from mmf.recurrence import recurrence_step, scan_forward
+    from mmf.layers.mlgru import lower_bounds_forward, mlgru_scan_forward, mlgru_step_forward
+    from mmf.layers.quant import weight_quant_int
+    from mmf.layers.recurrence import recurrence_step, scan_forward
 
     # a small model just to borrow correctly shaped, officially initialised layer parameters
     cfg = mmf.MMfreeConfig(vocab_size=64, hidden_size=16, num_layers=4, intermediate_size=32)
@@ -372,7 +372,7 @@ NB02 = [
     md(r"""
     ## 2. The recurrence unrolled
 
-    One step is `mmf.recurrence.recurrence_step`: $h_t = f_t \odot h_{t-1} + i_t$. Feed it
+    One step is `mmf.layers.recurrence.recurrence_step`: $h_t = f_t \odot h_{t-1} + i_t$. Feed it
     $i_t = (1 - f)\,u_t$ as the MLGRU does: then $h$ is an exponential moving average of $u$ with memory
     $\approx 1/(1-f)$ tokens. Four channels with four constant forget gates, an input that is 1 for the first
     5 tokens and 0 afterwards. First the first few steps as numbers, then the whole trace:

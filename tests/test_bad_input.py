@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mmf
-from mmf import bitlinear, rmsnorm
+from mmf.layers import bitlinear, rmsnorm
 
 
 @pytest.fixture

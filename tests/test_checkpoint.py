@@ -8,11 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
-import mmf.checkpoint as ckmod
+import mmf.training.checkpoint as ckmod
 from mmf import MMfreeConfig, MMfreeLM
-from mmf.adamw import AdamW
-from mmf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mmf.tokenizer import CharTokenizer
+from mmf.training.adamw import AdamW
+from mmf.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mmf.text.tokenizer import CharTokenizer
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mmf import sample as sample_cli
-from mmf.train import PRESETS, TrainConfig, config_from_args, main as train_main
+from mmf.training.trainer import PRESETS, TrainConfig, config_from_args, main as train_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_main_reports_bad_override_and_exits_2(capsys):
 
 
 def test_train_module_rejects_bad_override_in_a_subprocess():
-    r = subprocess.run([sys.executable, "-m", "mmf.train", "--max_steps=ten"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "mmf.training.trainer", "--max_steps=ten"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "max_steps must be int" in r.stderr
 

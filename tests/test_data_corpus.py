@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-import mmf.corpus as corpus
-from mmf.corpus import (eval_windows, get_batch, load_dataset, load_tiny_shakespeare, prepare,
+import mmf.text.corpus as corpus
+from mmf.text.corpus import (eval_windows, get_batch, load_dataset, load_tiny_shakespeare, prepare,
                         read_tokens, split_text, write_tokens)
 
 TS_PATH = os.environ.get("MMF_TINYSHAKESPEARE") or os.path.join(

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mmf.storygrammar import StoryGrammar, default_grammar, generate_story_corpus
+from mmf.text.storygrammar import StoryGrammar, default_grammar, generate_story_corpus
 
 # ----------------------------------------------------------------------------------------------
 # an independent brute-force enumerator for finite grammars

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mmf import MMfreeConfig, MMfreeLM
-from mmf.adamw import AdamW
-from mmf.bitlinear import bitlinear_int_forward
-from mmf.quant import weight_quant_int
+from mmf.training.adamw import AdamW
+from mmf.layers.bitlinear import bitlinear_int_forward
+from mmf.layers.quant import weight_quant_int
 
 from fpga_model import Hardware
 from fpga_model.accelerator import Accelerator
@@ -44,7 +44,7 @@ def trained_model():
 
 
 def test_one_bitlinear_equals_the_cpu_integer_form():
-    # a 1-layer model's first projection, checked against mmf.bitlinear.bitlinear_int_forward directly
+    # a 1-layer model's first projection, checked against mmf.layers.bitlinear.bitlinear_int_forward directly
     model = random_model(seed=5, L=1)
     acc = Accelerator.from_model(model)
     cfg = model.config

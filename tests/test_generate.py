@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmf import MMfreeConfig, MMfreeLM
-from mmf.generate import generate, next_token_probs, sample_next
+from mmf.models.generate import generate, next_token_probs, sample_next
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ negative controls that show the checker can fail."""
 import numpy as np
 import pytest
 
-from mmf import gradcheck, rmsnorm
+from mmf import gradcheck
+from mmf.layers import rmsnorm
 
 
 @pytest.fixture(scope="module")

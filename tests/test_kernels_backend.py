@@ -8,10 +8,10 @@ import mmf
 from kernels_numba import fused, scan
 from kernels_numba.backend import NumbaBackend
 from kernels_numba.bench import bench_activation_memory
-from mmf import recurrence
-from mmf.loss import cross_entropy_backward, cross_entropy_forward
-from mmf.quant import activation_quant, activation_quant_int
-from mmf.rmsnorm import rmsnorm_backward, rmsnorm_forward
+from mmf.layers import recurrence
+from mmf.layers.loss import cross_entropy_backward, cross_entropy_forward
+from mmf.layers.quant import activation_quant, activation_quant_int
+from mmf.layers.rmsnorm import rmsnorm_backward, rmsnorm_forward
 
 CFG = dict(vocab_size=40, hidden_size=24, num_layers=2, intermediate_size=64)
 
@@ -143,8 +143,8 @@ def test_bad_input():
 
 
 def test_mlgru_step_kernel_equals_reference_math():
-    # the decoding step (E6) against mmf's own pieces composed as in mmf.mlgru
-    from mmf.activations import sigmoid, silu
+    # the decoding step (E6) against mmf's own pieces composed as in mmf.layers.mlgru
+    from mmf.layers.activations import sigmoid, silu
     rng = np.random.default_rng(3)
     D = 37
     a_i, a_f, a_g, g_norm = (rng.standard_normal(D).astype(np.float32) for _ in range(4))
@@ -162,8 +162,8 @@ def test_mlgru_step_kernel_equals_reference_math():
 
 
 def test_gate_nonlinearities_equal_reference_to_float32_rounding():
-    # E6/E8 gates on expf.py's exp: within a few float32 ulps of mmf.activations, float64 untouched
-    from mmf import activations
+    # E6/E8 gates on expf.py's exp: within a few float32 ulps of mmf.layers.activations, float64 untouched
+    from mmf.layers import activations
     be = NumbaBackend()
     z = np.concatenate([np.linspace(-30, 30, 6000), [-100.0, 100.0, 0.0, 1e-3]]).astype(np.float32).reshape(-1, 4)
     for name in ("sigmoid", "silu", "silu_grad"):

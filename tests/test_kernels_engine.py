@@ -8,7 +8,7 @@ import pytest
 
 import mmf
 from kernels_numba import Engine
-from mmf.adamw import AdamW
+from mmf.training.adamw import AdamW
 
 CFG = dict(vocab_size=48, hidden_size=64, num_layers=2, intermediate_size=128)
 

@@ -9,10 +9,10 @@ import pytest
 
 import kernels_numba
 from kernels_numba.packing import BLOCK, pack_base3, pack_ternary, unpack_ternary
-from kernels_numba.ternary_matmul import (VERSIONS, compiled_code, dot_with_multiplies, matmul_v0, multiplies,
+from kernels_numba.products import (VERSIONS, compiled_code, dot_with_multiplies, matmul_v0, multiplies,
                                           random_case, validate)
 
-tm = sys.modules["kernels_numba.ternary_matmul"]      # the module (the package exports a function of that name)
+import kernels_numba.products as tm
 
 
 def random_shapes(rng, count):
@@ -188,7 +188,7 @@ def test_v4_portable_build_is_exact(tmp_path):
     # fresh Numba cache (the cached machine code would be the AVX-512 build)
     import os
     import subprocess
-    code = ("import sys; tm = __import__('kernels_numba.ternary_matmul', fromlist=['x']); "
+    code = ("import sys; tm = __import__('kernels_numba.products', fromlist=['x']); "
             "assert not tm.simd.AVAILABLE and tm.BEST == 3; print(tm.validate(4))")
     env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from mmf import bitlinear, mlgru, recurrence
+from mmf.layers import bitlinear, mlgru, recurrence
 from mmf.backend import NumpyBackend
-from mmf.quant import weight_quant_int
+from mmf.layers.quant import weight_quant_int
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mmf
-from mmf.adamw import AdamW
-from mmf.params import param_shapes
+from mmf.training.adamw import AdamW
+from mmf.models.params import param_shapes
 
 
 def test_params_use_official_names_and_shapes():

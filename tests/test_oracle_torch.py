@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # oracle_torch 
 import oracle_torch as oracle  # noqa: E402
 
 import mmf  # noqa: E402
-from mmf.bitlinear import bitlinear_backward, bitlinear_forward  # noqa: E402
+from mmf.layers.bitlinear import bitlinear_backward, bitlinear_forward  # noqa: E402
 
 TOL = 1e-5           # acceptance: logits and every gradient within 1e-5 relative (float64)
 TIE_MARGIN = 1e-6    # no |x*s| or |W/beta| may have a fractional part within this of 0.5

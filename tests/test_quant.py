@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mmf.quant import activation_quant, activation_quant_int, weight_quant, weight_quant_int
+from mmf.layers.quant import activation_quant, activation_quant_int, weight_quant, weight_quant_int
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from mmf import gradcheck
-from mmf.corpus import prepare
-from mmf.train import PRESETS, TrainConfig
+from mmf.text.corpus import prepare
+from mmf.training.trainer import PRESETS, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

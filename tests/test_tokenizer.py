@@ -5,8 +5,8 @@ import os
 import pytest
 import regex
 
-from mmf.storygrammar import generate_story_corpus
-from mmf.tokenizer import (GPT2_PATTERN, BPETokenizer, CharTokenizer, build_tokenizer, load_tokenizer,
+from mmf.text.storygrammar import generate_story_corpus
+from mmf.text.tokenizer import (GPT2_PATTERN, BPETokenizer, CharTokenizer, build_tokenizer, load_tokenizer,
                            tokenizer_from_dict, train_bpe)
 
 TS_PATH = os.environ.get("MMF_TINYSHAKESPEARE") or os.path.join(

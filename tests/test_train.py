@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mmf import MMfreeLM
-from mmf.checkpoint import load_checkpoint
-from mmf.train import (PRESETS, NonFiniteLossError, TrainConfig, clip_grads, lr_at, train,
+from mmf.training.checkpoint import load_checkpoint
+from mmf.training.trainer import (PRESETS, NonFiniteLossError, TrainConfig, clip_grads, lr_at, train,
                        weight_decay_at)
 
 

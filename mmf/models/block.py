@@ -3,9 +3,9 @@
 Parameters of one block arrive as a dict keyed like the state dict below `model.layers.{l}.`
 ('attn_norm.weight', 'attn.i_proj.weight', ..., 'mlp_norm.weight', 'mlp.gate_proj.weight', ...).
 """
-from .backend import NumpyBackend
-from .glu import glu_backward, glu_forward
-from .mlgru import mlgru_scan_backward, mlgru_scan_forward
+from mmf.backend import NumpyBackend
+from mmf.layers.glu import glu_backward, glu_forward
+from mmf.layers.mlgru import mlgru_scan_backward, mlgru_scan_forward
 
 
 def sub_dict(p, prefix):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmf.storygrammar import generate_story_corpus
-from mmf.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from mmf.text.storygrammar import generate_story_corpus
+from mmf.text.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(REPO_ROOT, "data")

@@ -6,7 +6,7 @@ Parameters arrive as a dict keyed like the state dict below `model.layers.{l}.ml
 """
 import numpy as np
 
-from .backend import NumpyBackend
+from mmf.backend import NumpyBackend
 
 
 def glu_forward(xn, p, ops=None):

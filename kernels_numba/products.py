@@ -1,7 +1,7 @@
 """Ternary matrix products with additions only: acc = X_q @ Wt.T, int8 in, exact int32 out (E4).
 
 Numbered versions in the llm.c manner, each validated against the NumPy reference before it is
-timed (`python -m kernels_numba.ternary_matmul N`):
+timed (`python -m kernels_numba.products N`):
 
   version 0  NumPy integer reference (an int64 matmul of the unpacked codes; the oracle, nothing more)
   version 1  plain Numba loops over unpacked int8 codes: `if w == +1: acc += x elif w == -1: acc -= x`

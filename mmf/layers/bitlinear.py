@@ -15,9 +15,9 @@ quantize=False turns both quantizers off (a plain RMSNorm+linear), for finite-di
 """
 import numpy as np
 
-from .checks import check_array
-from .quant import activation_quant, activation_quant_int, weight_quant
-from .rmsnorm import rmsnorm_backward, rmsnorm_forward, rmsnorm_normalized
+from mmf.checks import check_array
+from mmf.layers.quant import activation_quant, activation_quant_int, weight_quant
+from mmf.layers.rmsnorm import rmsnorm_backward, rmsnorm_forward, rmsnorm_normalized
 
 BITLINEAR_EPS = 1e-6  # the fused kernel the released models run uses 1e-6, not the module's 1e-8 (SPEC E4)
 

@@ -2,7 +2,7 @@
 released checkpoint maps 1:1; weights are stored [out, in]."""
 import numpy as np
 
-from .checks import FLOAT_DTYPES
+from mmf.checks import FLOAT_DTYPES
 
 
 def param_shapes(config):
@@ -64,7 +64,7 @@ class ParamDict(dict):
     def __setitem__(self, name, value):
         if name not in self._shapes:
             raise KeyError(f"unknown parameter {name!r}; this model's parameters are the official state-dict "
-                           f"names, e.g. {next(iter(self._shapes))!r} (see mmf.params.param_shapes)")
+                           f"names, e.g. {next(iter(self._shapes))!r} (see mmf.models.params.param_shapes)")
         if not isinstance(value, np.ndarray):
             raise TypeError(f"parameter {name!r} must be a numpy array, got {type(value).__name__}")
         if value.dtype.type not in FLOAT_DTYPES or value.dtype != self._dtype:

@@ -148,7 +148,7 @@ class Checkpoint:
         return model
 
     def build_tokenizer(self):
-        from mmf.tokenizer import tokenizer_from_dict
+        from mmf.text.tokenizer import tokenizer_from_dict
         if self.tokenizer is None:
             raise CheckpointError(f"{self.path}: this checkpoint holds no tokenizer")
         return tokenizer_from_dict(self.tokenizer)

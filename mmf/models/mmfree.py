@@ -6,12 +6,12 @@ functions in exactly the reverse order, accumulating into gradients keyed like t
 """
 import numpy as np
 
-from .backend import get_backend
-from .block import block_backward, block_forward, sub_dict
-from .checks import check_token_ids
-from .config import MMfreeConfig
-from .mlgru import lower_bounds_backward, lower_bounds_forward
-from .params import ParamDict, init_params, param_shapes
+from mmf.backend import get_backend
+from mmf.models.block import block_backward, block_forward, sub_dict
+from mmf.checks import check_token_ids
+from mmf.models.config import MMfreeConfig
+from mmf.layers.mlgru import lower_bounds_backward, lower_bounds_forward
+from mmf.models.params import ParamDict, init_params, param_shapes
 
 
 class MMfreeLM:
@@ -121,5 +121,5 @@ class MMfreeLM:
     def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
         """Prefill `ids` (B, T) once, then sample one token at a time carrying the MLGRU state.
         temperature 0 is greedy. Returns (B, T + max_new_tokens)."""
-        from .generate import generate
+        from mmf.models.generate import generate
         return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

@@ -13,7 +13,7 @@ carries h from call to call (decoding). The lower bounds (E7) are computed once 
 """
 import numpy as np
 
-from .backend import NumpyBackend
+from mmf.backend import NumpyBackend
 
 PROJECTIONS = ("i_proj", "f_proj", "g_proj", "o_proj")
 

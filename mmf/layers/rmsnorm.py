@@ -5,7 +5,7 @@ and inside every BitLinear (E4).
 """
 import numpy as np
 
-from .checks import check_array
+from mmf.checks import check_array
 
 
 def rmsnorm_forward(x, g, eps=1e-6):

@@ -1,0 +1,14 @@
+"""Layers: one equation (or one small family of them) per file, each a forward/backward pair with
+an explicit cache. Layers import NumPy, `mmf.checks` and `mmf.backend` only -- never a model.
+
+  quant        E2, E3   int8 absmax activations, absmean ternary weights (fake-quant and integer)
+  rmsnorm      E1       RMSNorm
+  bitlinear    E4, E5   norm -> quantize -> product, with the straight-through estimator
+  activations           sigmoid, SiLU and their derivatives
+  recurrence   E6       the elementwise linear recurrence h_t = f_t * h_{t-1} + c_t (step, scan)
+  mlgru        E6, E7   the MLGRU token mixer and the per-layer lower bounds of its forget gate
+  glu          E8       the GLU channel mixer
+  loss         E11      softmax cross-entropy
+
+No eager imports here: `mmf.backend` imports some layers and some layers import the backend.
+"""

@@ -1,0 +1,9 @@
+"""Models: configurations, parameter tables keyed by checkpoint names, blocks and whole language
+models built from `mmf.layers`, and generation. Models import layers; layers never import models.
+
+  config       MMfreeConfig and the E8 rule for the GLU width
+  params       state-dict names, shapes and initialisation
+  block        E9   one MMfree block (MLGRU + GLU, each behind an RMSNorm and a residual)
+  mmfree       E10  MMfreeLM: embedding, blocks, final norm, LM head
+  generate          prefill once, then decode with the carried state (O(1) per token)
+"""
