@@ -13,6 +13,7 @@ mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.rwkv4 import RWKV4Config, RWKV4LM
 from mmf.loading import load
 
-__all__ = ["MMfreeConfig", "MMfreeLM", "load"]
+__all__ = ["MMfreeConfig", "MMfreeLM", "RWKV4Config", "RWKV4LM", "load"]

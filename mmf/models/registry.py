@@ -12,10 +12,12 @@ import dataclasses
 
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.rwkv4 import RWKV4Config, RWKV4LM
 
 # name -> (config class, model class); later architectures register themselves here
 ARCHITECTURES: dict[str, tuple[type, type]] = {
     "mmfree": (MMfreeConfig, MMfreeLM),
+    "rwkv4": (RWKV4Config, RWKV4LM),
 }
 
 
