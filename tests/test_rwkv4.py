@@ -1,6 +1,7 @@
 """The MatMul-free RWKV-4: finite differences on every layer and parameter (float64, with negative
 controls), the stable WKV form against overflow, step == scan, greedy decoding, the independent PyTorch
 oracle (logits and STE gradients), the Numba backend, the registry/checkpoint path and bad input."""
+import json
 import os
 import sys
 
@@ -282,3 +283,25 @@ def test_bad_config_and_params_are_refused_clearly():
     with pytest.raises(KeyError, match="unknown parameter 'model.embeddings.weight'"):
         model.params["model.embeddings.weight"] = np.zeros((29, 16), np.float32)   # an MMfree name
     assert mmf.RWKV4Config(vocab_size=5, hidden_size=4, num_layers=1).intermediate_size == 16
+
+
+# ----------------------------------------------------------------------------
+# training from the command line
+
+def test_train_cli_arch_rwkv4_learns_and_refuses_another_architectures_checkpoint(tmp_path, capsys):
+    from mmf.training.trainer import main as train_main
+    common = ["--preset=smoke", f"--data_dir={tmp_path / 'data'}", "--sample_prompts=''", "--max_steps=30",
+              "--eval_interval=30", "--lr=1e-2"]
+    assert train_main(common + ["--arch=rwkv4", f"--out_dir={tmp_path / 'rwkv4'}"]) == 0
+    log = json.loads((tmp_path / "rwkv4" / "log.json").read_text())
+    assert log["config"]["arch"] == "rwkv4"
+    losses = log["history"]["train_loss"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5                # it learns
+    ckpt = str(tmp_path / "rwkv4" / "ckpt.ckpt")
+    model = mmf.load(ckpt)
+    assert type(model) is mmf.RWKV4LM and model.config.weights == "ternary"
+    # resuming that checkpoint as another architecture: a usage error (exit 2) that names both
+    capsys.readouterr()
+    assert train_main(common + [f"--resume={ckpt}", f"--out_dir={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err
+    assert "architecture 'rwkv4' but this run trains 'mmfree'" in err and "--arch=rwkv4" in err

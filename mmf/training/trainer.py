@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf import MMfreeConfig
+from mmf import MMfreeConfig, RWKV4Config
 from mmf.layers.quant import check_weights
 from mmf.models.registry import build_model, check_arch, config_to_dict
 from mmf.training.adamw import AdamW
-from mmf.training.checkpoint import load_checkpoint, save_checkpoint
+from mmf.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mmf.text.corpus import DATA_DIR, eval_windows, get_batch, prepare
 from mmf.layers.loss import cross_entropy_forward
 
@@ -52,7 +52,7 @@ class TrainConfig:
     ts_path: str = ""                # local Tiny Shakespeare file ("" = search default places, then download)
     data_dir: str = DATA_DIR         # where token files and the tokenizer are written
     # ---- model (the architecture's config: MMfreeConfig, ...)
-    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", ...
+    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", "rwkv4", ...
     weights: str = "ternary"         # BitLinear weight format: "ternary" (E3), "binary" (E3b), "float"
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
@@ -191,6 +191,10 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
 # helpers
 
 
+class ResumeError(ValueError):
+    """--resume names a checkpoint this run cannot continue (another architecture or model config)."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the last good checkpoint was left untouched."""
 
@@ -219,6 +223,9 @@ def evaluate(model, tokens: np.ndarray, cfg: TrainConfig) -> float:
 
 def model_config_of(cfg: TrainConfig, vocab_size: int):
     """The model config of the run's architecture, from the TrainConfig's model fields."""
+    if cfg.arch == "rwkv4":          # intermediate_size is the channel mixer's width (0 = RWKV-4's 4 D)
+        return RWKV4Config(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                           intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
     return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                         intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
 
@@ -226,8 +233,11 @@ def model_config_of(cfg: TrainConfig, vocab_size: int):
 def _restore(path, model, opt, rng, history):
     """Load params, optimizer moments and the batch generator's state; returns (step, history)."""
     ck = load_checkpoint(path)
+    if ck.arch != type(model.config).arch:
+        raise ResumeError(f"{path} holds a model of architecture {ck.arch!r} but this run trains "
+                          f"{type(model.config).arch!r}; resume with --arch={ck.arch} or start a fresh run")
     if ck.config != model.config:
-        raise ValueError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
+        raise ResumeError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
                          f"run's {config_to_dict(model.config)}")
     for k, v in ck.params.items():
         model.params[k] = v
@@ -402,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    s = train(cfg)
+    try:
+        s = train(cfg)
+    except (ResumeError, CheckpointError) as e:         # a --resume this run cannot use: a usage error
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     meta = s["meta"]
     line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
             f" = {s['val_bits_per_char']:.4f} bits/char")
