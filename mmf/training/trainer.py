@@ -351,12 +351,13 @@ def write_logs(out_dir: str, summary: dict) -> None:
 
 
 def plot_loss(summary: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves on its own canvas: neither pyplot nor the global backend is touched,
+    # so a notebook that trains and then calls plt.show() still displays its plots inline.
+    from matplotlib.figure import Figure
 
     h, meta = summary["history"], summary["meta"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(h["step"], h["train_loss"], lw=0.8, alpha=0.6, label="train (per batch)")
     ax.plot(h["val_step"], h["val_loss"], "o-", label="validation")
     if "val_floor_nats_per_token" in meta:
@@ -368,7 +369,6 @@ def plot_loss(summary: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def print_samples(model, tok, cfg: TrainConfig) -> None:
