@@ -212,6 +212,9 @@ def compile_model(config, params=None, hw=None):
     if not isinstance(config, MMfreeConfig):
         raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
     hw = hw or Hardware()
+    if config.output_gate != "official":
+        raise ValueError(f"the accelerator program implements the official output gate rms(g)*SiLU(h) "
+                         f"only; this config has output_gate={config.output_gate!r}")
     if abs(config.rms_norm_eps - hw.rms_eps) > 1e-12:
         raise ValueError(f"the RMS unit's epsilon is {hw.rms_eps} but the model uses rms_norm_eps="
                          f"{config.rms_norm_eps}; build Hardware(rms_eps={config.rms_norm_eps})")
