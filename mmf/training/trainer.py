@@ -53,6 +53,7 @@ class TrainConfig:
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
     intermediate_size: int = 0       # I of the GLU; 0 = the official E8 rounding rule
+    output_gate: str = "official"    # MLGRU output gate: "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
     backend: str = "numpy"           # "numpy" (reference) or "numba" (kernels_numba, faster)
     dtype: str = "float32"           # parameter/activation dtype
     # ---- optimisation
@@ -213,7 +214,7 @@ def evaluate(model: MMfreeLM, tokens: np.ndarray, cfg: TrainConfig) -> float:
 
 def model_config_of(cfg: TrainConfig, vocab_size: int) -> MMfreeConfig:
     return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        intermediate_size=cfg.intermediate_size or None)
+                        intermediate_size=cfg.intermediate_size or None, output_gate=cfg.output_gate)
 
 
 def _restore(path, model, opt, rng, history):
