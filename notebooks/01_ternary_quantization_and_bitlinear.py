@@ -15,7 +15,7 @@
 # 8-bit integers, and multiplied by a weight matrix whose entries are only $-1, 0, +1$ (times one scale).
 # A product with $\pm 1$ or $0$ is an addition, a subtraction or nothing, so the layer needs no multiplier.
 #
-# This notebook builds the pieces with `mmf` (SPEC §3):
+# This notebook builds the pieces with `mmf` (equations as tagged in `docs/equations.md`):
 #
 # | tag | what | `mmf` |
 # |---|---|---|

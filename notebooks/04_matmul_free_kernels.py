@@ -271,7 +271,7 @@ assert np.array_equal(a, b)
 # product as the add/subtract kernel. The fused variant stores only x and two per-row numbers per
 # BitLinear and recomputes x̃ in the backward. The left plot splits each step into those float GEMMs
 # (measured alone, in the same run) and everything else. In smoke mode the sizes are so small that
-# per-call overheads dominate and NumPy wins; at the SPEC sizes (`python -m kernels_numba.bench`) the
+# per-call overheads dominate and NumPy wins; at the benchmark's sizes (`python -m kernels_numba.bench`) the
 # numba step is ~1.5× the reference, and the GEMMs are ~40% of the reference step.
 
 # %%

@@ -23,7 +23,7 @@
 # 4. reproduces the paper's Tables 4 and 5 with **two** calibrated constants, and
 # 5. corrects the paper's token-rate projections.
 #
-# Facts and equations: SPEC §6, paper-notes §6. With `MMF_SMOKE=1` (CI) everything runs in seconds.
+# Facts and equations: `docs/accelerator.md` (the paper's appendix as this project reads it) and `docs/equations.md`. With `MMF_SMOKE=1` (CI) everything runs in seconds.
 
 # %%
 # %matplotlib inline

@@ -1,4 +1,4 @@
-"""MMfreeConfig: the shape of a MatMul-free language model (SPEC §3).
+"""MMfreeConfig: the shape of a MatMul-free language model (docs/equations.md).
 
 Field names follow the official `HGRNBitConfig` so a released config maps onto this one.
 """
