@@ -23,7 +23,8 @@
 # 4. reproduces the paper's Tables 4 and 5 with **two** calibrated constants, and
 # 5. corrects the paper's token-rate projections.
 #
-# Facts and equations: `docs/accelerator.md` (the paper's appendix as this project reads it) and `docs/equations.md`. With `MMF_SMOKE=1` (CI) everything runs in seconds.
+# Facts: `docs/accelerator.md` (the paper's appendix as this project reads it); equations: `docs/equations.md`.
+# With `MMF_SMOKE=1` (CI) everything runs in seconds.
 
 # %%
 # %matplotlib inline

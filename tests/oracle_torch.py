@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-EPS = 1e-6   # every RMSNorm here: block norms, g_norm, final norm and the BitLinear norms (docs/equations.md, E1 and E4)
+EPS = 1e-6   # every RMSNorm here: block norms, g_norm, final norm and the BitLinear norms (E1, E4)
 
 
 # ----------------------------------------------------------------------------

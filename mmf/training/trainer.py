@@ -4,7 +4,7 @@
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
 
-Recipe (docs/equations.md, "Training recipe": the paper + BitNet b1.58's notes): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
+Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
 weight decay dropped to 0 at the midpoint (BitNet b1.58), global-norm gradient clipping.
 
