@@ -13,7 +13,10 @@
 #
 # A MatMul-free LM replaces every dense layer by a **BitLinear**: the input is normalised, rounded to
 # 8-bit integers, and multiplied by a weight matrix whose entries are only $-1, 0, +1$ (times one scale).
-# A product with $\pm 1$ or $0$ is an addition, a subtraction or nothing, so the layer needs no multiplier.
+# A product with $\pm 1$ or $0$ is an addition, a subtraction or nothing, so the **matrix product** needs no
+# multiplier: that is the $O(D^2)$ part of the work. What still multiplies is $O(D)$ per token: the RMSNorm
+# in front (squares, a reciprocal square root, the gain), the quantizer's scaling $x \cdot s$, and one
+# rescale $\beta / s$ per output. Section 5 counts both.
 #
 # This notebook builds the pieces with `mmf` (equations as tagged in `docs/equations.md`):
 #
@@ -84,6 +87,21 @@ plt.show()
 print(f"max |x~ - x| = {np.abs(err).max():.5f}   bound 1/(2s) = {0.5 / 127:.5f}")
 
 # %% [markdown]
+# **Try this.** Put one outlier in a token: the scale is set by the largest entry, so everything else
+# is squeezed into fewer codes. *Expect* most of the ordinary entries to round to code 0 once the outlier
+# is large enough (the cell prints the fraction for a few outlier sizes and checks that it only grows).
+
+# %%
+token = rng.standard_normal((1, 64))
+zero_fraction = []
+for outlier in (1, 10, 100, 1000):
+    t_ = token.copy(); t_[0, 0] = outlier * np.abs(token).max()
+    q_, _ = quant.activation_quant_int(t_)
+    zero_fraction.append(np.mean(q_[0, 1:] == 0))
+    print(f"outlier {outlier:5d}x the largest entry: {zero_fraction[-1]:.0%} of the other entries quantize to 0")
+assert all(a <= b for a, b in zip(zero_fraction, zero_fraction[1:])) and zero_fraction[-1] > zero_fraction[0]
+
+# %% [markdown]
 # ## 2. E3: weights to $\{-1, 0, +1\}$, one scale per tensor (absmean)
 #
 # The whole matrix shares one scale, the mean absolute value:
@@ -141,19 +159,44 @@ print("counts of -1 / 0 / +1:", [int(np.sum(Wt == v)) for v in (-1, 0, 1)])
 
 # %%
 from math import erf, pi, sqrt
-print(f"Gaussian prediction: sparsity = {erf(0.5 * sqrt(2 / pi) / sqrt(2)):.3f}\n")
+from IPython.display import Markdown, display
+half_mean_abs = 0.5 * sqrt(2 / pi)                     # beta/2 in units of sigma for a Gaussian
+predicted = erf(half_mean_abs / sqrt(2))
+assert round(half_mean_abs, 3) == 0.399 and round(predicted, 2) == 0.31    # the numbers the text quotes
+print(f"Gaussian prediction: sparsity = {predicted:.3f}\n")
 print(f"{'distribution':<14}{'sparsity':>10}{'rel. error':>12}")
+errors = {}
 for name, sample in [("gaussian", rng.normal(0, 1, (n, n))),
                      ("uniform", rng.uniform(-1, 1, (n, n))),
                      ("laplace", rng.laplace(0, 1, (n, n)))]:
     Wq = quant.weight_quant(sample)
-    print(f"{name:<14}{np.mean(Wq == 0):>10.3f}"
-          f"{np.linalg.norm(sample - Wq) / np.linalg.norm(sample):>12.3f}")
+    errors[name] = np.linalg.norm(sample - Wq) / np.linalg.norm(sample)
+    print(f"{name:<14}{np.mean(Wq == 0):>10.3f}{errors[name]:>12.3f}")
+assert abs(np.mean(quant.weight_quant(rng.normal(0, 1, (n, n))) == 0) - predicted) < 0.02
+least, most = min(errors, key=errors.get), max(errors, key=errors.get)
+display(Markdown(f"Across these three shapes ternarization loses a relative error of "
+                 f"**{errors[least]:.2f} to {errors[most]:.2f}** of the matrix's norm "
+                 f"(least for the {least}, most for the {most} distribution)."))
 
 # %% [markdown]
-# A relative error of ~0.4–0.5 per matrix is large: a ternary model is not a rounded float model, it is
-# *trained* ternary. The latent float weights $W$ are what the optimizer updates; the forward pass only
-# ever sees $\tilde W$. That needs a gradient through `round`, which is the next section.
+# An error of that size is large: a ternary model is not a rounded float model, it is *trained*
+# ternary. The latent float weights $W$ are what the optimizer updates; the forward pass only ever sees
+# $\tilde W$. That needs a gradient through `round`, which is the next section.
+#
+# **Try this.** Give the Gaussian matrix a few outliers (1% of its entries ×20) and ternarize again.
+# *Expect* β = mean|W| to grow with the outliers, so the zero band ±β/2 widens: more weights become 0
+# and the relative error grows. The cell checks exactly that; change the fraction or the factor and watch.
+
+# %%
+n_out = n * n // 100                                   # 1% of the entries ...
+outlier_factor = 20                                    # ... made 20x larger
+W_out = rng.normal(0.0, 0.02, size=(n, n))
+W_out.flat[rng.choice(n * n, n_out, replace=False)] *= outlier_factor
+for label, M_ in (("plain", W), ("with outliers", W_out)):
+    Wt_, beta_ = quant.weight_quant_int(M_)
+    err_ = np.linalg.norm(M_ - quant.weight_quant(M_)) / np.linalg.norm(M_)
+    print(f"{label:14s} beta = {beta_:.4f}  sparsity = {np.mean(Wt_ == 0):.3f}  relative error = {err_:.3f}")
+assert quant.weight_quant_int(W_out)[1] > beta and np.mean(quant.weight_quant_int(W_out)[0] == 0) > sparsity
 
 # %% [markdown]
 # ## 4. E4 BitLinear and the straight-through estimator (E5)
@@ -212,7 +255,8 @@ print("dW == dy.T @ x_n (float input)?", np.allclose(dW_q, dy.T @ xn), "-> the S
 # The STE gradient is not the float gradient: it sees the quantized $\tilde x_n$ and $\tilde W$. $dW$ moves
 # little (8-bit activations are fine-grained), $dx$ and $dg$ move a lot (a ternary weight is coarse). `mmf`'s STE backward is checked against an independent PyTorch autograd oracle that uses
 # the `x + (q(x) - x).detach()` trick (`tests/test_oracle_torch.py`): logits and every gradient of a 2-layer
-# model agree to ~1e-15 in float64. Finite differences cannot check it: they would measure the staircase.
+# model agree to float64 rounding (`python tests/test_oracle_torch.py` prints the worst difference). Finite
+# differences cannot check it: they would measure the staircase.
 #
 # BitLinear comes in two variants with identical gradients (E5): the caching one keeps $\tilde x_n$ for $dW$,
 # the **fused** one keeps only $x$ and the norm statistics and recomputes $\tilde x_n$ in backward (the paper's
@@ -232,7 +276,8 @@ for name, a, b in zip(("dx", "dW", "dg"), (dx_q, dW_q, dg_q), grads_fused):
 # $$ y = \tilde x_n \tilde W^\top = \frac{q}{s}\,(W_t\,\beta)^\top = \big(q\,W_t^\top\big)\cdot\frac{\beta}{s}. $$
 #
 # Each entry of $q W_t^\top$ is $\sum_{k:\,W_t=+1} q_k - \sum_{k:\,W_t=-1} q_k$: an exact int32 sum, no
-# multiplication. The only multiply left is one $\beta/s$ per output. A tiny example with
+# multiplication. Multiplies remain around the product, not inside it: one $\beta/s$ per output, and
+# before it the RMSNorm and the quantizer's $x \cdot s$ (counted below). A tiny example with
 # `mmf.layers.bitlinear.ternary_matmul_addsub`:
 
 # %%
@@ -262,11 +307,13 @@ for dtype in (np.float64, np.float32):
     print(f"{np.dtype(dtype).name}: max |y_int - y_float| = {diff:.2e}   (max |y| = {np.abs(y_float).max():.2f})")
 
 nonzero = int(np.count_nonzero(Wt))
-print(f"\nper token: {nonzero} additions/subtractions (nonzeros of Wt, {nonzero / Wt.size:.0%} of {Wt.size}),"
-      f" 0 weight multiplies, {N} rescales")
+multiplies = {"RMSNorm (x², gain)": 2 * K, "quantizer (x·s)": K, "rescale (β/s)": N}
+print(f"\nper token: {nonzero} additions/subtractions in the product (nonzeros of Wt, "
+      f"{nonzero / Wt.size:.0%} of {Wt.size}), 0 weight multiplies;")
+print(f"           {sum(multiplies.values())} multiplies outside it, {multiplies}, plus one reciprocal square root")
 print(f"weight storage: log2(3) = {np.log2(3):.2f} bits ideal, 2 bits packed, vs 32 bits float32")
 
 # %% [markdown]
-# **Summary.** E2 and E3 turn a BitLinear into integer additions and subtractions plus one scale per
-# output; E5 (the STE) lets it train anyway, by sending the gradient straight through both quantizers
+# **Summary.** E2 and E3 turn a BitLinear's matrix product into integer additions and subtractions; the
+# multiplies that remain (norm, quantizer scale, one rescale per output) grow with the width, not its square; E5 (the STE) lets it train anyway, by sending the gradient straight through both quantizers
 # to latent float weights. Next: `02_mlgru_and_glu` builds the token and channel mixers from BitLinears.

@@ -19,7 +19,9 @@
 #   with an element-wise linear recurrence: no attention, no $QK^\top$ product;
 # * the **channel mixer** (GLU, E8) mixes *across channels* inside each token.
 #
-# Everything below calls `mmf` (`mmf.layers.recurrence`, `mmf.layers.mlgru`, `mmf.layers.glu`, `mmf.models.block`, `mmf.gradcheck`).
+# Everything below calls `mmf` (`mmf.layers.recurrence`, `mmf.layers.mlgru`, `mmf.layers.glu`, `mmf.models.block`,
+# `mmf.gradcheck`). The equations, and where the paper's versions differ from the code's, are in
+# `docs/equations.md` (E6–E9).
 
 # %%
 # %matplotlib inline
@@ -49,6 +51,48 @@ layer1 = model.layer_params(1)                     # keys below model.layers.1.
 attn, mlp = sub_dict(layer1, "attn."), sub_dict(layer1, "mlp.")
 print("MLGRU parameters:", {k: v.shape for k, v in attn.items()})
 print("GLU parameters:  ", {k: v.shape for k, v in mlp.items()})
+
+# %% [markdown]
+# ## 0. Why this mixer: from a GRU to the MLGRU
+#
+# A GRU, as the paper writes it, reads the previous state inside every gate:
+#
+# $$ r_t = \sigma(x_t W_{xr} + h_{t-1} W_{hr}), \quad f_t = \sigma(x_t W_{xf} + h_{t-1} W_{hf}), \quad c_t = \tanh\big(x_t W_{xc} + (r_t \odot h_{t-1}) W_{cc}\big), $$
+# $$ h_t = f_t \odot h_{t-1} + (1 - f_t) \odot c_t. $$
+#
+# Step $t$ cannot start before step $t-1$ has finished, and each step multiplies the state by $D \times D$
+# matrices. The MLGRU removes $h_{t-1}$ from every gate (no $W_{hr}$, $W_{hf}$, $W_{cc}$, no $\tanh$ between
+# states). Then $f_t$ and the input $i_t$ depend on the tokens only, so BitLinears compute them for all $t$
+# at once, and what is left of the recurrence,
+#
+# $$ h_t = f_t \odot h_{t-1} + i_t, $$
+#
+# is **elementwise** and **linear** in $h$. Two consecutive steps compose into one step of the same form,
+# $(f_2, i_2) \circ (f_1, i_1) = (f_2 f_1,\ f_2 i_1 + i_2)$, and that composition is associative, so all $T$
+# states can be computed by a **parallel scan** in $\lceil \log_2 T \rceil$ rounds of elementwise work instead
+# of $T$ dependent steps. The cell below runs such a scan (doubling, Hillis–Steele) and checks it against
+# the library's sequential `scan_forward`.
+#
+# The price: a gate can no longer look at the state, so one layer is less expressive than a GRU layer;
+# depth and the forget-gate lower bounds (section 3) compensate. The gain at inference: the state is one
+# vector of $D$ numbers per layer, whatever the length so far, where a Transformer's KV cache grows with
+# every token. Notebook `06_baselines` measures that comparison (KV cache against carried state) side by side.
+
+# %%
+Tq = 16 if SMOKE else 64
+f_demo = rng.uniform(0.5, 1.0, (1, Tq, 4))                  # (B, T, D) forget gates
+i_demo = rng.standard_normal((1, Tq, 4))                     # (B, T, D) inputs
+F, I = f_demo.copy(), i_demo.copy()                          # after round k: steps t-2^k+1 .. t composed
+shift, rounds = 1, 0
+while shift < Tq:
+    F_prev = np.concatenate([np.ones_like(F[:, :shift]), F[:, :-shift]], axis=1)    # identity step before t=0
+    I_prev = np.concatenate([np.zeros_like(I[:, :shift]), I[:, :-shift]], axis=1)
+    F, I = F * F_prev, F * I_prev + I                        # (f, i) of the later segment after the earlier
+    shift, rounds = 2 * shift, rounds + 1
+h_sequential = scan_forward(f_demo, i_demo, np.zeros((1, 4)))   # the library: T dependent steps
+print(f"T = {Tq}: sequential scan {Tq} dependent steps; doubling scan {rounds} rounds; "
+      f"max |difference| = {np.abs(I - h_sequential).max():.1e}")
+assert np.allclose(I, h_sequential) and rounds == int(np.ceil(np.log2(Tq)))
 
 # %% [markdown]
 # ## 1. The token mixer (E6)
@@ -98,8 +142,26 @@ ax.set_title("h_t = f h_(t-1) + (1 - f) u_t: larger f remembers longer, but rise
 plt.show()
 
 # %% [markdown]
+# **Try this.** Pick your own forget gates. A channel with constant gate $f$ forgets a fraction $1-f$ per
+# step, so after the pulse it halves every $\ln 2 / (-\ln f)$ tokens. *Expect* the measured half-lives
+# below to match that formula to within a token; try $f$ = 0.999 and see the pulse barely decay.
+
+# %%
+for f in (0.7, 0.9, 0.97):                                   # change these
+    h_pulse, peak, half_life = np.zeros((1, 1)), None, None
+    for t in range(400):
+        h_pulse = recurrence_step(h_pulse, np.full((1, 1), f), np.full((1, 1), (1 - f) * (t < 5)))
+        if t == 4:
+            peak = h_pulse[0, 0]
+        if t > 4 and half_life is None and h_pulse[0, 0] < peak / 2:
+            half_life = t - 4
+    formula = np.log(2) / -np.log(f)
+    print(f"f = {f}: measured half-life {half_life} tokens, formula {formula:.1f}")
+    assert abs(half_life - formula) <= 1
+
+# %% [markdown]
 # The same recurrence on the MLGRU's real gates: a few channels of $h_t$ from the scan above
-# (batch element 0). Channels whose forget gate sits near 1 drift slowly; others follow the input.
+# (batch element 0), and their forget gates.
 
 # %%
 # the gates from the library's pieces (E6), checked against the scan: h_t - f_t h_(t-1) must equal i_t
@@ -116,6 +178,14 @@ for c in range(4):
 axs[0].set_title("h_t (layer 1, batch 0)"); axs[0].set_xlabel("t"); axs[0].legend(fontsize=8)
 axs[1].set_title("forget gate f_t (>= lb_1)"); axs[1].set_xlabel("t")
 plt.show()
+from IPython.display import Markdown, display
+f_shown = f_gate[0, :, :4]
+display(Markdown(
+    f"In this untrained layer the plotted forget gates sit between **{f_shown.min():.2f} and {f_shown.max():.2f}** "
+    f"(lower bound $lb_1$ = {lb[1].min():.2f}" + ("" if np.ptp(lb[1]) < 0.005 else f" to {lb[1].max():.2f}")
+    + f"), a memory $1/(1-f)$ of only "
+    f"{1 / (1 - f_shown.min()):.1f} to {1 / (1 - f_shown.max()):.1f} tokens: $h_t$ follows its input closely. "
+    f"Training moves $f$ towards 1 in the channels that need long memory."))
 
 # %% [markdown]
 # ## 3. Forget-gate lower bounds across layers (E7)
@@ -146,6 +216,23 @@ for ax in axs:
 axs[0].set_ylabel("lower bound lb_l"); axs[1].legend(fontsize=8)
 plt.show()
 assert np.all(lb1[0] == 0) and np.all(np.diff(lb1, axis=0) >= 0) and np.all(lb1 < 1)
+
+# %% [markdown]
+# **Try this.** Set the lower bound to 0 (what layer 0 gets, and what `MMfreeConfig(use_lower_bound=False)`
+# does for every layer). Since $f = lb + (1-lb)\,\sigma(a_f) \ge \sigma(a_f)$, *expect* every forget gate to
+# drop, and the upper layers' minimum memory $1/(1-lb_\ell)$ to disappear. Compare the two models' gates in
+# the last layer:
+
+# %%
+cfg_nolb = mmf.MMfreeConfig(vocab_size=64, hidden_size=16, num_layers=4, intermediate_size=32, use_lower_bound=False)
+last = cfg.num_layers - 1
+p_last = sub_dict(model.layer_params(last), "attn.")
+a_f_last, _ = bitlinear_forward(xn, p_last["f_proj.weight"], p_last["f_proj.norm.weight"])
+f_bounded = lb[last] + (1 - lb[last]) * sigmoid(a_f_last)       # the default model
+f_free = sigmoid(a_f_last)                                     # lb = 0, as with use_lower_bound=False
+print(f"layer {last}: lb = {lb[last].mean():.2f}; mean forget gate {f_bounded.mean():.3f} with the bound, "
+      f"{f_free.mean():.3f} without")
+assert np.all(f_bounded >= f_free) and mmf.MMfreeLM(cfg_nolb).lower_bounds() is None
 
 # %% [markdown]
 # ## 4. Step versus scan
@@ -234,6 +321,65 @@ ax.barh(list(worst), list(worst.values()))
 ax.axvline(TOLERANCE, c="r", ls="--", label=f"tolerance {TOLERANCE:g}")
 ax.set_xscale("log"); ax.invert_yaxis(); ax.set_xlabel("worst relative error over the layer's tensors")
 ax.legend(); plt.show()
+
+# %% [markdown]
+# ## 7. The output gate: the paper's and the code's
+#
+# The gate that decides how much of $h_t$ leaves the mixer exists in four published versions
+# (`docs/equations.md`, E6): the paper's first version writes $o_t = \sigma(g_t) \odot h_t$, its last version
+# $g_t \odot \sigma(h_t)$ in the text and $h_t \odot \sigma(g_t)$ in a figure, and the released code computes
+# $o_t = \mathrm{rms}(g_t; g_{norm}) \odot \mathrm{SiLU}(h_t)$, the one `mmf` uses by default because the
+# released checkpoints were trained with it. `MMfreeConfig(output_gate="paper")` (or `TrainConfig(output_gate=...)`)
+# switches a model to $\sigma(g) \odot h$; its gradients are checked like every other layer's (section 6 lists
+# "E6 mlgru (paper output gate, …)"). The two gates on the same layer and input:
+
+# %%
+out_paper, h_paper, _ = mlgru_scan_forward(xn, attn, lb[1], np.zeros((B, D)), gate="paper")
+assert np.array_equal(h_paper, h)                               # the recurrence is the same ...
+print(f"same state h; outputs differ by {np.abs(out_paper - out).max():.3f} (max |out| {np.abs(out).max():.3f})")
+# ... the gate is not: rms(g) is a normalised signed value, sigmoid(g) lies in (0, 1)
+a_g, _ = bitlinear_forward(xn, attn["g_proj.weight"], attn["g_proj.norm.weight"])
+print(f"official gate factor rms(g): from {(a_g / np.sqrt(np.mean(a_g**2, -1, keepdims=True))).min():.2f} "
+      f"to {(a_g / np.sqrt(np.mean(a_g**2, -1, keepdims=True))).max():.2f};  paper's sigmoid(g): "
+      f"from {sigmoid(a_g).min():.2f} to {sigmoid(a_g).max():.2f}")
+
+# %% [markdown]
+# A short training run with each gate, same data, seed and schedule (`mmf.training.trainer.train`; smoke mode
+# shrinks it to seconds, so there the numbers only show that both variants train):
+
+# %%
+from mmf.text.corpus import REPO_ROOT
+from mmf.training.trainer import PRESETS, TrainConfig, train
+short_run = (dict(PRESETS["smoke"], max_steps=10, eval_interval=5) if SMOKE       # seconds
+             else dict(PRESETS["tiny"], max_steps=150, eval_interval=50, progress=False))   # ~a minute each
+gate_runs = {}
+for gate in ("official", "paper"):
+    run = train(TrainConfig(**{**short_run, "output_gate": gate, "sample_prompts": "",
+                               "out_dir": os.path.join(REPO_ROOT, "runs", "nb02", gate)}))
+    gate_runs[gate] = run
+    print(f"{gate:8s} gate: {run['steps']} steps, validation loss {run['val_loss']:.3f} nats/token "
+          f"(train {run['train_seconds']:.0f} s)")
+fig, ax = plt.subplots(figsize=(6, 3))
+for gate, run in gate_runs.items():
+    ax.plot(run["history"]["val_step"], run["history"]["val_loss"], "o-", label=f"{gate} gate")
+ax.set_xlabel("step"); ax.set_ylabel("validation loss (nats/token)"); ax.legend(); plt.show()
+lo, hi = sorted(gate_runs, key=lambda g: gate_runs[g]["val_loss"])
+display(Markdown(
+    f"Here the **{lo}** gate ends lower, {gate_runs[lo]['val_loss']:.3f} against {gate_runs[hi]['val_loss']:.3f} "
+    f"nats/token after {gate_runs[lo]['steps']} steps. One seed and a small model: read this as *both variants "
+    f"train*, not as a ranking (the paper reports no such comparison)."))
+
+# %% [markdown]
+# **Try this.** Train with full-precision weights to see what ternarization costs on this task:
+# `TrainConfig(..., weights="float")` turns both quantizers off, so every BitLinear becomes a plain float
+# RMSNorm + linear layer. *Expect* a lower loss than the ternary run with the same gate, by a margin that is
+# printed below; the paper's claim is that this gap narrows as models grow.
+
+# %%
+float_run = train(TrainConfig(**{**short_run, "weights": "float", "sample_prompts": "",
+                                 "out_dir": os.path.join(REPO_ROOT, "runs", "nb02", "float")}))
+print(f"float weights {float_run['val_loss']:.3f} vs ternary {gate_runs['official']['val_loss']:.3f} nats/token "
+      f"(difference {gate_runs['official']['val_loss'] - float_run['val_loss']:+.3f})")
 
 # %% [markdown]
 # **Summary.** The MLGRU mixes tokens with a per-channel leaky recurrence whose forget gates are bounded
