@@ -182,7 +182,9 @@ print("MLGRU h_1 =", h[0])
 D, L, V = 256, 2, 512
 rwkv = mmf.RWKV4LM(mmf.RWKV4Config(vocab_size=V, hidden_size=D, num_layers=L), seed=0)
 mlgru = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=V, hidden_size=D, num_layers=L), seed=0)
-matrices = lambda m: sum(p.size for n, p in m.params.items() if n.endswith(".weight") and p.ndim == 2 and p.shape[0] != V)
+def matrices(m):
+    """the block weight matrices: 2-D '.weight' parameters other than the (V, D) embedding and head"""
+    return sum(p.size for n, p in m.params.items() if n.endswith(".weight") and p.ndim == 2 and p.shape[0] != V)
 print(config_to_dict(rwkv.config))
 print(f"ternary block weights: RWKV-4 {matrices(rwkv):,}, MLGRU {matrices(mlgru):,} (I = "
       f"{mlgru.config.intermediate_size})  13 D^2 L = {13 * D * D * L:,}")
@@ -219,7 +221,8 @@ glu_width = mmf.MMfreeConfig(vocab_size=1, hidden_size=base["hidden_size"], num_
 widths = {"mmfree": glu_width, "rwkv4": (3 * glu_width - base["hidden_size"]) // 2}
 summaries = {}
 for arch in ("mmfree", "rwkv4"):
-    cfg = TrainConfig(**{**base, "arch": arch, "intermediate_size": widths[arch], "out_dir": os.path.join(RUNS, arch)})
+    cfg = TrainConfig(**{**base, "arch": arch, "intermediate_size": widths[arch],
+                         "out_dir": os.path.join(RUNS, arch)})
     summaries[arch] = s = train(cfg)
     V = s["model"].config.vocab_size
     body = sum(p.size for p in s["model"].params.values() if not (p.ndim == 2 and p.shape[0] == V))

@@ -10,8 +10,8 @@ an explicit cache. Layers import NumPy, `mmf.checks` and `mmf.backend` only -- n
   glu          E8       the GLU channel mixer
   loss         E11      softmax cross-entropy
   layernorm             LayerNorm (gain and bias), RWKV-4's block norm
-  wkv                   RWKV-4's WKV recurrence in the stable running-max form (step, scan, backward)
-  rwkv4_mixing          RWKV-4's token shift, time mixing (around WKV) and channel mixing, on BitLinears
+  wkv          R2       RWKV-4's WKV recurrence in the stable running-max form (step, scan, backward)
+  rwkv4_mixing R1,R3,R4 RWKV-4's token shift, time mixing (around WKV) and channel mixing, on BitLinears
 
 No eager imports here: `mmf.backend` imports some layers and some layers import the backend.
 """

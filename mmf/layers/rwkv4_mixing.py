@@ -1,6 +1,7 @@
-"""RWKV-4's two mixers (Peng et al. 2023) with BitLinear projections: time mixing (the token mixer,
-built around the WKV recurrence of mmf/layers/wkv.py) and channel mixing (its MLP). The paper's
-MatMul-free RWKV-4 makes every dense layer a BitLinear (E4, ternary by default); the rest is RWKV-4.
+"""RWKV-4's two mixers (Peng et al. 2023) with BitLinear projections (docs/equations.md, R1, R3, R4):
+time mixing (the token mixer, built around the WKV recurrence of mmf/layers/wkv.py) and channel mixing
+(its MLP). The paper's MatMul-free RWKV-4 makes every dense layer a BitLinear (E4, ternary by default);
+the rest is RWKV-4.
 
 Token shift. Each mixer blends every channel of its input with the previous token's, with a learned
 coefficient mu per channel:  mix(x; mu)_t = mu * x_t + (1 - mu) * x_{t-1}.  The "previous token" of the

@@ -1,5 +1,5 @@
 """RWKV-4's WKV recurrence (Peng et al. 2023, "RWKV: Reinventing RNNs for the Transformer Era"), per
-channel, in the numerically stable form with a running maximum exponent.
+channel, in the numerically stable form with a running maximum exponent (docs/equations.md, R2).
 
 What it computes. For one channel with a log-decay w = -exp(time_decay) < 0 and a bonus u = time_first,
 from the keys k_i and values v_i of the tokens so far:

@@ -5,7 +5,7 @@ models built from `mmf.layers`, and generation. Models import layers; layers nev
   params       state-dict names, shapes and initialisation
   block        E9   one MMfree block (MLGRU + GLU, each behind an RMSNorm and a residual)
   mmfree       E10  MMfreeLM: embedding, blocks, final norm, LM head
-  rwkv4             the MatMul-free RWKV-4 (the paper's Table 1 contender): RWKV4Config, RWKV4LM
+  rwkv4        R5   the MatMul-free RWKV-4 (the paper's Table 1 contender): RWKV4Config, RWKV4LM
   registry          architecture names -> (config, model) classes; config <-> stored dict
   generate          prefill once, then decode with the carried state (O(1) per token)
 """

@@ -1,5 +1,5 @@
 """The paper's third contender: a MatMul-free RWKV-4 (Zhu et al. 2024, Table 1), i.e. RWKV-4 (Peng et
-al. 2023) with every dense layer a BitLinear (E4; ternary weights by default, E3).
+al. 2023) with every dense layer a BitLinear (E4; ternary weights by default, E3). docs/equations.md, R5.
 
     x = emb[ids];  x = LayerNorm_ln0(x)                                     (block 0 only)
     per block l:   x = x + TimeMixing(LayerNorm_ln1(x))                      (token mixer, WKV)
