@@ -211,7 +211,8 @@ print("state of layer 0:", {f: a.shape for f, a in state[0]._asdict().items()})
 #
 # Same data (the embedded story corpus), same width, depth, token budget and schedule; only the block
 # differs, and the channel mixer's width $F$ is chosen so that both have the same number of block weights:
-# $4D^2 + 3DI = 5D^2 + 2DF$, i.e. $F = (3I - D)/2$ for the MLGRU's GLU width $I$. `python -m mmf.train --arch=rwkv4` does the same from the command line. Without `MMF_SMOKE` this
+# $4D^2 + 3DI = 5D^2 + 2DF$, i.e. $F = (3I - D)/2$ for the MLGRU's GLU width $I$.
+# `python -m mmf.train --arch=rwkv4` does the same from the command line. Without `MMF_SMOKE` this
 # trains the `tiny` preset (a few minutes each on two cores); the numbers printed are from this run, a
 # single seed at one learning rate, so they say little about which architecture is better.
 
