@@ -85,7 +85,7 @@ def time_mixing_forward(xn, p, shift0, wkv0, ops=None):
     sr = ops.sigmoid(r)
     out, c_o = _project(ops, sr * y, p, "output")                    # (B, T, D)
     cache = (xn, xx, p, c_k, c_v, c_r, w, c_wkv, y, sr, c_o)
-    return out, (xn[:, -1], wkv_last), cache
+    return out, (xn[:, -1].copy(), wkv_last), cache            # a copy: the state must not pin all of xn
 
 
 def time_mixing_backward(dout, cache, dstate_last=None, ops=None):
@@ -135,7 +135,7 @@ def channel_mixing_forward(xn, p, shift0, ops=None):
     sr = ops.sigmoid(r)
     out = sr * kv
     cache = (xn, xx, p, c_k, relu_k, c_v, kv, c_r, sr)
-    return out, xn[:, -1], cache
+    return out, xn[:, -1].copy(), cache
 
 
 def channel_mixing_backward(dout, cache, dshift_last=None, ops=None):
