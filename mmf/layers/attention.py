@@ -114,7 +114,7 @@ def attention_forward(xn, p, num_heads, past=None, rope_theta=10000.0, ternary_q
     K = k if past is None else np.concatenate([past[0], k], axis=2)  # (B, H, S, hd), S = pos0 + T
     V = v if past is None else np.concatenate([past[1], v], axis=2)
     S = K.shape[2]
-    scale = 1.0 / np.sqrt(hd)
+    scale = float(1.0 / np.sqrt(hd))                                 # a Python float keeps float32 float32
     scores = (q @ K.transpose(0, 1, 3, 2)) * scale                   # (B, H, T, hd) @ (B, H, hd, S) -> (B, H, T, S)
     scores = np.where(causal_mask(T, pos0, S), scores, -np.inf)
     scores = scores - scores.max(axis=-1, keepdims=True)             # every row sees itself: the max is finite
