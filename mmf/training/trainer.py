@@ -4,7 +4,7 @@
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
 
-Recipe (SPEC §3, paper + BitNet b1.58 notes): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
+Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
 weight decay dropped to 0 at the midpoint (BitNet b1.58), global-norm gradient clipping.
 
@@ -59,6 +59,7 @@ class TrainConfig:
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
     intermediate_size: int = 0       # I of the GLU / SwiGLU; 0 = the official E8 rounding rule
+    output_gate: str = "official"    # mmfree only: MLGRU output gate, "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
     num_heads: int = 0               # transformer only: attention heads; 0 = hidden_size // 64 (64-wide, as Llama), >= 1
     ternary_qk: bool = False         # transformer only: ternary Q and K (the paper's "MatMul-free Transformer++")
     max_position_embeddings: int = 0     # transformer only: longest context (KV cache, RoPE); 0 = 2048
@@ -106,6 +107,9 @@ class TrainConfig:
                 if getattr(self, name):
                     raise ValueError(f"--{name} applies to --arch=transformer only; arch={self.arch!r} has no "
                                      "attention (MMfree's MLGRU has one head and no positions): drop it")
+        elif self.output_gate != "official":
+            raise ValueError(f"--output_gate applies to --arch=mmfree only (the MLGRU's gate); "
+                             f"arch='transformer' has none: drop it")
         elif self.block_size > (self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS):
             raise ValueError(f"block_size={self.block_size} exceeds the transformer's max_position_embeddings="
                              f"{self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS}; raise "
@@ -240,7 +244,7 @@ def model_config_of(cfg: TrainConfig, vocab_size: int):
         return TransformerConfig(**common, num_heads=cfg.num_heads or max(1, cfg.hidden_size // 64),
                                  ternary_qk=cfg.ternary_qk,
                                  max_position_embeddings=cfg.max_position_embeddings or TRANSFORMER_MAX_POSITIONS)
-    return MMfreeConfig(**common)
+    return MMfreeConfig(**common, output_gate=cfg.output_gate)
 
 
 def _restore(path, model, opt, rng, history):
@@ -384,12 +388,13 @@ def write_logs(out_dir: str, summary: dict) -> None:
 
 
 def plot_loss(summary: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves on its own canvas: neither pyplot nor the global backend is touched,
+    # so a notebook that trains and then calls plt.show() still displays its plots inline.
+    from matplotlib.figure import Figure
 
     h, meta = summary["history"], summary["meta"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(h["step"], h["train_loss"], lw=0.8, alpha=0.6, label="train (per batch)")
     ax.plot(h["val_step"], h["val_loss"], "o-", label="validation")
     if "val_floor_nats_per_token" in meta:
@@ -401,7 +406,6 @@ def plot_loss(summary: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def print_samples(model, tok, cfg: TrainConfig) -> None:
