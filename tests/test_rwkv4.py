@@ -304,4 +304,4 @@ def test_train_cli_arch_rwkv4_learns_and_refuses_another_architectures_checkpoin
     capsys.readouterr()
     assert train_main(common + [f"--resume={ckpt}", f"--out_dir={tmp_path / 'x'}"]) == 2
     err = capsys.readouterr().err
-    assert "architecture 'rwkv4' but this run trains 'mmfree'" in err and "--arch=rwkv4" in err
+    assert "arch='rwkv4' model but this run trains arch='mmfree'" in err and "--arch=rwkv4" in err
