@@ -18,9 +18,9 @@ Choices, and why:
     head.weight); a BitLinear adds its norm gain as NAME.norm.weight, and the time_* vectors are (D,)
     where RWKV-4 stores (1, 1, D).
   * Initialisation: RWKV-4's for the time_* parameters (decays spread over channels from slow to fast,
-    deeper layers faster; mixes leaning to the current token in deeper layers), RWKV-4's tiny uniform
-    embedding (ln0 rescales it); N(0, 0.02) for the projections, the two that write into the residual
-    stream (att.output, ffn.value) scaled by 1/sqrt(2L) as MMfree's down_proj is.
+    more of them slow in deeper layers; mixes leaning to the current token in deeper layers), RWKV-4's
+    tiny uniform embedding (ln0 rescales it); N(0, 0.02) for the projections, the two that write into
+    the residual stream (att.output, ffn.value) scaled by 1/sqrt(2L) as MMfree's down_proj is.
 
 Decoding state per layer (`RWKV4State`): the last normalized input of each mixer (for the token shift)
 and the WKV numerator, denominator and max exponent per channel: five (B, D) arrays, O(1) in the
@@ -135,9 +135,8 @@ def init_params(config, seed, dtype):
     for name, shape in param_shapes(config).items():
         if name == "emb.weight":
             w = rng.uniform(-1e-4, 1e-4, size=shape)        # RWKV-4's small embedding, rescaled by ln0
-        elif name.endswith("norm.weight") or name.endswith("ln0.weight") or name.endswith("ln1.weight") \
-                or name.endswith("ln2.weight") or name == "ln_out.weight":
-            w = np.ones(shape)
+        elif name.endswith(".weight") and name.split(".")[-2] in ("norm", "ln0", "ln1", "ln2", "ln_out"):
+            w = np.ones(shape)                              # every norm gain (BitLinear RMSNorms, LayerNorms)
         elif name.endswith(".bias"):
             w = np.zeros(shape)
         elif ".time_" in name:
