@@ -33,6 +33,7 @@ from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.models.generate import _check_options, sample_next
 from mmf.layers.mlgru import lower_bounds_forward
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.registry import require
 
 from . import fused, scan, simd
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
@@ -203,6 +204,9 @@ def _mapped_copy(E):
     return np.frombuffer(view, np.float32).reshape(E.shape), file
 
 
+SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the packed engine runs
+
+
 class Engine:
     """Engine(model) packs an mmf.MMfreeLM once; .generate(ids, max_new_tokens, temperature=0.0, ...)
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'.
@@ -211,6 +215,7 @@ class Engine:
     def __init__(self, model, embedding="float32"):
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
+        require(model, "kernels_numba.Engine", SUPPORTED)
         self._build(model.config, model.params.__getitem__, embedding)
 
     @classmethod

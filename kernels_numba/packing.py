@@ -128,7 +128,7 @@ def pack_model_weight(W, rows_per_chunk=1024):
     the matrix (its sum is NumPy's pairwise float32 sum, the same as weight_scale's); the codes are
     then made and packed `rows_per_chunk` rows at a time into the preallocated planes, so nothing
     else grows with the matrix."""
-    from mmf.layers.quant import WEIGHT_EPS, weight_codes
+    from mmf.layers.quant import WEIGHT_EPS, ternary_codes
     out, n_in = W.shape
     magnitude = np.array(W, dtype=np.float32)                       # (out, in) the one full-size copy
     np.abs(magnitude, out=magnitude)
@@ -139,7 +139,7 @@ def pack_model_weight(W, rows_per_chunk=1024):
     offset = np.empty(out, np.int64)
     for r in range(0, out, rows_per_chunk):
         rows = slice(r, min(r + rows_per_chunk, out))
-        p = pack_ternary(weight_codes(np.asarray(W[rows], dtype=np.float32), beta))
+        p = pack_ternary(ternary_codes(np.asarray(W[rows], dtype=np.float32), beta))
         nonzero[rows], negative[rows], offset[rows] = p.nonzero, p.negative, p.offset
     return PackedTernary(nonzero, negative, offset, (out, n_in), beta)
 

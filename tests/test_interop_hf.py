@@ -210,11 +210,15 @@ def test_sharded_export_loads(model, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
 
 
-def test_only_quantized_models_export(model, tmp_path):
-    model.quantize = False
-    with pytest.raises(ValueError, match="quantize=False"):
+def test_only_ternary_models_export(model, tmp_path):
+    model.set_weights("float")
+    with pytest.raises(ValueError, match="'float' weights.*ternary BitLinear weights only"):
         model.save_pretrained(str(tmp_path))
-    model.quantize = True
+    binary = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=8, hidden_size=16, num_layers=1, weights="binary"))
+    with pytest.raises(ValueError, match="'binary' weights"):
+        binary.save_pretrained(str(tmp_path))
+    assert os.listdir(tmp_path) == []                      # refused before anything is written
+    model.set_weights("ternary")
     with pytest.raises(ValueError, match="dtype"):
         model.save_pretrained(str(tmp_path), dtype="float16")
 
@@ -347,3 +351,11 @@ def test_hf_defaults_cover_the_official_fields():
     written_by_official = json.loads(open(os.path.join(FIXTURES, "nolb_bfloat16", "config.json")).read())
     bookkeeping = {"architectures", "model_type", "transformers_version", "dtype"}
     assert set(written_by_official) - bookkeeping == set(hf_config.HF_DEFAULTS)
+
+
+def test_mmf_load_accepts_a_hugging_face_directory(tmp_path):
+    path, ids, want = official("nolb_bfloat16")
+    model = mmf.load(path)
+    assert model.config.weights == "ternary" and position_errors(model.forward(ids), want).max() <= 1e-5
+    with pytest.raises(IsADirectoryError, match="model_type hgrn_bit"):
+        mmf.load(str(tmp_path))

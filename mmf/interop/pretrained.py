@@ -49,17 +49,15 @@ def load_pretrained(path, dtype=np.float32, backend="numpy"):
 
 
 def _check_exportable(model):
-    """Only the ternary MatMul-free model has an hgrn_bit counterpart."""
+    """Only the ternary MatMul-free LM has an hgrn_bit counterpart."""
+    arch = getattr(type(model.config), "arch", "mmfree")
+    if arch != "mmfree":
+        raise ValueError(f"this model's arch is {arch!r}; only the MatMul-free LM ('mmfree') maps to the "
+                         f"official hgrn_bit format")
     weights = getattr(model.config, "weights", "ternary")
     if weights != "ternary":
         raise ValueError(f"this model has {weights!r} weights; the official package (hgrn_bit) runs ternary "
-                         f"BitLinear weights only, so it cannot be exported to the Hugging Face format")
-    arch = getattr(model.config, "arch", None)
-    if arch not in (None, "mmfree"):
-        raise ValueError(f"this model's arch is {arch!r}; only the MatMul-free LM maps to hgrn_bit")
-    if not model.quantize:
-        raise ValueError("this model runs with quantize=False (a float model); the official package always "
-                         "quantizes, so it would compute different logits")
+                         f"BitLinear weights only, so a {weights} model cannot be exported to its format")
 
 
 def save_pretrained(model, path, dtype="bfloat16", tokenizer=None, max_shard_bytes=None):
