@@ -359,3 +359,42 @@ def test_mmf_load_accepts_a_hugging_face_directory(tmp_path):
     assert model.config.weights == "ternary" and position_errors(model.forward(ids), want).max() <= 1e-5
     with pytest.raises(IsADirectoryError, match="model_type hgrn_bit"):
         mmf.load(str(tmp_path))
+
+
+def test_export_read_by_the_safetensors_torch_loader_gives_an_independent_oracle_our_logits(model, tmp_path):
+    """What transformers does with an exported file (safetensors.torch.load_file), fed to the
+    independent PyTorch reference (tests/oracle_torch.py): the names, shapes and [out, in] layout we
+    write are the ones a model written from the equations expects."""
+    import torch
+    from safetensors.torch import load_file
+
+    import oracle_torch
+    model.save_pretrained(str(tmp_path), dtype="float32")
+    state = load_file(str(tmp_path / "model.safetensors"))
+    ids = np.array([[1, 5, 9, 30, 2, 17], [0, 39, 4, 4, 8, 12]])
+    quant = oracle_torch.Quantizer()
+    with torch.no_grad():
+        ref = oracle_torch.model_logits({k: v.double() for k, v in state.items()}, torch.tensor(ids), quant).numpy()
+    ours = mmf.MMfreeLM.from_pretrained(str(tmp_path), dtype=np.float64).forward(ids)
+    assert quant.tie_margin > 1e-6                        # no code near a rounding tie: a fair comparison
+    assert np.abs(ours - ref).max() <= 1e-9 * np.abs(ref).max()
+
+
+def test_float16_tensors_are_widened_exactly(model, tmp_path):
+    from safetensors.numpy import save_file
+    model.save_pretrained(str(tmp_path), dtype="float32")
+    half = {k: v.astype(np.float16) for k, v in model.params.items()}
+    save_file(half, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    back = mmf.MMfreeLM.from_pretrained(str(tmp_path))
+    assert all(np.array_equal(back.params[k], v.astype(np.float32)) for k, v in half.items())
+
+
+def test_index_that_disagrees_with_its_shards_is_refused(model, tmp_path):
+    model.save_pretrained(str(tmp_path), dtype="bfloat16", max_shard_bytes=10_000)
+    index_path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    index["weight_map"]["lm_head.weight"] = next(s for s in shards if s != index["weight_map"]["lm_head.weight"])
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(SafetensorsError, match=r"index\.json: says tensor 'lm_head\.weight' is in .*does not hold it"):
+        mmf.MMfreeLM.from_pretrained(str(tmp_path))

@@ -130,3 +130,12 @@ def test_clear_messages_for_missing_files_and_missing_library(tmp_path, monkeypa
     monkeypatch.undo()
     with pytest.raises(ValueError, match="tokenizer.json: not a tokenizer"):
         load_hf_tokenizer(str(tmp_path))
+
+
+def test_transformers_autotokenizer_loads_the_export(bpe, tmp_path):
+    # what the README tells a GPU user to run after `python -m mmf.export`
+    from transformers import AutoTokenizer
+    save_hf_tokenizer(bpe, str(tmp_path))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok(TEST_TEXT)["input_ids"] == bpe.encode(TEST_TEXT)     # no BOS added
+    assert tok.decode(bpe.encode(TEST_TEXT)) == TEST_TEXT
