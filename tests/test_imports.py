@@ -1,6 +1,9 @@
 """mmf runs on NumPy alone: importing it (and using it) pulls in neither numba nor torch."""
+import os
 import subprocess
 import sys
+
+F32_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "official-hf", "tiny_float32")
 
 
 def test_mmf_imports_with_numpy_alone():
@@ -17,7 +20,7 @@ def test_hf_interop_imports_safetensors_ml_dtypes_and_tokenizers_only_when_used(
     # safetensors, tokenizer.json needs tokenizers: each is imported inside the function that uses it
     code = ("import sys, numpy as np, mmf\n"
             "import mmf.interop.pretrained, mmf.interop.hf_tokenizer, mmf.interop.safetensors_io\n"
-            "m = mmf.MMfreeLM.from_pretrained('/work/shared/fixtures/official-hf/tiny_float32')\n"
+            f"m = mmf.MMfreeLM.from_pretrained({F32_CHECKPOINT!r})\n"
             "m.forward(np.zeros((1, 3), int))\n"
             "bad = [k for k in ('safetensors', 'ml_dtypes', 'tokenizers', 'numba', 'torch', 'tiktoken')\n"
             "       if k in sys.modules]\n"

@@ -12,7 +12,7 @@ from kernels_numba import Engine
 from kernels_numba.packing import pack_model_weight, unpack_ternary
 from mmf.layers.quant import weight_quant_int
 
-FIXTURES = "/work/shared/fixtures/official-hf"
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "official-hf")
 
 
 def engine_arrays(engine):

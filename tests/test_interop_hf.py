@@ -18,7 +18,7 @@ from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.layers.quant import activation_quant_int
 from mmf.layers.rmsnorm import rmsnorm_forward
 
-FIXTURES = "/work/shared/fixtures/official-hf"
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "official-hf")
 OFFICIAL = ["tiny_float32", "tiny_bfloat16", "nolb_bfloat16"]
 
 
