@@ -8,8 +8,13 @@ Honoured (they change the model, so they are read and mapped):
   intermediate_size, or when it is null hidden_ratio       -> intermediate_size by the E8 rule
                                                               (docs/equations.md, E8) with ratio r
   dtype (transformers >= 5) or torch_dtype (older, e.g. 4.40 which wrote the released checkpoints)
-                                                           -> the storage dtype: float32, bfloat16 or
-                                                              float16; if both are present they must agree
+                                                           -> the storage dtype, read in either spelling
+                                                              (`storage_dtype`): float32, bfloat16 or
+                                                              float16, and both must agree if both are
+                                                              given. Each tensor is then read in the dtype
+                                                              its own safetensors header states (that is
+                                                              what the bytes are) and widened exactly;
+                                                              export writes both spellings.
 
 Accepted and ignored, because they do not change the math of a forward pass:
   num_heads                the recurrence (E6) is elementwise over the hidden width, so cutting the width
