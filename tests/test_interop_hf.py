@@ -217,6 +217,9 @@ def test_only_ternary_models_export(model, tmp_path):
     binary = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=8, hidden_size=16, num_layers=1, weights="binary"))
     with pytest.raises(ValueError, match="'binary' weights"):
         binary.save_pretrained(str(tmp_path))
+    paper_gate = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=8, hidden_size=16, num_layers=1, output_gate="paper"))
+    with pytest.raises(ValueError, match="output_gate='paper'"):
+        paper_gate.save_pretrained(str(tmp_path))
     assert os.listdir(tmp_path) == []                      # refused before anything is written
     model.set_weights("ternary")
     with pytest.raises(ValueError, match="dtype"):

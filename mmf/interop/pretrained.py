@@ -58,6 +58,10 @@ def _check_exportable(model):
     if weights != "ternary":
         raise ValueError(f"this model has {weights!r} weights; the official package (hgrn_bit) runs ternary "
                          f"BitLinear weights only, so a {weights} model cannot be exported to its format")
+    gate = getattr(model.config, "output_gate", "official")
+    if gate != "official":
+        raise ValueError(f"this model has output_gate={gate!r}; the official package computes the released "
+                         f"models' output gate rms(g)*SiLU(h) ('official'), so it would compute other logits")
 
 
 def save_pretrained(model, path, dtype="bfloat16", tokenizer=None, max_shard_bytes=None):
