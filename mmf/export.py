@@ -29,12 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from mmf.interop.pretrained import save_pretrained
         from mmf.training.checkpoint import load_checkpoint
         ck = load_checkpoint(args.checkpoint)
-        model = ck.build_model()
+        model = ck.build_model()                                    # any architecture: refused below if not hgrn_bit
         tok = ck.build_tokenizer() if ck.tokenizer is not None else None
-        files = model.save_pretrained(args.out_dir, dtype=args.dtype, tokenizer=tok,
-                                      max_shard_bytes=args.max_shard_bytes)
+        files = save_pretrained(model, args.out_dir, dtype=args.dtype, tokenizer=tok,
+                                max_shard_bytes=args.max_shard_bytes)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

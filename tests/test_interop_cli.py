@@ -75,6 +75,15 @@ def test_usage_errors_exit_2(checkpoint, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_export_refuses_a_binary_checkpoint(tmp_path, capsys):
+    from mmf.models.registry import config_to_dict
+    cfg = mmf.MMfreeConfig(vocab_size=20, hidden_size=16, num_layers=1, weights="binary")
+    path = str(tmp_path / "binary.ckpt")
+    save_checkpoint(path, params=mmf.MMfreeLM(cfg).params, model_config=config_to_dict(cfg))
+    assert export_cli.main([f"--checkpoint={path}", f"--out_dir={tmp_path / 'hf'}"]) == 2
+    assert "'binary' weights" in capsys.readouterr().err and not os.path.exists(tmp_path / "hf")
+
+
 def test_export_module_runs_in_a_subprocess(checkpoint, tmp_path):
     path, _, _ = checkpoint
     r = subprocess.run([sys.executable, "-m", "mmf.export", f"--checkpoint={path}"], cwd=REPO,

@@ -38,6 +38,13 @@ def test_engine_from_pretrained_equals_engine_of_the_loaded_model(source):
     check_engine_from_pretrained(os.path.join(FIXTURES, source))
 
 
+def test_engine_from_a_sharded_checkpoint(tmp_path):
+    model = mmf.MMfreeLM.from_pretrained(os.path.join(FIXTURES, "tiny_bfloat16"))
+    model.save_pretrained(str(tmp_path), dtype="bfloat16", max_shard_bytes=50_000)
+    assert os.path.isfile(tmp_path / "model.safetensors.index.json")
+    check_engine_from_pretrained(str(tmp_path))
+
+
 def test_chunked_packing_equals_packing_the_whole_quantized_matrix():
     W = np.random.default_rng(0).normal(0, 0.02, (700, 200)).astype(np.float32)
     Wt, beta = weight_quant_int(W)
