@@ -335,6 +335,9 @@ def test_directory_without_weights_or_config(tmp_path):
         mmf.MMfreeLM.from_pretrained(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not a directory"):
         mmf.MMfreeLM.from_pretrained(str(tmp_path / "nope"))
+    (tmp_path / "config.json").write_text('{"model_type": "hgrn_bit", ')
+    with pytest.raises(HFConfigError, match=r"config\.json: not valid JSON"):
+        mmf.MMfreeLM.from_pretrained(str(tmp_path))
 
 
 def test_reader_reads_what_the_library_reads():
