@@ -213,9 +213,10 @@ class Engine:
     Engine.from_pretrained(dir) packs a Hugging Face checkpoint straight from its files."""
 
     def __init__(self, model, embedding="float32"):
+        if hasattr(model, "config") and hasattr(type(model.config), "arch"):
+            require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        require(model, "kernels_numba.Engine", SUPPORTED)
         self._build(model.config, model.params.__getitem__, embedding)
 
     @classmethod
