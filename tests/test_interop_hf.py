@@ -217,6 +217,11 @@ def test_only_ternary_models_export(model, tmp_path):
     binary = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=8, hidden_size=16, num_layers=1, weights="binary"))
     with pytest.raises(ValueError, match="'binary' weights"):
         binary.save_pretrained(str(tmp_path))
+    bitnet = mmf.TransformerLM(mmf.TransformerConfig(vocab_size=8, hidden_size=16, num_layers=1, num_heads=2,
+                                                     weights="ternary"))
+    from mmf.interop.pretrained import save_pretrained
+    with pytest.raises(ValueError, match="arch is 'transformer'"):
+        save_pretrained(bitnet, str(tmp_path))
     paper_gate = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=8, hidden_size=16, num_layers=1, output_gate="paper"))
     with pytest.raises(ValueError, match="output_gate='paper'"):
         paper_gate.save_pretrained(str(tmp_path))
