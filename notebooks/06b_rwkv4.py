@@ -101,8 +101,9 @@ for name, s in zip("abp", state):
 # positions at once factors the decay out, $e^{(t-1)w}\sum_{i<t} e^{k_i - iw} v_i$, and then
 # $e^{-iw}$ overflows after a few hundred tokens, or after 89 in float32 at the mildest decay $w=-1$.
 #
-# RWKV-4's kernels therefore carry $A = a\,e^{p}$, $B = b\,e^{p}$ with $p$ the largest exponent seen, and
-# factor the largest exponent out of every sum:
+# RWKV-4's kernels therefore carry $A = a\,e^{p}$, $B = b\,e^{p}$ with $p$ the largest exponent among the
+# terms of the sums (every term's exponent falls by $-w$ per step, so $p$ follows the keys up and down: a
+# running maximum of decayed exponents), and factor the largest exponent out of every sum:
 #
 # $$q = \max(p, u+k_t):\quad \mathrm{wkv}_t = \frac{e^{p-q} a + e^{u+k_t-q} v_t}{e^{p-q} b + e^{u+k_t-q}}$$
 # $$q' = \max(p+w, k_t):\quad a \leftarrow e^{p+w-q'} a + e^{k_t-q'} v_t,\quad
@@ -133,7 +134,7 @@ ax[0].plot(stable[0, :, 0], label="stable (running max)")
 ax[0].plot(naive[0, :, 0], "--", label="naive (NaN from here on)")
 ax[0].axvline(first_bad, color="r", lw=0.5); ax[0].set_xlabel("token t"); ax[0].set_title("wkv_t, float32")
 ax[0].legend()
-ax[1].plot(p_all[0, :, 0]); ax[1].set_xlabel("token t"); ax[1].set_title("the running max exponent p")
+ax[1].plot(p_all[0, :, 0]); ax[1].set_xlabel("token t"); ax[1].set_title("p: the largest (decayed) exponent in the sums")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]

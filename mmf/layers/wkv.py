@@ -15,8 +15,9 @@ token weighs e^{u + k_t} instead. With the past's numerator A and denominator B 
 Why a stable form. Written like that, e^{k} overflows float32 for k > 88 (float64 for k > 709), and the
 parallel "closed" form e^{(t-1)w} sum_i e^{k_i - i w} v_i (`wkv_naive_forward` below) overflows once
 -w t passes those limits: after 89 tokens in float32 at the mildest decay w = -1. The fix (RWKV-4's
-kernels) stores A = a e^p and B = b e^p, with p the largest exponent seen so far, and factors e^q out of
-every sum, q the largest exponent in it. Per token, with state (a, b, p):
+kernels) stores A = a e^p and B = b e^p, with p the largest exponent among the terms of the sums (each
+term's exponent falls by -w per step, so p is a running maximum of decayed exponents, not a record), and
+factors e^q out of every sum, q the largest exponent in it. Per token, with state (a, b, p):
 
     q  = max(p, u + k);     wkv = (e^{p-q} a + e^{u+k-q} v) / (e^{p-q} b + e^{u+k-q})      (output)
     q' = max(p + w, k);     a <- e^{p+w-q'} a + e^{k-q'} v;   b <- e^{p+w-q'} b + e^{k-q'};   p <- q'
