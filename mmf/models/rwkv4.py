@@ -14,6 +14,8 @@ Choices, and why:
     still carries its own RMSNorm (E4), exactly as in the MLGRU model.
   * The embedding is a float table and the head a BitLinear with the config's weights, as in the
     MatMul-free LM (E10), so the two models differ only in their blocks.
+  * weights='float' switches the quantizers off but keeps each BitLinear's RMSNorm: the same network
+    unquantized (what finite differences need), not the original RWKV-4, whose projections are plain.
   * Parameter names are RWKV-4's state-dict names (emb.weight, blocks.{l}.att.time_decay, ...,
     head.weight); a BitLinear adds its norm gain as NAME.norm.weight, and the time_* vectors are (D,)
     where RWKV-4 stores (1, 1, D).
