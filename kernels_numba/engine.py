@@ -150,13 +150,15 @@ def _step(tokens, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
             for d in range(D):
                 x[b, d] += acc_d[b, d] * c_d                         # residual 2
     # ---- head (E10)
+    finite = np.ones(B, np.bool_)
     for b in range(B):
         xn = x[b] * _rms_inv(x[b], eps) * final_norm
+        finite[b] = np.isfinite(np.sum(xn))                          # an overflow upstream reaches here
         s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], simd_on)
     _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, simd_on, acc_v)
     for b in range(B):
-        c_h = head_beta / s[0, b]
-        for v in range(logits.shape[1]):
+        c_h = head_beta / s[0, b] if finite[b] else np.float32(np.nan)   # int8 codes of inf/NaN are
+        for v in range(logits.shape[1]):                             # garbage: say NaN, not a finite lie
             logits[b, v] = acc_v[b, v] * c_h
 
 
@@ -177,7 +179,8 @@ def mapped_resident_bytes(path):
     for line in lines:
         head = line.split()
         if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):   # a mapping's first line
-            inside = line.rstrip().endswith(str(path))
+            name = line.rstrip().removesuffix(" (deleted)")         # the engine unlinks its file at once
+            inside = name.endswith(str(path))
         elif inside and head and head[0] == "Rss:":
             total += int(head[1]) * 1024
     return total
@@ -189,8 +192,12 @@ def _mapped_copy(E):
     Made so that a row read maps one 4 KiB page and nothing else: the file's pages are dropped from
     the page cache after writing (else the kernel maps the 2 MiB folios they were written in) and
     the mapping is marked random-access (no read-ahead, no fault-around). Measured on Linux 6.18:
-    3 rows of a (32000, 1024) table -> 12 KiB resident. The file is deleted with the engine."""
-    file = tempfile.NamedTemporaryFile(prefix="mmf-embedding-", suffix=".f32")
+    3 rows of a (32000, 1024) table -> 12 KiB resident. The file is unlinked as soon as it is open
+    (POSIX keeps its data while the descriptor and the mapping live), so no exit, crash or kill -9
+    can leave it behind in the temporary directory."""
+    fd, name = tempfile.mkstemp(prefix="mmf-embedding-", suffix=".f32")
+    os.unlink(name)                                                  # nameless from now on: no litter
+    file = os.fdopen(fd, "w+b")
     E.tofile(file)
     file.flush()
     os.fsync(file.fileno())
@@ -199,7 +206,7 @@ def _mapped_copy(E):
     view = mmap.mmap(file.fileno(), E.nbytes, access=mmap.ACCESS_READ)
     if hasattr(mmap, "MADV_RANDOM"):
         view.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(view, np.float32).reshape(E.shape), file
+    return np.frombuffer(view, np.float32).reshape(E.shape), (file, name)
 
 
 class Engine:
@@ -209,6 +216,14 @@ class Engine:
     def __init__(self, model, embedding="float32"):
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
+        if not model.quantize:
+            raise ValueError("Engine runs the ternary/int8 model (E2, E3) only, but this model has "
+                             "quantize=False; set model.quantize = True, or decode the float model with "
+                             "model.generate")
+        bad = [name for name, p in model.params.items() if not np.isfinite(p).all()]
+        if bad:
+            raise ValueError(f"the model's parameters hold NaN/inf ({', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''}): a diverged run? Use an earlier checkpoint")
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
@@ -250,7 +265,7 @@ class Engine:
         self.head_gain = f32(P["lm_head.norm.weight"])
         self.final_norm = f32(P["model.norm.weight"])
         E = f32(P["model.embeddings.weight"])
-        self._emb_file = None                                        # the file behind embedding="mmap"
+        self._emb_file = None                                        # (open file, its former name) of "mmap"
         if embedding == "int8":                                      # per-row absmax int8
             scale = np.maximum(np.abs(E).max(axis=1), 1e-12) / 127.0
             self.emb = np.round(E / scale[:, None]).astype(np.int8)
@@ -270,16 +285,48 @@ class Engine:
         memory-mapped embedding counts with the pages of it that are resident now (Linux), else whole."""
         arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
         total = sum(v.nbytes for v in arrays if v is not self.emb)
-        rss = mapped_resident_bytes(self._emb_file.name) if self._emb_file is not None else None
+        rss = mapped_resident_bytes(self._emb_file[1]) if self._emb_file is not None else None
         return int(total + (self.emb.nbytes if rss is None else rss))
 
     def new_state(self, batch):
-        return np.zeros((batch, self.config.num_layers, self.config.hidden_size), np.float32)
+        """Zero MLGRU states for `batch` sequences: (batch, L, D) float32."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1 (sequences decoded together), got {batch!r}")
+        return np.zeros((int(batch), self.config.num_layers, self.config.hidden_size), np.float32)
+
+    def _check_step(self, tokens, state):
+        """O(1) checks (shapes, dtypes, flags) plus one min/max over the B ids: the compiled step
+        indexes the embedding with the ids and writes the state in place without bounds checks."""
+        cfg = self.config
+        if not isinstance(tokens, np.ndarray) or not np.issubdtype(tokens.dtype, np.integer):
+            raise TypeError(f"tokens must be a numpy integer array (B,), got "
+                            f"{tokens.dtype if isinstance(tokens, np.ndarray) else type(tokens).__name__}")
+        if tokens.ndim != 1 or tokens.shape[0] < 1:
+            raise ValueError(f"tokens must have shape (B,) with B >= 1, got {tokens.shape}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"tokens hold ids in [{lo}, {hi}] but the vocabulary is [0, {cfg.vocab_size})")
+        want = (tokens.shape[0], cfg.num_layers, cfg.hidden_size)
+        if not isinstance(state, np.ndarray) or state.dtype != np.float32:
+            raise TypeError(f"state must be a float32 numpy array {want} (Engine.new_state(B) makes one), got "
+                            f"{state.dtype if isinstance(state, np.ndarray) else type(state).__name__}")
+        if state.shape != want:
+            raise ValueError(f"state must have shape (B, L, D) = {want} for {tokens.shape[0]} token(s), got "
+                             f"{state.shape}; make it with Engine.new_state(B)")
+        if not state.flags.c_contiguous or not state.flags.writeable:
+            raise ValueError("state must be a C-contiguous, writable array (it is updated in place); "
+                             "make it with Engine.new_state(B)")
+        if not np.isfinite(state).all():                            # B*L*D floats: cheap beside the step
+            raise ValueError("state holds NaN/inf; start from Engine.new_state(B) or a state a step returned")
 
     def step(self, tokens, state):
         """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32.
         The B sequences share every weight read: each BitLinear is one GEMV (B = 1) or one small
         GEMM over the B tokens."""
+        self._check_step(tokens, state)
+        return self._step_unchecked(tokens, state)
+
+    def _step_unchecked(self, tokens, state):
         cfg = self.config
         B = tokens.shape[0]
         padded = -(-B // TOKENS) * TOKENS                            # the GEMM reads TOKENS tokens at a time
@@ -295,8 +342,20 @@ class Engine:
               self.final_norm, self.eps, u_d, u_i, self.simd, logits)
         return logits
 
+    def _check_ids(self, ids):
+        """ids (B, T) integer with B, T >= 1 and every id in [0, V)."""
+        if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a numpy integer array (B, T), got "
+                            f"{ids.dtype if isinstance(ids, np.ndarray) else type(ids).__name__}")
+        if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+            raise ValueError(f"ids must have shape (B, T) with B, T >= 1, got {ids.shape}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"ids hold token ids in [{lo}, {hi}] but the vocabulary is [0, {self.config.vocab_size})")
+
     def prefill_stepwise(self, ids):
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)), one decoding step per token."""
+        self._check_ids(ids)
         state = self.new_state(ids.shape[0])
         for t in range(ids.shape[1]):
             logits = self.step(ids[:, t], state)
@@ -305,7 +364,7 @@ class Engine:
     def _bitlinear_rows(self, x2, nonzero, negative, offset, beta, gain):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
-        packed = PackedTernary(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
+        packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
         product = matmul_v4 if self.simd else matmul_v3
         return np.multiply(product(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
 
@@ -318,6 +377,7 @@ class Engine:
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)). The projections of all
         B*T prompt tokens run as ternary GEMMs (the matrix-matrix kernel); only the recurrence walks
         over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding."""
+        self._check_ids(ids)
         B, T = ids.shape
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
@@ -345,6 +405,7 @@ class Engine:
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
         logits = self._bitlinear_rows(xn, self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain)
+        logits[~np.isfinite(xn).all(axis=1)] = np.nan                # int8 codes of inf/NaN are garbage
         return logits, state
 
     def generate(self, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None):
@@ -353,10 +414,7 @@ class Engine:
         ids = np.asarray(ids)
         squeeze = ids.ndim == 1
         ids = ids[None, :] if squeeze else ids
-        if ids.ndim != 2 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be integer (B, T) or (T,) with T >= 1, got {ids.dtype} {ids.shape}")
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
-            raise ValueError(f"ids must lie in [0, {self.config.vocab_size})")
+        self._check_ids(ids)
         rng = np.random.default_rng(seed)
         logits, state = self.prefill(ids)
         out = [ids.astype(np.int64)]
@@ -364,6 +422,6 @@ class Engine:
             tok = sample_next(logits, temperature, top_k, top_p, rng)   # (B,)
             out.append(tok[:, None])
             if k + 1 < max_new_tokens:
-                logits = self.step(tok, state)
+                logits = self._step_unchecked(tok, state)           # ids from sample_next are in range
         result = np.concatenate(out, axis=1)
         return result[0] if squeeze else result
