@@ -260,7 +260,7 @@ class Engine:
         self.lb = np.zeros((L, D), np.float32) if lb is None else f32(lb)
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
         head = pack_model_weight(f32(P["lm_head.weight"]))
-        self.head_nz, self.head_ng, self.head_off = head.nonzero, head.negative, head.offset
+        self.head_nz, self.head_ng, self.head_off = (np.array(a) for a in (head.nonzero, head.negative, head.offset))
         self.head_beta = np.float32(head.scale)
         self.head_gain = f32(P["lm_head.norm.weight"])
         self.final_norm = f32(P["model.norm.weight"])
