@@ -16,6 +16,7 @@ import numpy as np
 
 from mmf import MMfreeConfig
 from mmf.models.generate import check_finite_logits
+from mmf.models.registry import require
 
 from .compiler import compile_model
 from .core import Core
@@ -85,7 +86,8 @@ class Accelerator:
 
     @classmethod
     def from_model(cls, model, hw=None):
-        """From an mmf.MMfreeLM (its config and its current params)."""
+        """From a model (e.g. `mmf.load(path)`): MMfree architecture with ternary weights only."""
+        require(model, "fpga_model.Accelerator", {("mmfree", "ternary")})
         return cls(model.config, dict(model.params), hw)
 
     # ------------------------------------------------------------------------

@@ -211,6 +211,10 @@ def compile_model(config, params=None, hw=None):
     params=None builds the layout only (timing). Refuses configs the hardware cannot run."""
     if not isinstance(config, MMfreeConfig):
         raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
+    if config.weights != "ternary":
+        raise ValueError(f"the accelerator runs ternary MMfree models only (2-bit weight codes); this "
+                         f"model has weights={config.weights!r} (see the README's table of which tool "
+                         "runs which model)")
     hw = hw or Hardware()
     if abs(config.rms_norm_eps - hw.rms_eps) > 1e-12:
         raise ValueError(f"the RMS unit's epsilon is {hw.rms_eps} but the model uses rms_norm_eps="

@@ -19,7 +19,7 @@ class IntegerBackend(NumpyBackend):
     name = "integer"
 
     def __init__(self):
-        super().__init__(quantize=True, fused=True)
+        super().__init__(weights="ternary", fused=True)
         self._ternary = {}                                   # id(W) -> (W, Wt, beta): quantize once
 
     def bitlinear_forward(self, x, W, g):

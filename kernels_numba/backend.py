@@ -14,8 +14,9 @@ cache-out contracts, what it accelerates:
   scan_forward / scan_backward           compiled MLGRU recurrence (E6)
   cross_entropy_forward / _backward      one-pass logsumexp and softmax-minus-onehot (E11)
 
-With quantize=False (finite-difference mode) BitLinear falls back to the reference: the kernels are
-for the quantized model. Every override is tested equal to the method it replaces
+With weights='float' (the float baselines, and finite-difference mode) BitLinear falls back to the
+reference: the kernels are for quantized models. Binary weights (E3b) take the same path as ternary
+ones: their codes {-1, +1} are ternary values with one scale. Every override is tested equal to the method it replaces
 (tests/test_kernels_backend.py).
 """
 from typing import NamedTuple, Optional
@@ -25,7 +26,7 @@ import numpy as np
 from mmf.backend import NumpyBackend
 from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.checks import check_array
-from mmf.layers.quant import weight_quant_int
+from mmf.layers.quant import weight_codes
 
 from . import fused, scan
 from .packing import pack_ternary
@@ -51,8 +52,8 @@ def _rows(a):
 class NumbaBackend(NumpyBackend):
     name = "numba"
 
-    def __init__(self, quantize=True, fused=True, matmul="blas"):
-        super().__init__(quantize, fused)
+    def __init__(self, quantize=None, fused=True, matmul="blas", weights=None):
+        super().__init__(quantize, fused, weights)
         if matmul not in ("blas", "ternary"):
             raise ValueError(f"matmul must be 'blas' (float GEMM on x~, W~) or 'ternary' "
                              f"(packed add/subtract kernel), got {matmul!r}")
@@ -79,7 +80,7 @@ class NumbaBackend(NumpyBackend):
 
     # E4 / E5 -------------------------------------------------------------------
     def bitlinear_forward(self, x, W, g):
-        if not self.quantize:
+        if self.weights == "float":
             return super().bitlinear_forward(x, W, g)
         check_array("bitlinear x", x, ndim_min=1)
         check_array("bitlinear W", W, ndim=2, dtype=x.dtype)
@@ -87,7 +88,7 @@ class NumbaBackend(NumpyBackend):
         if W.shape[1] != x.shape[-1]:
             raise ValueError(f"bitlinear W has shape {W.shape} [out, in] but x has {x.shape[-1]} input features")
         x2 = _rows(x)                                                # (..., K) -> (M, K)
-        Wt, beta = weight_quant_int(W)                               # E3: (N, K) int8, scalar
+        Wt, beta = weight_codes(W, self.weights)                     # E3/E3b: (N, K) int8, scalar
         Wq = Wt.astype(x.dtype) * x.dtype.type(beta)                 # W~, as the reference builds it
         if self.matmul == "ternary":
             q, s, rstd, xq = fused.norm_quant(x2, g, BITLINEAR_EPS, want_q=True, want_xq=not self.fused)
@@ -102,7 +103,7 @@ class NumbaBackend(NumpyBackend):
         return y.reshape(x.shape[:-1] + (W.shape[0],)), cache
 
     def bitlinear_backward(self, dy, cache):
-        if not isinstance(cache, BitLinearCache):                    # quantize=False: the reference's cache
+        if not isinstance(cache, BitLinearCache):                    # weights='float': the reference's cache
             return super().bitlinear_backward(dy, cache)
         x2, g, rstd, s, xq, Wq, lead = cache
         if xq is None:                                               # fused: recompute x~ (E5)

@@ -94,7 +94,7 @@ class DequantizedBackend(NumpyBackend):
     deployment of the official code would keep it) and every BitLinear is a float GEMV."""
 
     def __init__(self):
-        super().__init__(quantize=True, fused=True)
+        super().__init__(weights="ternary", fused=True)
         self._wq = {}
 
     def bitlinear_forward(self, x, W, g):

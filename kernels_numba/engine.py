@@ -32,6 +32,7 @@ from numba import njit, prange
 from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.models.generate import _check_options, sample_next
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.registry import require
 
 from . import fused, scan, simd
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
@@ -209,6 +210,9 @@ def _mapped_copy(E):
     return np.frombuffer(view, np.float32).reshape(E.shape), (file, name)
 
 
+SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the packed engine runs
+
+
 class Engine:
     """Engine(model) packs an mmf.MMfreeLM once; .generate(ids, max_new_tokens, temperature=0.0, ...)
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
@@ -216,10 +220,7 @@ class Engine:
     def __init__(self, model, embedding="float32"):
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        if not model.quantize:
-            raise ValueError("Engine runs the ternary/int8 model (E2, E3) only, but this model has "
-                             "quantize=False; set model.quantize = True, or decode the float model with "
-                             "model.generate")
+        require(model, "kernels_numba.Engine", SUPPORTED)
         bad = [name for name, p in model.params.items() if not np.isfinite(p).all()]
         if bad:
             raise ValueError(f"the model's parameters hold NaN/inf ({', '.join(bad[:3])}"

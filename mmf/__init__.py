@@ -7,10 +7,12 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
   text/                   corpora and tokenizers
   backend                 the switch between this reference and kernels_numba
   gradcheck               finite-difference checks (python -m mmf.gradcheck)
+  loading                 mmf.load(path): any checkpoint back as its model
   train, sample           the command lines (python -m mmf.train, python -m mmf.sample)
 mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.loading import load
 
-__all__ = ["MMfreeConfig", "MMfreeLM"]
+__all__ = ["MMfreeConfig", "MMfreeLM", "load"]

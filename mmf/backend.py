@@ -6,19 +6,28 @@ The fast tier, `kernels_numba.backend.NumbaBackend`, subclasses it and overrides
 accelerates with the same signatures, each override proven equal to the method it replaces.
 
 The backend also carries two model-wide modes:
-  quantize -- False turns E2/E3 off (plain float layers) so finite differences are meaningful;
+  weights  -- 'ternary' (E3), 'binary' (E3b) or 'float' (E2/E3 off: plain float layers, for the float
+              baselines and so finite differences are meaningful); `quantize` is the older boolean
+              spelling, kept as an alias (True = 'ternary', False = 'float');
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
 from mmf.layers import activations, bitlinear, loss, recurrence, rmsnorm
+from mmf.layers.quant import resolve_weights
+
 
 
 class NumpyBackend:
     name = "numpy"
 
-    def __init__(self, quantize=True, fused=True):
-        self.quantize = quantize
+    def __init__(self, quantize=None, fused=True, weights=None):
+        self.weights = resolve_weights(weights, quantize)
         self.fused = fused
+
+    @property
+    def quantize(self):
+        """Deprecated alias: True when the BitLinears quantize (ternary or binary weights)."""
+        return self.weights != "float"
 
     # E1
     def rmsnorm_forward(self, x, g, eps):
@@ -33,7 +42,7 @@ class NumpyBackend:
 
     # E4/E5
     def bitlinear_forward(self, x, W, g):
-        return bitlinear.bitlinear_forward(x, W, g, quantize=self.quantize, fused=self.fused)
+        return bitlinear.bitlinear_forward(x, W, g, weights=self.weights, fused=self.fused)
 
     def bitlinear_backward(self, dy, cache):
         return bitlinear.bitlinear_backward(dy, cache)
@@ -63,18 +72,18 @@ class NumpyBackend:
         return loss.cross_entropy_backward(cache)
 
 
-def get_backend(name_or_backend, quantize=True, fused=True):
+def get_backend(name_or_backend, weights="ternary", fused=True):
     """'numpy' -> NumpyBackend; 'numba' -> kernels_numba's NumbaBackend (imported only when asked for,
     so mmf itself runs on NumPy alone); a backend instance is used as it is."""
     if isinstance(name_or_backend, NumpyBackend):
         return name_or_backend
     if name_or_backend == "numpy":
-        return NumpyBackend(quantize, fused)
+        return NumpyBackend(fused=fused, weights=weights)
     if name_or_backend == "numba":
         try:
             from kernels_numba.backend import NumbaBackend
         except ImportError as e:
             raise ImportError(f"backend='numba' needs the kernels_numba package and numba installed ({e}); "
                               "use backend='numpy' for the pure NumPy reference") from e
-        return NumbaBackend(quantize, fused)
+        return NumbaBackend(fused=fused, weights=weights)
     raise ValueError(f"backend must be 'numpy', 'numba' or a NumpyBackend instance, got {name_or_backend!r}")

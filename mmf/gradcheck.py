@@ -58,7 +58,7 @@ def _layer_cases(rng):
     from mmf.backend import NumpyBackend
 
     B, T, D, I = 2, 3, 5, 4
-    ops = NumpyBackend(quantize=False, fused=True)
+    ops = NumpyBackend(weights="float", fused=True)
     r = lambda *s: rng.standard_normal(s)
 
     def case_rmsnorm():
@@ -73,7 +73,7 @@ def _layer_cases(rng):
         def make():
             t = {"x": r(B, T, D), "W": 0.3 * r(I, D), "g": 1 + 0.1 * r(D)}
             dout = r(B, T, I)
-            fwd = lambda: bitlinear.bitlinear_forward(t["x"], t["W"], t["g"], quantize=False, fused=fused)
+            fwd = lambda: bitlinear.bitlinear_forward(t["x"], t["W"], t["g"], weights="float", fused=fused)
             f = lambda: float(np.sum(fwd()[0] * dout))
             dx, dW, dg = bitlinear.bitlinear_backward(dout, fwd()[1])
             return f, t, {"x": dx, "W": dW, "g": dg}

@@ -72,7 +72,7 @@ def test_rmsnorm_and_scan_and_loss_kernels(dtype):
 def loss_and_grads(backend, dtype, seed=0):
     rng = np.random.default_rng(seed)
     ids, tg = rng.integers(0, CFG["vocab_size"], (2, 2, 11))
-    model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG), seed=seed, dtype=dtype, backend=backend)
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(**CFG, weights=backend.weights), seed=seed, dtype=dtype, backend=backend)
     return model.loss_and_grads(ids, tg)
 
 

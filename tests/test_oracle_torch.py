@@ -112,7 +112,7 @@ def model_problem():
 
 
 def mmf_bitlinear(x, W, g, dy, fused):
-    y, cache = bitlinear_forward(x, W, g, quantize=True, fused=fused)
+    y, cache = bitlinear_forward(x, W, g, weights="ternary", fused=fused)
     dx, dW, dg = bitlinear_backward(dy, cache)
     return {"y": y, "dx": dx, "dW": dW, "dg": dg}
 
@@ -149,7 +149,7 @@ def test_bitlinear_ste_matches_oracle(bitlinear_problem, fused):
 def test_bitlinear_float_forward_matches_oracle(bitlinear_problem):
     """With both quantizers off the two are plain RMSNorm+linear: the oracle's float path agrees too."""
     x, W, g, dy = bitlinear_problem
-    y, _ = bitlinear_forward(x, W, g, quantize=False)
+    y, _ = bitlinear_forward(x, W, g, weights="float")
     assert oracle.rel_error(y, oracle.oracle_bitlinear(x, W, g, dy, quantize=False)[0]) < 1e-12
 
 
@@ -196,7 +196,7 @@ def test_negative_control_wrong_bitlinear_backward(bitlinear_problem):
     """A BitLinear backward that uses the float weight instead of the quantized one (a classic STE bug)."""
     x, W, g, dy = bitlinear_problem
     ours = mmf_bitlinear(x, W, g, dy, fused=False)
-    _, cache = bitlinear_forward(x, W, g, quantize=False)
+    _, cache = bitlinear_forward(x, W, g, weights="float")
     ours["dx"] = bitlinear_backward(dy, cache)[0]                          # dx through W instead of W~
     ok, report = oracle.compare(ours, oracle_bitlinear(x, W, g, dy))
     assert not ok

@@ -57,3 +57,44 @@ def test_fake_quant_keeps_dtype(dtype):
     assert activation_quant(x).dtype == dtype
     assert weight_quant(x).dtype == dtype
     assert set(np.unique(weight_quant_int(x)[0])) <= {-1, 0, 1}
+
+
+# ----------------------------------------------------------------------------
+# E3b: binary weights (BitNet): W~ = beta * Sign(W - alpha), Sign(0) = -1
+
+def test_binary_weights_value_table():
+    from mmf.layers.quant import weight_quant_binary, weight_quant_binary_int
+    W = np.array([[0.5, -0.5, 1.0], [-1.0, 0.25, 0.0]])      # alpha = mean = 0.041666..., beta = 0.541666...
+    Wb, alpha, beta = weight_quant_binary_int(W)
+    assert Wb.dtype == np.int8
+    np.testing.assert_array_equal(Wb, [[1, -1, 1], [-1, 1, -1]])     # 0.0 < alpha -> -1
+    assert alpha == pytest.approx(0.25 / 6) and beta == pytest.approx(3.25 / 6)
+    np.testing.assert_array_equal(weight_quant_binary(W), Wb * beta)
+
+
+def test_binary_sign_of_zero_is_minus_one():
+    # W - alpha is exactly 0 at the middle entry: np.sign would give 0 (a ternary code)
+    from mmf.layers.quant import weight_quant_binary_int
+    W = np.array([[-1.0, 0.0, 1.0]])
+    Wb, alpha, _ = weight_quant_binary_int(W)
+    assert alpha == 0.0
+    np.testing.assert_array_equal(Wb, [[-1, -1, 1]])
+    assert set(np.unique(Wb)) <= {-1, 1}
+    assert not np.array_equal(Wb, np.sign(W - alpha))      # negative control: np.sign differs here
+
+
+def test_binary_scale_floor_and_dtype():
+    from mmf.layers.quant import weight_quant_binary
+    W = np.zeros((2, 3), np.float32)
+    Wq = weight_quant_binary(W)
+    assert Wq.dtype == np.float32
+    np.testing.assert_array_equal(Wq, np.full((2, 3), -1e-5, np.float32))   # all -beta, beta floored
+
+
+def test_weight_formats_are_checked():
+    from mmf.layers.quant import check_weights, resolve_weights
+    with pytest.raises(ValueError, match="'ternary', 'binary', 'float'.*'int4'"):
+        check_weights("int4")
+    assert resolve_weights(None, False) == "float" and resolve_weights(None, True) == "ternary"
+    with pytest.raises(ValueError, match="contradicts"):
+        resolve_weights("binary", False)

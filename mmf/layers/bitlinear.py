@@ -1,4 +1,4 @@
-"""E4/E5 BitLinear: RMSNorm -> int8 activations -> ternary weights, no bias, straight-through backward.
+"""E4/E5 BitLinear: RMSNorm -> int8 activations -> ternary (or binary) weights, no bias, STE backward.
 
     forward:  xn = rms(x; g, 1e-6);  x~ = actquant(xn);  y = x~ @ W~.T           (E4)
     backward: quantizers are identity (STE, E5):
@@ -11,25 +11,30 @@ Two variants with identical gradients:
     (the paper's fused BitLinear: one activation tensor per layer stored instead of two).
 
 Shapes: x (..., K) in, W (N, K) [out, in] like the state dict, g (K,), y (..., N).
-quantize=False turns both quantizers off (a plain RMSNorm+linear), for finite-difference checks.
+weights selects the weight quantizer: 'ternary' (E3, the MatMul-free LM and BitNet b1.58), 'binary'
+(E3b, BitNet) or 'float', which turns both quantizers off (a plain RMSNorm + linear: the float
+baselines, and the mode finite-difference checks use).
 """
 import numpy as np
 
 from mmf.checks import check_array
-from mmf.layers.quant import activation_quant, activation_quant_int, weight_quant
+from mmf.layers.quant import activation_quant, activation_quant_int, quantize_weight, resolve_weights
 from mmf.layers.rmsnorm import rmsnorm_backward, rmsnorm_forward, rmsnorm_normalized
 
 BITLINEAR_EPS = 1e-6  # the fused kernel the released models run uses 1e-6, not the module's 1e-8 (SPEC E4)
 
 
-def bitlinear_forward(x, W, g, quantize=True, fused=False):
+def bitlinear_forward(x, W, g, weights="ternary", fused=False, quantize=None):
+    """quantize is the older boolean spelling of weights (True = 'ternary', False = 'float')."""
+    weights = resolve_weights(weights if quantize is None else None, quantize)
     check_array("bitlinear x", x, ndim_min=1)
     check_array("bitlinear W", W, ndim=2, dtype=x.dtype)
     if W.shape[1] != x.shape[-1]:
         raise ValueError(f"bitlinear W has shape {W.shape} [out, in] but x has {x.shape[-1]} input features")
     xn, norm_cache = rmsnorm_forward(x, g, BITLINEAR_EPS)           # (..., K)
+    quantize = weights != "float"
     xq = activation_quant(xn) if quantize else xn                    # (..., K)  x~
-    Wq = weight_quant(W) if quantize else W                          # (N, K)    W~
+    Wq = quantize_weight(W, weights)                                 # (N, K)    W~
     y = xq @ Wq.T                                                    # (..., K) -> (..., N)
     # fused: drop x~ and rebuild it in backward from x and rstd (already in norm_cache)
     cache = (norm_cache, None if fused else xq, Wq, quantize)

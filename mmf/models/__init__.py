@@ -5,5 +5,6 @@ models built from `mmf.layers`, and generation. Models import layers; layers nev
   params       state-dict names, shapes and initialisation
   block        E9   one MMfree block (MLGRU + GLU, each behind an RMSNorm and a residual)
   mmfree       E10  MMfreeLM: embedding, blocks, final norm, LM head
+  registry          architecture names -> (config, model) classes; config <-> stored dict
   generate          prefill once, then decode with the carried state (O(1) per token)
 """

@@ -4,7 +4,9 @@ Field names follow the official `HGRNBitConfig` so a released config maps onto t
 """
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
+
+from mmf.layers.quant import check_weights
 
 
 def glu_intermediate_size(hidden_size: int) -> int:
@@ -14,12 +16,14 @@ def glu_intermediate_size(hidden_size: int) -> int:
 
 @dataclass
 class MMfreeConfig:
+    arch: ClassVar[str] = "mmfree"            # the architecture's name in checkpoints and on the command line
     vocab_size: int                           # V: number of token ids the embedding and LM head know
     hidden_size: int                          # D: model width (every MLGRU projection is D x D)
     num_layers: int                           # L: number of blocks (MLGRU token mixer + GLU channel mixer)
     intermediate_size: Optional[int] = None   # I: GLU width; None -> the official E8 rounding rule
     rms_norm_eps: float = 1e-6                # eps of the block norms and g_norm (BitLinear norms always use 1e-6, E4)
     use_lower_bound: bool = True              # E7: learnable forget-gate lower bounds rising with depth
+    weights: str = "ternary"                  # every BitLinear's weight format: 'ternary' (E3), 'binary' (E3b), 'float'
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -41,3 +45,4 @@ class MMfreeConfig:
         self.rms_norm_eps = float(self.rms_norm_eps)
         if not isinstance(self.use_lower_bound, bool):
             raise TypeError(f"MMfreeConfig.use_lower_bound must be a bool, got {self.use_lower_bound!r}")
+        check_weights(self.weights, "MMfreeConfig.weights")

@@ -4,9 +4,12 @@ The embedding is a plain float table (not quantized); the LM head is a ternary B
 `forward` runs the layers in order and keeps their caches; `_backward` calls the matching backward
 functions in exactly the reverse order, accumulating into gradients keyed like the parameters.
 """
+import dataclasses
+
 import numpy as np
 
 from mmf.backend import get_backend
+from mmf.layers.quant import resolve_weights
 from mmf.models.block import block_backward, block_forward, sub_dict
 from mmf.checks import check_token_ids
 from mmf.models.config import MMfreeConfig
@@ -17,31 +20,49 @@ from mmf.models.params import ParamDict, init_params, param_shapes
 class MMfreeLM:
     """A MatMul-free LM (HGRNBit semantics) in NumPy.
 
-    config   -- MMfreeConfig
+    config   -- MMfreeConfig; its `weights` field picks the BitLinear format (ternary, binary, float)
     seed     -- initialisation seed
     dtype    -- np.float32 (training default) or np.float64 (gradient checks)
-    quantize -- False turns E2/E3 off: a float model, for finite-difference checks
+    quantize -- deprecated alias of config.weights: False builds the float model (weights='float'),
+                which is what finite-difference checks need
     backend  -- 'numpy' (this package), 'numba' (kernels_numba) or a backend instance
     fused    -- recompute the quantized BitLinear input in backward instead of caching it (E5)
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32, quantize=True, backend="numpy", fused=True):
+    def __init__(self, config, seed=0, dtype=np.float32, quantize=None, backend="numpy", fused=True):
         if not isinstance(config, MMfreeConfig):
             raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
         if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype}")
+        if quantize is not None and bool(quantize) != (config.weights != "float"):
+            config = dataclasses.replace(config, weights=resolve_weights(None, quantize))
         self.config = config
         self.dtype = np.dtype(dtype)
-        self.backend = get_backend(backend, quantize, fused)
+        self.backend = get_backend(backend, config.weights, fused)
+        if self.backend.weights != config.weights:
+            raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but the config says "
+                             f"{config.weights!r}; build the backend with weights={config.weights!r}")
         self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
 
     @property
+    def weights(self):
+        """The BitLinear weight format: 'ternary', 'binary' or 'float' (config.weights)."""
+        return self.config.weights
+
+    @property
     def quantize(self):
-        return self.backend.quantize
+        """Deprecated alias: True unless the model is float."""
+        return self.config.weights != "float"
 
     @quantize.setter
     def quantize(self, on):
-        self.backend.quantize = bool(on)
+        """Switch between the float model (False) and the ternary one (True), keeping the parameters."""
+        self.set_weights("ternary" if on else "float")
+
+    def set_weights(self, weights):
+        """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
+        self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
+        self.backend.weights = self.config.weights
 
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))

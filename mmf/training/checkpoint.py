@@ -7,6 +7,10 @@ File layout: a zip archive (stored, not compressed) with two members
                    "payload_sha256"}
     payload.bin   every array's raw little-endian bytes, one after another
 
+"model_config" is `mmf.models.registry.config_to_dict(config)`: the architecture ("arch") and every
+config field, including the weight format ("weights"). Format 1 (before architectures had names)
+stored the MMfreeConfig fields alone; such files still load, as arch "mmfree" with ternary weights.
+
 Arrays are the model parameters ("params/<state-dict name>") and the optimizer's arrays
 ("optimizer/m/<name>", ...); the optimizer's scalars (e.g. its step count t) and the data generator's
 state (the "data position": batches are drawn from that generator) live in the header.
@@ -15,7 +19,9 @@ Safety: the file is written to a temporary name in the same directory and rename
 (os.replace is atomic), so a crash mid-write never leaves a half-written checkpoint under the real
 name. `load_checkpoint` refuses a file that is truncated (no zip directory), corrupt (zip CRC or our
 sha256 of the payload disagree), of another format version, or not a checkpoint at all, and says which
-file and why.
+file and why. Files are untrusted: compressed members, sizes the file cannot back, a header with
+missing keys or wrong types, and array tables that disagree with the payload are refused before any
+array is read (`_check_members`, `_check_header`); NaN/inf parameters are never saved.
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ import numpy as np
 from mmf.atomic import remove_stale_temp_files, temp_name
 
 MAGIC = "mmf-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)        # format 1: no "arch"/"weights" in model_config (MMfree, ternary)
 
 
 class CheckpointError(ValueError):
@@ -78,7 +85,7 @@ def save_checkpoint(path: str, *, params: dict, model_config: dict, optimizer_st
                     rng_state: dict | None = None, extra: dict | None = None) -> None:
     """Write one checkpoint file atomically.
 
-    params          {state-dict name: array}        model_config  dataclasses.asdict(MMfreeConfig)
+    params          {state-dict name: array}        model_config  mmf.models.registry.config_to_dict(cfg)
     optimizer_state AdamW.state_dict() (nested dict of arrays and scalars)
     train_config    dataclasses.asdict(TrainConfig) tokenizer     tok.to_dict()
     step            optimizer steps done            rng_state     np.random.Generator.bit_generator.state
@@ -139,12 +146,24 @@ class Checkpoint:
     rng_state: dict | None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def config(self):
+        """The model config object (any registered architecture)."""
+        from mmf.models.registry import config_from_dict
+        try:
+            return config_from_dict(self.model_config, where=f"{self.path}: model config")
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
+
+    @property
+    def arch(self) -> str:
+        return type(self.config).arch
+
     def build_model(self, backend: str = "numpy"):
-        """An MMfreeLM with this checkpoint's config and weights."""
-        from mmf import MMfreeLM
-        config = _model_config(self.path, self.model_config)
+        """The model this checkpoint holds (its architecture, weight format, dtype and parameters)."""
+        from mmf.models.registry import build_model
         dtype = _params_dtype(self.path, self.params)
-        model = MMfreeLM(config, dtype=dtype, backend=backend)
+        model = build_model(self.config, dtype=dtype, backend=backend)
         missing = set(model.params) ^ set(self.params)
         if missing:
             raise CheckpointError(f"{self.path}: parameter names do not match the model config "
@@ -161,22 +180,6 @@ class Checkpoint:
         if self.tokenizer is None:
             raise CheckpointError(f"{self.path}: this checkpoint holds no tokenizer")
         return tokenizer_from_dict(self.tokenizer)
-
-
-def _model_config(path: str, d):
-    """The stored model config as an MMfreeConfig; unknown or missing keys, wrong types -> CheckpointError."""
-    import dataclasses
-    from mmf import MMfreeConfig
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{path}: model_config must be a dict, got {type(d).__name__}")
-    known = {f.name for f in dataclasses.fields(MMfreeConfig)}
-    if set(d) - known:
-        raise CheckpointError(f"{path}: model_config has keys this version of mmf does not know: "
-                              f"{sorted(set(d) - known)}")
-    try:
-        return MMfreeConfig(**d)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad model_config: {e}") from None
 
 
 def _params_dtype(path: str, params: dict):
@@ -205,9 +208,9 @@ def load_checkpoint(path: str) -> Checkpoint:
             if not isinstance(header, dict) or header.get("magic") != MAGIC:
                 raise CheckpointError(f"{path}: not an mmf checkpoint (no {MAGIC!r} magic in header)")
             version = header.get("format_version")
-            if version != FORMAT_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise CheckpointError(f"{path}: checkpoint format version {version!r}, but this code "
-                                      f"reads version {FORMAT_VERSION}; re-create it with this version")
+                                      f"reads versions {READABLE_VERSIONS}; re-create it with this version")
             _check_header(path, header, zf.getinfo("payload.bin").file_size)
             payload = zf.read("payload.bin")               # zipfile checks the member's CRC-32 here
     except zipfile.BadZipFile as e:

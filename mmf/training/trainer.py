@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf import MMfreeConfig, MMfreeLM
+from mmf import MMfreeConfig
+from mmf.layers.quant import check_weights
+from mmf.models.registry import build_model, check_arch, config_to_dict
 from mmf.training.adamw import AdamW
 from mmf.training.checkpoint import load_checkpoint, save_checkpoint
 from mmf.text.corpus import DATA_DIR, eval_windows, get_batch, prepare
@@ -49,7 +51,9 @@ class TrainConfig:
     val_fraction: float = 0.1        # last fraction of the text held out for validation
     ts_path: str = ""                # local Tiny Shakespeare file ("" = search default places, then download)
     data_dir: str = DATA_DIR         # where token files and the tokenizer are written
-    # ---- model (MMfreeConfig)
+    # ---- model (the architecture's config: MMfreeConfig, ...)
+    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", ...
+    weights: str = "ternary"         # BitLinear weight format: "ternary" (E3), "binary" (E3b), "float"
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
     intermediate_size: int = 0       # I of the GLU; 0 = the official E8 rounding rule
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"corpus must be 'stories' or 'tinyshakespeare', got {self.corpus!r}")
         if self.tokenizer not in ("bpe", "char"):
             raise ValueError(f"tokenizer must be 'bpe' or 'char', got {self.tokenizer!r}")
+        check_arch(self.arch)
+        check_weights(self.weights, "weights")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
@@ -272,7 +278,7 @@ def clip_grads(grads: dict, max_norm: float) -> float:
     return norm
 
 
-def evaluate(model: MMfreeLM, tokens: np.ndarray, cfg: TrainConfig) -> float:
+def evaluate(model, tokens: np.ndarray, cfg: TrainConfig) -> float:
     """Mean loss in nats/token over the first cfg.eval_windows val windows (deterministic)."""
     x, y = eval_windows(tokens, cfg.block_size, cfg.eval_windows)        # (N, T), (N, T)
     total, n = 0.0, 0
@@ -284,9 +290,10 @@ def evaluate(model: MMfreeLM, tokens: np.ndarray, cfg: TrainConfig) -> float:
     return total / n
 
 
-def model_config_of(cfg: TrainConfig, vocab_size: int) -> MMfreeConfig:
+def model_config_of(cfg: TrainConfig, vocab_size: int):
+    """The model config of the run's architecture, from the TrainConfig's model fields."""
     return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        intermediate_size=cfg.intermediate_size or None)
+                        intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
 
 
 def _check_resume(ck, cfg: TrainConfig) -> None:
@@ -308,9 +315,9 @@ def _check_resume(ck, cfg: TrainConfig) -> None:
 def _restore(ck, model, opt, rng, history, tok):
     """Load params, optimizer moments and the batch generator's state; returns (step, history)."""
     path = ck.path
-    if ck.model_config != dataclasses.asdict(model.config):
-        raise ValueError(f"{path}: its model config {ck.model_config} differs from this "
-                         f"run's {dataclasses.asdict(model.config)}")
+    if ck.config != model.config:
+        raise ValueError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
+                         f"run's {config_to_dict(model.config)}")
     if ck.tokenizer != tok.to_dict():
         raise ValueError(f"{path}: its tokenizer differs from the one of this run's data; token ids would "
                          "change meaning. Use the checkpoint's data settings (or --rebuild_data=True if the "
@@ -371,7 +378,7 @@ def _last_good(ckpt_path):
 
 
 def _save(path, model, opt, tok, cfg, step, rng, history):
-    save_checkpoint(path, params=model.params, model_config=dataclasses.asdict(model.config),
+    save_checkpoint(path, params=model.params, model_config=config_to_dict(model.config),
                     optimizer_state=opt.state_dict(), train_config=dataclasses.asdict(cfg),
                     tokenizer=tok.to_dict(), step=step, rng_state=rng.bit_generator.state,
                     extra={"history": history})
@@ -394,8 +401,8 @@ def train(cfg: TrainConfig) -> dict:
                    story_bytes=cfg.story_bytes, val_fraction=cfg.val_fraction,
                    ts_path=cfg.ts_path or None, force=cfg.rebuild_data, progress=cfg.progress)
     tok = data.tokenizer
-    model = MMfreeLM(model_config_of(cfg, tok.vocab_size), seed=cfg.seed, dtype=np.dtype(cfg.dtype),
-                     backend=cfg.backend)
+    model = build_model(model_config_of(cfg, tok.vocab_size), seed=cfg.seed, dtype=np.dtype(cfg.dtype),
+                        backend=cfg.backend)
     opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)                     # batch order; its state = data position
     history = {"step": [], "train_loss": [], "lr": [], "val_step": [], "val_loss": [], "val_bpb": [],
