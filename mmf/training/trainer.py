@@ -142,6 +142,7 @@ def _check_values(cfg) -> None:
     def need(ok, field, what):
         if not ok:
             raise ValueError(f"{field} must be {what}, got {getattr(cfg, field)!r}")
+    need(0.0 < cfg.lr < 1.0, "lr", "in (0, 1)")                     # first: the checks below divide by it
     need(cfg.backend in ("numpy", "numba"), "backend", "'numpy' or 'numba'")
     if cfg.backend == "numba":
         import importlib.util
