@@ -6,6 +6,8 @@
   3. resident weight memory of that model: Engine (embedding in RAM, memory-mapped, or int8) vs float32
   4. training step (fwd + bwd + AdamW), V=2048, D=256, L=4, B=16, T=128: NumbaBackend vs NumPy reference
   5. activation memory of a training step: fused recompute vs caching x~
+  6. the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
+     the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
@@ -63,6 +65,10 @@ def alternating_blocks(fns, rounds=3, per_block=10, settle=0.3):
 
 def stats(ts):
     return dict(median=float(np.median(ts)), min=float(ts.min()), max=float(ts.max()))
+
+
+def fmt_us(s):
+    return f"{s['median'] * 1e6:.2f} us (min {s['min'] * 1e6:.2f}, max {s['max'] * 1e6:.2f})"
 
 
 def fmt_ms(s):
@@ -269,15 +275,50 @@ def _bitlinear_caches(obj):
     return found
 
 
+def bench_checks(config_kw, gemv_n, step_repeats=30, check_repeats=2000):
+    """Seconds of the O(1) input checks of Engine.step and ternary_matvec (each timed over many calls)
+    beside the work they guard (a decoding step without its checks; the GEMV kernel alone)."""
+    from .packing import check_activations
+    from .products import _check_packed, matmul_best
+    cfg = mmf.MMfreeConfig(**config_kw)
+    engine = Engine(mmf.MMfreeLM(cfg, seed=0))
+    state = engine.new_state(1)
+    toks = iter(np.random.default_rng(1).integers(0, cfg.vocab_size, 10**6))
+    tok = np.array([5])
+
+    def checks_only():
+        for _ in range(100):
+            engine._check_step(tok, state)
+
+    ts = alternating_blocks({"step": lambda: engine._step_unchecked(np.array([next(toks)]), state),
+                             "checks x100": checks_only}, rounds=3, per_block=max(1, step_repeats // 3))
+    step, checks = stats(ts["step"]), stats(np.array(ts["checks x100"]) / 100)
+    rng = np.random.default_rng(0)
+    packed = pack_ternary(rng.integers(-1, 2, (gemv_n, gemv_n)).astype(np.int8))
+    x = rng.integers(-128, 128, gemv_n).astype(np.int8)
+
+    def gemv_checks_only():
+        for _ in range(100):
+            _check_packed(packed)
+            check_activations("x_q", x, packed.shape[1], ndim=1)
+
+    tg = alternating_blocks({"gemv": lambda: matmul_best(packed, x.reshape(1, -1)),
+                             "checks x100": gemv_checks_only}, rounds=3, per_block=max(1, check_repeats // 300))
+    gemv, gchecks = stats(tg["gemv"]), stats(np.array(tg["checks x100"]) / 100)
+    return {"config": config_kw, "step": step, "step_checks": checks,
+            "step_ratio": checks["median"] / step["median"], "gemv": gemv, "gemv_checks": gchecks,
+            "gemv_ratio": gchecks["median"] / gemv["median"]}
+
+
 # ----------------------------------------------------------------------------
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory"])
+    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "checks"])
     args = ap.parse_args(argv)
     S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
-    want = set(args.only or ["gemv", "decode", "train", "memory"])
+    want = set(args.only or ["gemv", "decode", "train", "memory", "checks"])
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
@@ -323,6 +364,12 @@ def main(argv=None):
               f"{c['bitlinear_bytes'] / 2**20:.1f} -> {f['bitlinear_bytes'] / 2**20:.1f} MiB "
               f"({100 * r['bitlinear_saving']:.0f}% less); tracemalloc peak {c['peak_bytes'] / 2**20:.1f} -> "
               f"{f['peak_bytes'] / 2**20:.1f} MiB ({100 * r['peak_saving']:.0f}% less) (target >= 40%)")
+    if "checks" in want:
+        r = bench_checks(S["decode"], S["gemv"])
+        print(f"[6] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "
+              f"the step without them {fmt_ms(r['step'])} = {100 * r['step_ratio']:.3f}% (target < 2%)")
+        print(f"[6] input checks of ternary_matvec {S['gemv']}x{S['gemv']}: {fmt_us(r['gemv_checks'])} per call vs "
+              f"the kernel {fmt_ms(r['gemv'])} = {100 * r['gemv_ratio']:.3f}%")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
