@@ -7,9 +7,9 @@ import textwrap
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code, timeout=300, args=()):
-    """Run `code` with the repo importable; returns the CompletedProcess (text stdout/stderr)."""
-    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def run_python(code, timeout=300, args=(), env=None):
+    """Run `code` with the repo importable (env: extra variables); returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
 

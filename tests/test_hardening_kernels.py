@@ -2,6 +2,7 @@
 public API, and NaN logits never become a token. The reproductions that used to crash the
 interpreter (heap corruption, SIGSEGV) run in a subprocess (tests/isolated.py)."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -205,3 +206,21 @@ def test_accelerator_refuses_nan_logits():
     acc = Accelerator.from_model(m, Hardware())
     with np.errstate(all="ignore"), pytest.raises(NonFiniteLogitsError):
         acc.generate([1, 2], 2)
+
+
+# ---------------------------------------------------------------- item 7: no litter from the engine
+
+def test_the_mapped_embedding_leaves_no_file_even_after_kill_9(tmp_path):
+    """The file behind embedding='mmap' is unlinked as soon as it is open: a process killed while
+    decoding leaves nothing in the temporary directory."""
+    proc = run_python("""
+        import os, signal, numpy as np, mmf, kernels_numba as kn
+        e = kn.Engine(mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=40, hidden_size=32, num_layers=1,
+                                                    intermediate_size=64)), embedding="mmap")
+        e.step(np.array([3]), e.new_state(1))
+        print("files while running:", sorted(os.listdir(os.environ["TMPDIR"])), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """, env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == -9, proc.stderr
+    assert "files while running: []" in proc.stdout
+    assert os.listdir(tmp_path) == []

@@ -165,6 +165,13 @@ def test_an_unusable_output_directory_is_found_before_the_data(tmp_path, monkeyp
     assert not os.path.exists(tmp_path / "data")
 
 
+def test_sample_prompts_the_tokenizer_cannot_encode_are_found_before_training(tmp_path):
+    c = cfg(tmp_path, tokenizer="char", sample_prompts="Once|\u00e9t\u00e9 \u2603")
+    with pytest.raises(ValueError, match="sample_prompts: .* cannot be encoded"):
+        train(c)
+    assert not os.path.exists(os.path.join(c.out_dir, "ckpt.ckpt"))
+
+
 # ---------------------------------------------------------------- item 5: the last good checkpoint is good
 
 def _poison_after(monkeypatch, bad_step):

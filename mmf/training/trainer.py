@@ -376,6 +376,17 @@ def _checkpoint_is_good(model, data, cfg: TrainConfig) -> float:
     return float(loss)
 
 
+def _check_sample_prompts(cfg: TrainConfig, tok) -> None:
+    """The prompts printed after training must encode with this run's tokenizer: found now, not then."""
+    for prompt in (p for p in cfg.sample_prompts.split("|") if p):
+        try:
+            ids = tok.encode(prompt)
+        except ValueError as e:
+            raise ValueError(f"sample_prompts: {prompt!r} cannot be encoded ({e}); change --sample_prompts") from None
+        if not ids:
+            raise ValueError(f"sample_prompts: {prompt!r} encodes to no tokens; change --sample_prompts")
+
+
 def _last_good(ckpt_path):
     return ckpt_path or "none yet"
 
@@ -404,6 +415,7 @@ def train(cfg: TrainConfig) -> dict:
                    story_bytes=cfg.story_bytes, val_fraction=cfg.val_fraction,
                    ts_path=cfg.ts_path or None, force=cfg.rebuild_data, progress=cfg.progress)
     tok = data.tokenizer
+    _check_sample_prompts(cfg, tok)
     model = build_model(model_config_of(cfg, tok.vocab_size), seed=cfg.seed, dtype=np.dtype(cfg.dtype),
                         backend=cfg.backend)
     opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
