@@ -218,9 +218,10 @@ class Engine:
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
 
     def __init__(self, model, embedding="float32"):
+        if hasattr(model, "config") and hasattr(type(model.config), "arch"):
+            require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        require(model, "kernels_numba.Engine", SUPPORTED)
         bad = [name for name, p in model.params.items() if not np.isfinite(p).all()]
         if bad:
             raise ValueError(f"the model's parameters hold NaN/inf ({', '.join(bad[:3])}"
