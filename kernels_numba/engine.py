@@ -96,19 +96,21 @@ def _norm_quant_words(x, g, u, simd_on):
 
 
 @njit(error_model="numpy", cache=True)
-def _step(tokens, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
+def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
           p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
           u_nz, u_ng, u_off, u_beta, u_gain,
           d_nz, d_ng, d_off, d_beta, d_gain,
           head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
           u_d, u_i, simd_on, logits):
-    """One token of each of B sequences: tokens (B,), h (B, L, D) updated in place, logits (B, V).
-    u_d (3, B padded, 64 NB_D) and u_i (1, B padded, 64 NB_I) are the activation-byte buffers."""
+    """One token of each of B sequences: x (B, D) their embeddings (E10), the residual streams from
+    here on; h (B, L, D) updated in place; logits (B, V). u_d (3, B padded, 64 NB_D) and u_i (1, B
+    padded, 64 NB_I) are the activation-byte buffers.
+    The embedding rows are gathered by the caller so that this function has ONE signature whatever
+    the embedding (float32, read-only memory map, int8): Numba's on-disk cache of a function that
+    calls a parallel one (`_product_segments`) crashed the interpreter once it held two
+    specializations (measured: a float32 engine after an mmap one in an earlier process, SIGSEGV)."""
     B, L, D = h.shape
     I = d_gain.shape[1]
-    x = np.empty((B, D), np.float32)                                 # residual streams
-    for b in range(B):
-        x[b] = emb[tokens[b]].astype(np.float32) * emb_scale[tokens[b]]   # embedding (E10)
     acc_p, acc_d = np.empty((B, 3 * D), np.int32), np.empty((B, D), np.int32)
     acc_u, acc_v = np.empty((B, 2 * I), np.int32), np.empty((B, logits.shape[1]), np.int32)
     s = np.empty((3, B), np.float32)                                 # activation scales (E2)
@@ -318,8 +320,8 @@ class Engine:
         if state.shape != want:
             raise ValueError(f"state must have shape (B, L, D) = {want} for {tokens.shape[0]} token(s), got "
                              f"{state.shape}; make it with Engine.new_state(B)")
-        if not state.flags.c_contiguous or not state.flags.writeable:
-            raise ValueError("state must be a C-contiguous, writable array (it is updated in place); "
+        if not (state.flags.c_contiguous and state.flags.writeable and state.flags.aligned):
+            raise ValueError("state must be a C-contiguous, aligned, writable array (it is updated in place); "
                              "make it with Engine.new_state(B)")
         if not np.isfinite(state).all():                            # B*L*D floats: cheap beside the step
             raise ValueError("state holds NaN/inf; start from Engine.new_state(B) or a state a step returned")
@@ -338,7 +340,9 @@ class Engine:
         u_d = np.zeros((3, padded, 64 * n_blocks(cfg.hidden_size)), np.uint8)
         u_i = np.zeros((1, padded, 64 * n_blocks(cfg.intermediate_size)), np.uint8)
         logits = np.empty((B, cfg.vocab_size), np.float32)
-        _step(np.ascontiguousarray(tokens, dtype=np.int64), state, self.emb, self.emb_scale, self.attn_norm,
+        x = np.ascontiguousarray(self.emb[tokens], dtype=np.float32)   # (B,) -> (B, D) embedding rows (E10)
+        x *= self.emb_scale[tokens][:, None]                         # the int8 table's row scales (else 1)
+        _step(x, state, self.attn_norm,
               self.mlp_norm, self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.o_nz, self.o_ng,
               self.o_off, self.p_beta, self.p_gain,
               self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,

@@ -224,3 +224,23 @@ def test_the_mapped_embedding_leaves_no_file_even_after_kill_9(tmp_path):
     assert proc.returncode == -9, proc.stderr
     assert "files while running: []" in proc.stdout
     assert os.listdir(tmp_path) == []
+
+
+def test_one_compiled_step_for_every_embedding_kind(model):
+    """Numba's disk cache of `_step` (which calls a parallel kernel) crashed the interpreter (SIGSEGV)
+    once it held two specializations, e.g. a float32 engine run after an mmap one: the step now
+    takes the gathered embedding rows, so every engine uses the same single specialization."""
+    from kernels_numba.engine import _step
+    for embedding in ("float32", "mmap", "int8"):
+        engine = kn.Engine(model, embedding=embedding)
+        engine.step(np.array([1, 2]), engine.new_state(2))
+    assert len(_step.signatures) == 1, _step.signatures
+    for embedding in ("mmap", "float32", "int8"):                    # fresh processes read that cache
+        proc = run_python(f"""
+            import numpy as np, mmf, kernels_numba as kn
+            e = kn.Engine(mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=40, hidden_size=32, num_layers=2,
+                                                        intermediate_size=64), seed=3), embedding={embedding!r})
+            print("ok", np.isfinite(e.step(np.array([1]), e.new_state(1))).all())
+        """)
+        assert_no_crash(proc)
+        assert "ok True" in proc.stdout, proc.stderr

@@ -326,6 +326,10 @@ def _check_resume(ck, cfg: TrainConfig) -> None:
     if ck.optimizer_state is None or ck.rng_state is None or ck.train_config is None:
         raise ValueError(f"{ck.path}: this checkpoint holds no optimizer state, data position or training "
                          "config (saved for sampling only?), so a run cannot resume from it exactly")
+    if ck.arch != cfg.arch:                          # the most likely mistake: say it first
+        raise CheckpointError(f"{ck.path} holds an arch={ck.arch!r} model but this run trains arch="
+                              f"{cfg.arch!r}; resume it with --arch={ck.arch} (and its other model "
+                              "options), or start a fresh run")
     fixed, optim = resume_differences(ck.train_config, cfg, ck.step)
     if fixed or (optim and not cfg.allow_changed_optim):
         lines = fixed + optim
