@@ -3,6 +3,7 @@ public API, and NaN logits never become a token. The reproductions that used to 
 interpreter (heap corruption, SIGSEGV) run in a subprocess (tests/isolated.py)."""
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -111,19 +112,7 @@ def test_public_products_check_their_activations():
 
 # ---------------------------------------------------------------- item 1: Engine entries
 
-ENGINE = """
-    import numpy as np, mmf, kernels_numba as kn
-    e = kn.Engine(mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=40, hidden_size=32, num_layers=2, intermediate_size=64)))
-    try:
-        {call}
-    except (ValueError, TypeError) as err:
-        print("refused:", err)
-    else:
-        print("accepted")
-"""
-
-
-@pytest.mark.parametrize("call, words", [
+ENGINE_CASES = [
     ("e.step(np.array([10**9]), e.new_state(1))", r"ids in \[1000000000"),
     ("e.step(np.array([-1]), e.new_state(1))", r"ids in \[-1"),
     ("e.step(np.array([1]), np.zeros((1, 5000, 32), np.float32))", r"shape \(B, L, D\) = \(1, 2, 32\)"),
@@ -131,17 +120,32 @@ ENGINE = """
     ("e.step(np.array([1]), e.new_state(2))", r"\(1, 2, 32\) for 1 token"),
     ("e.step(np.array([1]), np.zeros((1, 2, 32)))", "float32"),
     ("e.step(np.array([1]), np.zeros((1, 32, 2), np.float32).transpose(0, 2, 1))", "C-contiguous"),
+    ("e.step(np.array([1]), np.frombuffer(bytes(257), np.uint8)[1:].view(np.float32).reshape(1, 2, 32))",
+     "aligned"),
     ("e.step(np.array([1.0]), e.new_state(1))", "integer"),
     ("e.step(np.array([], np.int64), e.new_state(1))", "B >= 1"),
     ("e.new_state(0)", "batch must be an int >= 1"),
     ("e.prefill(np.array([[1, 40]]))", r"\[1, 40\]"),
     ("e.generate(np.zeros((0, 3), np.int64), 2)", "B, T >= 1"),
-])
-def test_engine_entries_refuse_what_would_crash_or_return_garbage(call, words):
-    proc = run_python(ENGINE.format(call=call))
+]
+
+
+def test_engine_entries_refuse_what_would_crash_or_return_garbage():
+    """The issue's SIGSEGVs (an id of 10**9, a state of (1, 5000, D)) and garbage (a batch mismatch),
+    all in one fresh interpreter: a crash fails the test instead of ending pytest."""
+    lines = ["import numpy as np, mmf, kernels_numba as kn",
+             "e = kn.Engine(mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=40, hidden_size=32, num_layers=2, "
+             "intermediate_size=64)))"]
+    for k, (call, _) in enumerate(ENGINE_CASES):
+        lines += ["try:", f"    {call}", "except (ValueError, TypeError) as err:",
+                  f"    print('case {k} refused:', err, flush=True)", "else:",
+                  f"    print('case {k} accepted', flush=True)"]
+    proc = run_python("\n".join(lines))
     assert_no_crash(proc)
-    assert "refused:" in proc.stdout, proc.stdout + proc.stderr
-    assert __import__("re").search(words, proc.stdout), proc.stdout
+    out = proc.stdout.splitlines()
+    assert len(out) == len(ENGINE_CASES), proc.stdout + proc.stderr
+    for k, (call, words) in enumerate(ENGINE_CASES):
+        assert out[k].startswith(f"case {k} refused:") and re.search(words, out[k]), (call, out[k])
 
 
 def test_engine_refuses_an_unquantized_model():
