@@ -224,6 +224,8 @@ def pack_model_weight(W, rows_per_chunk=1024):
     np.abs(magnitude, out=magnitude)
     beta = max(float(np.mean(magnitude)), WEIGHT_EPS)               # = weight_scale(W as float32)
     del magnitude
+    if not np.isfinite(beta):                                        # mean |W| is finite iff every entry is
+        raise ValueError(f"a weight matrix of shape {W.shape} holds NaN/inf: a diverged run? Use an earlier checkpoint")
     nb = n_blocks(n_in)
     nonzero, negative = np.empty((out, nb), np.uint64), np.empty((out, nb), np.uint64)
     offset = np.empty(out, np.int64)
@@ -231,7 +233,8 @@ def pack_model_weight(W, rows_per_chunk=1024):
         rows = slice(r, min(r + rows_per_chunk, out))
         p = pack_ternary(ternary_codes(np.asarray(W[rows], dtype=np.float32), beta))
         nonzero[rows], negative[rows], offset[rows] = p.nonzero, p.negative, p.offset
-    return PackedTernary(nonzero, negative, offset, (out, n_in), beta)
+    return PackedTernary._trusted(_read_only(nonzero), _read_only(negative), _read_only(offset),
+                                  (out, n_in), beta)                 # valid by construction: freeze only
 
 
 # ----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import sys
 # A mistake in what the user asked for: wrong option values, files that are missing, are
 # directories or are not what they claim to be (CheckpointError and the data cache's errors are
 # ValueErrors).
-USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                ImportError)                     # an optional package the chosen option needs
 # The work was started and could not be finished (numerics, the machine).
 RUN_ERRORS = (ArithmeticError, OSError, MemoryError)
 

@@ -185,7 +185,11 @@ def test_generate_with_finite_logits_still_works(model):
 def test_engine_refuses_non_finite_params_state_and_logits(model):
     nan = mmf.MMfreeLM(CFG, seed=3)
     nan.params["model.norm.weight"][0] = np.nan
-    with pytest.raises(ValueError, match="model.norm.weight"):
+    with pytest.raises(ValueError, match="NaN/inf"):
+        kn.Engine(nan)
+    nan.params["model.norm.weight"][0] = 1.0
+    nan.params["model.layers.1.mlp.down_proj.weight"][2, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN/inf"):
         kn.Engine(nan)
     engine = kn.Engine(_nan_model())                                 # finite params, overflow inside
     with np.errstate(all="ignore"), pytest.raises(NonFiniteLogitsError):
