@@ -374,10 +374,12 @@ def _restore(ck, model, opt, rng, history, tok):
 def _checkpoint_bytes(cfg: TrainConfig) -> int:
     """Bytes of one checkpoint of this run: params + AdamW's two moments, plus the temporary copy."""
     from mmf.models.params import param_shapes
+    from mmf.models.rwkv4 import param_shapes as rwkv4_param_shapes
     from mmf.models.transformer_params import transformer_param_shapes
     vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 1024      # a char vocabulary is smaller than this
     mc = model_config_of(cfg, vocab)
-    shapes = transformer_param_shapes(mc) if cfg.arch == "transformer" else param_shapes(mc)
+    shapes_of = {"transformer": transformer_param_shapes, "rwkv4": rwkv4_param_shapes}.get(cfg.arch, param_shapes)
+    shapes = shapes_of(mc)
     n = sum(int(np.prod(s)) for s in shapes.values())
     return 3 * n * np.dtype(cfg.dtype).itemsize + (1 << 20)
 
