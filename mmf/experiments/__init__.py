@@ -1,0 +1,6 @@
+"""Experiments: grids of training runs and what they measure. Imports training, models and text.
+
+  runner        a resumable grid of named runs, one folder and checkpoint each, and the CSV of results
+  baselines     MMfree beside Transformer++, BitNet b1.58, binary BitNet and ternary-QK: a learning-rate
+                sweep, two seeds at each best rate, the results table (python -m mmf.experiments.baselines)
+"""
