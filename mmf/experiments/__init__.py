@@ -1,6 +1,7 @@
 """Experiments: grids of training runs and what they measure. Imports training, models and text.
 
   runner        a resumable grid of named runs, one folder and checkpoint each, and the CSV of results
+  lr_sweep      python -m mmf.train --lr_sweep=...: one run per learning rate, the best picked
   baselines     MMfree beside Transformer++, BitNet b1.58, binary BitNet and ternary-QK: a learning-rate
                 sweep, two seeds at each best rate, the results table (python -m mmf.experiments.baselines)
 """

@@ -102,7 +102,7 @@ def best_lrs(rows: list[dict]) -> dict[str, float]:
     diverged runs (NaN loss) never win."""
     best: dict[str, tuple[float, float]] = {}
     for r in rows:
-        if r["seed"] != SWEEP_SEED or not isinstance(r["val_loss"], float) or math.isnan(r["val_loss"]):
+        if r["seed"] != SWEEP_SEED or not isinstance(r["val_loss"], (int, float)) or math.isnan(r["val_loss"]):
             continue
         if r["variant"] not in best or r["val_loss"] < best[r["variant"]][1]:
             best[r["variant"]] = (r["lr"], r["val_loss"])

@@ -203,7 +203,7 @@ def csv_text(rows: list[dict]) -> str:
     w = csv.DictWriter(out, fieldnames=["name", *tags, *RESULT_COLUMNS], lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
     return out.getvalue()
 
 

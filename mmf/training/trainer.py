@@ -3,6 +3,7 @@
     python -m mmf.train --preset=tiny                     # the main job (embedded story corpus)
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
+    python -m mmf.train --preset=tiny --lr_sweep=1e-3,3e-3,1e-2   # one run per rate, the best one picked
 
 Recipe (SPEC §3, paper + BitNet b1.58 notes): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
@@ -397,11 +398,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  --{f.name}={f.default!r}")
         print(f"presets: {', '.join(PRESETS)}")
         return 0
+    sweep = [a for a in argv if a.startswith("--lr_sweep=")]
     try:
-        cfg = config_from_args(argv)
+        cfg = config_from_args([a for a in argv if not a.startswith("--lr_sweep=")])
+        if sweep:
+            from mmf.experiments.lr_sweep import lr_sweep, parse_lrs
+            lrs = parse_lrs(sweep[-1].split("=", 1)[1])
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if sweep:
+        lr_sweep(cfg, lrs)
+        return 0
     s = train(cfg)
     meta = s["meta"]
     line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
