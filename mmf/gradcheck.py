@@ -1,4 +1,4 @@
-"""Finite-difference gradient checks (SPEC §4): float64, quantization off, centred differences,
+"""Finite-difference gradient checks (docs/equations.md, "Numerics"): float64, quantization off, centred differences,
 relative error, every input and every parameter tensor of every layer.
 
     rel_error(a, b) = ||a - b|| / (||a|| + ||b||)      (a norm-wise relative error: one number per
@@ -95,17 +95,19 @@ def _layer_cases(rng):
         p["g_norm.weight"] = 1 + 0.1 * r(D)
         return p
 
-    def case_mlgru(with_lb):
+    def case_mlgru(with_lb, gate="official", fused=True):
+        gate_ops = ops if fused else NumpyBackend(quantize=False, fused=False)
+
         def make():
             t = {"xn": r(B, T, D), "h0": r(B, D), **mlgru_params()}
             if with_lb:
                 t["lb"] = rng.uniform(0.1, 0.6, D)
             dout, dh_last = r(B, T, D), r(B, D)
             p = lambda: {k: v for k, v in t.items() if k not in ("xn", "h0", "lb")}
-            fwd = lambda: mlgru.mlgru_scan_forward(t["xn"], p(), t.get("lb"), t["h0"], 1e-6, ops)
+            fwd = lambda: mlgru.mlgru_scan_forward(t["xn"], p(), t.get("lb"), t["h0"], 1e-6, gate_ops, gate)
             # the loss also reads the final state, so the carried-state gradient path is checked too
             f = lambda: float(np.sum(fwd()[0] * dout) + np.sum(fwd()[1][:, -1] * dh_last))
-            dxn, dp, dlb, dh0 = mlgru.mlgru_scan_backward(dout, fwd()[2], dh_last=dh_last, ops=ops)
+            dxn, dp, dlb, dh0 = mlgru.mlgru_scan_backward(dout, fwd()[2], dh_last=dh_last, ops=gate_ops)
             an = {"xn": dxn, "h0": dh0, **dp}
             if with_lb:
                 an["lb"] = dlb
@@ -151,6 +153,8 @@ def _layer_cases(rng):
         "E6 recurrence scan": case_scan,
         "E6 mlgru (layer 0)": case_mlgru(False),
         "E6 mlgru (lower-bounded)": case_mlgru(True),
+        "E6 mlgru (paper output gate, fused)": case_mlgru(True, "paper", fused=True),
+        "E6 mlgru (paper output gate, caching)": case_mlgru(True, "paper", fused=False),
         "E7 lower bounds": case_lower_bounds,
         "E8 glu": case_glu,
         "E9 block": case_block,
@@ -158,11 +162,12 @@ def _layer_cases(rng):
     }
 
 
-def model_case(seed=0):
+def model_case(seed=0, output_gate="official"):
     """E10: every parameter tensor of a 2-layer float64 model with quantization off."""
     from mmf.models.config import MMfreeConfig
     from mmf.models.mmfree import MMfreeLM
-    cfg = MMfreeConfig(vocab_size=11, hidden_size=6, num_layers=2, intermediate_size=4)
+    cfg = MMfreeConfig(vocab_size=11, hidden_size=6, num_layers=2, intermediate_size=4,
+                       output_gate=output_gate)
     model = MMfreeLM(cfg, seed=seed, dtype=np.float64, quantize=False)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():          # move away from the symmetric init (gains = 1, P = 0)
@@ -181,6 +186,8 @@ def run_all(seed=0):
             results[(layer, tensor)] = err
     for tensor, err in check_gradients(*model_case(seed)).items():
         results[("E10 model (2 layers)", tensor)] = err
+    for tensor, err in check_gradients(*model_case(seed, output_gate="paper")).items():
+        results[("E10 model (2 layers, paper output gate)", tensor)] = err
     return results
 
 

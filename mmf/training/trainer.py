@@ -5,7 +5,7 @@
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
     python -m mmf.train --preset=tiny --lr_sweep=1e-3,3e-3,1e-2   # one run per rate, the best one picked
 
-Recipe (SPEC §3, paper + BitNet b1.58 notes): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
+Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
 weight decay dropped to 0 at the midpoint (BitNet b1.58), global-norm gradient clipping.
 
@@ -58,6 +58,7 @@ class TrainConfig:
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
     intermediate_size: int = 0       # I of the GLU; 0 = the official E8 rounding rule
+    output_gate: str = "official"    # MLGRU output gate: "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
     backend: str = "numpy"           # "numpy" (reference) or "numba" (kernels_numba, faster)
     dtype: str = "float32"           # parameter/activation dtype
     # ---- optimisation
@@ -221,7 +222,8 @@ def evaluate(model, tokens: np.ndarray, cfg: TrainConfig) -> float:
 def model_config_of(cfg: TrainConfig, vocab_size: int):
     """The model config of the run's architecture, from the TrainConfig's model fields."""
     return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
+                        intermediate_size=cfg.intermediate_size or None, weights=cfg.weights,
+                        output_gate=cfg.output_gate)
 
 
 def _restore(path, model, opt, rng, history):
@@ -359,12 +361,13 @@ def write_logs(out_dir: str, summary: dict) -> None:
 
 
 def plot_loss(summary: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves on its own canvas: neither pyplot nor the global backend is touched,
+    # so a notebook that trains and then calls plt.show() still displays its plots inline.
+    from matplotlib.figure import Figure
 
     h, meta = summary["history"], summary["meta"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(h["step"], h["train_loss"], lw=0.8, alpha=0.6, label="train (per batch)")
     ax.plot(h["val_step"], h["val_loss"], "o-", label="validation")
     if "val_floor_nats_per_token" in meta:
@@ -376,7 +379,6 @@ def plot_loss(summary: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def print_samples(model, tok, cfg: TrainConfig) -> None:
