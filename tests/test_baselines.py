@@ -76,8 +76,10 @@ def test_readme_baselines_table_is_generated_from_the_committed_csv():
 
 def test_presets_record_the_swept_learning_rates():
     best = baselines.best_lrs(read_csv(baselines.RESULTS_CSV))
+    assert best == baselines.CHOSEN_LRS
+    presets = trainer.all_presets()
     for variant, lr in best.items():
-        preset = trainer.PRESETS[f"baseline-{variant}"]
+        preset = presets[f"baseline-{variant}"]
         assert preset["lr"] == lr, f"preset baseline-{variant} has lr {preset['lr']}, the sweep picked {lr}"
         for k, v in baselines.VARIANTS[variant][1].items():
             assert preset[k] == v

@@ -58,12 +58,23 @@ BASE = {**PRESETS["shakespeare"], "hidden_size": 256, "num_layers": 2, "batch_si
 # learning rates swept per variant (3 each, 1 seed): quantized weights like larger steps than float ones
 SWEEP_LRS = {"ternary": (1e-3, 3e-3, 1e-2), "binary": (1e-3, 3e-3, 1e-2), "float": (3e-4, 1e-3, 3e-3)}
 SWEEP_SEED = 0
+# what the sweep picked (docs/results/baselines.csv; tests/test_baselines.py keeps the two equal): the
+# learning rates of the presets `python -m mmf.train --preset=baseline-<variant>`
+CHOSEN_LRS = {"mmfree-ternary": 3e-3, "mmfree-float": 3e-3, "transformer-float": 3e-3, "bitnet-b1.58": 3e-3,
+              "bitnet-binary": 3e-3, "ternary-qk": 3e-3}
 FINAL_SEEDS = (0, 1)            # seed 0 at the best rate is the sweep's own run (same config, same folder)
 
 # seconds-long version for CI and notebooks in smoke mode: the stories smoke data, a 32-wide model
 SMOKE_BASE = {**PRESETS["smoke"], "max_steps": 12, "eval_interval": 6, "checkpoint_interval": 6,
               "backend": "numpy", "sample_prompts": ""}
 SMOKE_LRS = (3e-3, 1e-2)
+
+
+def presets() -> dict[str, dict]:
+    """TrainConfig presets `baseline-<variant>`: the study's data, size and budget at the chosen rate."""
+    return {f"baseline-{v}": {**BASE, **fields, "lr": CHOSEN_LRS[v], "out_dir": f"runs/baseline-{v}",
+                              "sample_prompts": "ROMEO:|First Citizen:"}
+            for v, (_, fields) in VARIANTS.items()}
 
 
 def available(variant: str) -> bool:

@@ -161,9 +161,17 @@ def config_from_args(argv: list[str]) -> TrainConfig:
         except (ValueError, SyntaxError):
             value = raw                                           # a bare word: a string
         overrides[key] = value
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{**PRESETS[preset], **overrides})
+    presets = all_presets()
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    return TrainConfig(**{**presets[preset], **overrides})
+
+
+def all_presets() -> dict[str, dict]:
+    """PRESETS plus the baselines study's `baseline-<variant>` presets (each variant at the learning rate
+    its sweep picked; they live with the study in mmf/experiments/baselines.py)."""
+    from mmf.experiments.baselines import presets
+    return {**PRESETS, **presets()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         print("options (--key=value):")
         for f in dataclasses.fields(TrainConfig):
             print(f"  --{f.name}={f.default!r}")
-        print(f"presets: {', '.join(PRESETS)}")
+        print(f"presets: {', '.join(all_presets())}")
         return 0
     sweep = [a for a in argv if a.startswith("--lr_sweep=")]
     try:
