@@ -1,20 +1,23 @@
 """Decoding cost against context length: the MatMul-free LM's constant state beside a Transformer's KV cache.
 
     python -m mmf.experiments.decode_cost                      # contexts 128 ... 8192, the baselines' size
-    python -m mmf.experiments.decode_cost --plot=decode.png --repeats=21
-    python -m mmf.experiments.decode_cost --smoke              # seconds (CI, notebooks under MMF_SMOKE=1)
+    python -m mmf.experiments.decode_cost --plot=decode.png --repeats=21 --table=decode.md
+    python -m mmf.experiments.decode_cost --smoke              # seconds, NumPy models only (CI)
 
 To decode token n+1 a model needs what it remembers of tokens 1..n. The MatMul-free LM remembers one
 hidden vector per layer (the MLGRU state h, L x D numbers) whatever n is; a Transformer keeps every past
 key and value (the KV cache, 2 x L x n x D numbers) and attends over all of them. So the MMfree step
 costs the same at n = 128 and n = 8192, and the Transformer's grows with n, in time and in memory.
 
-Method: both models at the baselines' size (D = 256, L = 2, V = 2048; Transformer++ float with 4 heads),
-untrained (timing does not depend on the weights' values), batch 1, float32, the NumPy reference on one
-machine in one process. Each context is reached by real prefill (random tokens, fed in chunks of at most
-512 so the attention scores stay small), then one decoding step is timed `repeats` times from that same
-state; we report the median and the min-max. The state bytes are those of the arrays the model carries.
-The machine is shared: absolute times are noisy, the shape of the curves is the result.
+Method: three decoders at the baselines' size (D = 256, L = 2, V = 2048), untrained (timing does not
+depend on the weights' values), batch 1, float32, in one process:
+  * MMfree with float weights in NumPy and Transformer++ (float, 4 heads) in NumPy with its KV cache: the
+    same kind of float arithmetic per projection, so the difference between them is the carried state;
+  * MMfree ternary in kernels_numba.Engine (2-bit packed weights, add/subtract kernels): how it is deployed.
+Each context is reached by real prefill (random tokens; the NumPy models in chunks of at most 512 so the
+attention scores stay small), then one decoding step is timed `repeats` times from that same state; we
+report the median and the min-max. State bytes are those of the arrays the model carries from step to
+step. The machine is shared: absolute times are noisy, the shape of the curves is the result.
 """
 from __future__ import annotations
 
@@ -40,52 +43,91 @@ def state_bytes(state) -> int:
     return int(total)
 
 
-def build_models(size: dict, max_context: int, num_heads: int = 4, seed: int = 0):
-    """{name: model}: MMfree ternary and Transformer++ float of the same width and depth."""
+class Decoder:
+    """One way to decode with a model: `prefill(ids (1, T))` continues the carried state through T tokens,
+    `step(token)` times one decoding step from the current state without changing it."""
+
+    def __init__(self, name, model):
+        self.name, self.model, self.state = name, model, None
+
+    def prefill(self, ids):
+        for s in range(0, ids.shape[1], PREFILL_CHUNK):           # chunks keep attention scores small
+            _, self.state = self.model.forward(ids[:, s:s + PREFILL_CHUNK], state=self.state, return_state=True)
+
+    def step(self, token):
+        """Seconds for one step, and the bytes of the state it returns (forward returns a new state)."""
+        t = time.perf_counter()
+        _, after = self.model.forward(np.array([[token]]), state=self.state, return_state=True)
+        return time.perf_counter() - t, state_bytes(after)
+
+
+class EngineDecoder(Decoder):
+    """The MatMul-free LM's deployable path: kernels_numba.Engine, weights packed to 2 bits once."""
+
+    def __init__(self, name, model):
+        import kernels_numba
+        super().__init__(name, kernels_numba.Engine(model))
+        self.state, self.started = self.model.new_state(1), False
+
+    def prefill(self, ids):
+        if self.started:                                           # continue the carried state token by token
+            for t in range(ids.shape[1]):
+                self.model.step(ids[:, t], self.state)
+        else:                                                      # the first segment: the matrix-kernel prefill
+            _, self.state = self.model.prefill(ids)
+            self.started = True
+
+    def step(self, token):
+        state = self.state.copy()                                  # step updates in place; keep ours
+        t = time.perf_counter()
+        self.model.step(np.array([token]), state)
+        return time.perf_counter() - t, state_bytes([state])
+
+
+def build_decoders(size: dict, max_context: int, num_heads: int = 4, seed: int = 0, engine: bool = True):
+    """MMfree (float weights, NumPy), MMfree (ternary, the packed Numba engine) and Transformer++ (float,
+    NumPy, KV cache), all of the same width and depth. The two NumPy models do the same kind of float
+    arithmetic per projection, so their difference is the state; the engine is how MMfree is deployed."""
     import mmf
-    from mmf.models.transformer_config import TransformerConfig
     from mmf.models.transformer import TransformerLM
-    mm = mmf.MMfreeLM(mmf.MMfreeConfig(**size, weights="ternary"), seed=seed)
+    from mmf.models.transformer_config import TransformerConfig
     heads = min(num_heads, size["hidden_size"] // 16)
-    tf = TransformerLM(TransformerConfig(**size, num_heads=heads, weights="float",
-                                         max_position_embeddings=max_context + 1), seed=seed)
-    return {"MMfree (ternary)": mm, "Transformer++ (float, KV cache)": tf}
+    out = [Decoder("MMfree, float, NumPy", mmf.MMfreeLM(mmf.MMfreeConfig(**size, weights="float"), seed=seed))]
+    if engine:
+        out.append(EngineDecoder("MMfree, ternary, packed engine",
+                                 mmf.MMfreeLM(mmf.MMfreeConfig(**size, weights="ternary"), seed=seed)))
+    out.append(Decoder("Transformer++, float, NumPy, KV cache",
+                       TransformerLM(TransformerConfig(**size, num_heads=heads, weights="float",
+                                                       max_position_embeddings=max_context + 1), seed=seed)))
+    return out
 
 
-def _prefill(model, state, ids):
-    """Feed ids (1, T) in chunks, carrying the state; returns the state after the last token."""
-    for s in range(0, ids.shape[1], PREFILL_CHUNK):
-        _, state = model.forward(ids[:, s:s + PREFILL_CHUNK], state=state, return_state=True)
-    return state
-
-
-def measure(contexts=CONTEXTS, size=None, repeats: int = 11, seed: int = 0, progress: bool = False) -> list[dict]:
+def measure(contexts=CONTEXTS, size=None, repeats: int = 11, seed: int = 0, engine: bool = True,
+            progress: bool = False) -> list[dict]:
     """Rows {model, context, median_ms, min_ms, max_ms, state_bytes}: one decoding step after `context`
     prefilled tokens, timed `repeats` times from the same state."""
     size = size or SIZE
     contexts = sorted(contexts)
     if not contexts or contexts[0] < 1 or repeats < 1:
         raise ValueError(f"need contexts >= 1 and repeats >= 1, got {contexts}, {repeats}")
-    models = build_models(size, contexts[-1], seed=seed)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, size["vocab_size"], (1, contexts[-1] + 1))
     rows = []
-    for name, model in models.items():
-        state, done = None, 0
+    for dec in build_decoders(size, contexts[-1], seed=seed, engine=engine):
+        done = 0
+        dec.step(int(ids[0, 0]))                                   # warm up (compilation, caches)
         for n in contexts:
-            state = _prefill(model, state, ids[:, done:n])
+            dec.prefill(ids[:, done:n])
             done = n
-            step_ids = ids[:, n:n + 1]
-            times = []
+            times, nbytes = [], 0
             for _ in range(repeats):
-                t = time.perf_counter()
-                _, after = model.forward(step_ids, state=state, return_state=True)
-                times.append(time.perf_counter() - t)
-            rows.append({"model": name, "context": n, "median_ms": 1e3 * statistics.median(times),
-                         "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times), "state_bytes": state_bytes(after)})
+                t, nbytes = dec.step(int(ids[0, n]))
+                times.append(t)
+            rows.append({"model": dec.name, "context": n, "median_ms": 1e3 * statistics.median(times),
+                         "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times), "state_bytes": nbytes})
             if progress:
                 r = rows[-1]
-                print(f"{name:32s} n={n:5d}: {r['median_ms']:8.2f} ms/token ({r['min_ms']:.2f}-{r['max_ms']:.2f}), "
+                print(f"{dec.name:38s} n={n:5d}: {r['median_ms']:8.3f} ms/token ({r['min_ms']:.3f}-{r['max_ms']:.3f}), "
                       f"state {r['state_bytes']:,} bytes", flush=True)
     return rows
 
@@ -125,29 +167,34 @@ def plot(rows, path: str | None = None):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    contexts, size, repeats, plot_path = CONTEXTS, SIZE, 11, None
+    contexts, size, repeats, plot_path, table_path, engine = CONTEXTS, SIZE, 11, None, None, True
     try:
         for a in argv:
             if a in ("-h", "--help"):
                 print(__doc__)
                 return 0
             if a == "--smoke":
-                contexts, size, repeats = SMOKE_CONTEXTS, SMOKE_SIZE, 3
+                contexts, size, repeats, engine = SMOKE_CONTEXTS, SMOKE_SIZE, 3, False   # no Numba compile
             elif a.startswith("--contexts="):
                 contexts = tuple(int(x) for x in a.split("=", 1)[1].split(","))
             elif a.startswith("--repeats="):
                 repeats = int(a.split("=", 1)[1])
             elif a.startswith("--plot="):
                 plot_path = a.split("=", 1)[1]
+            elif a.startswith("--table="):
+                table_path = a.split("=", 1)[1]
             else:
                 raise ValueError(f"unknown argument {a!r}; see --help")
-        if min(contexts) < 1 or repeats < 1:
+        if not contexts or min(contexts) < 1 or repeats < 1:
             raise ValueError(f"contexts and repeats must be positive, got {contexts}, {repeats}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = measure(contexts, size, repeats, progress=True)
+    rows = measure(contexts, size, repeats, engine=engine, progress=True)
     print(table(rows), end="")
+    if table_path:
+        with open(table_path, "w") as f:
+            f.write(table(rows))
     if plot_path:
         import matplotlib
         matplotlib.use("Agg")
