@@ -211,9 +211,10 @@ class Engine:
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
 
     def __init__(self, model, embedding="float32"):
+        if hasattr(model, "config") and hasattr(type(model.config), "arch"):
+            require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        require(model, "kernels_numba.Engine", SUPPORTED)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
