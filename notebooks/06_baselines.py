@@ -31,8 +31,10 @@
 
 # %%
 # %matplotlib inline
-import os
+import contextlib
+import io
 import json
+import os
 import tempfile
 
 import numpy as np
@@ -88,7 +90,8 @@ if SMOKE:
     # seconds: each variant once, at one rate, on the smoke corpus (the code path, not the result)
     out = tempfile.mkdtemp()
     runs = [Run(v, {**baselines.VARIANTS[v][1], "lr": 1e-2}, {"variant": v}) for v in VARIANTS]
-    rows = run_grid(runs, base, out, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):            # the trainer's per-run log lines
+        rows = run_grid(runs, base, out, progress=False)
     curves = {r["row"]["name"]: r["curves"] for r in load_results(runs, base, out)}
     shown = {v: v for v in VARIANTS}                          # variant -> run name to plot
     for r in rows:

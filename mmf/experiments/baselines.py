@@ -189,8 +189,12 @@ def results_markdown(rows: list[dict]) -> str:
     any_v = next(iter(s["variants"].values()), None)
     if any_v:
         lines.append("")
+        ok = [r for r in rows if r["status"] == "ok"]
         lines.append(f"Each run: {any_v['tokens']:,} training tokens; * marks the learning rate the sweep "
-                     "picked (lowest seed-0 validation loss).")
+                     f"picked (lowest seed-0 validation loss). {len(rows)} runs, "
+                     f"{sum(r['wall_s'] for r in ok) / 60:.0f} min of training in all on this shared machine "
+                     f"(the sum of each run's wall time; {min(r['wall_s'] for r in ok):.0f}-"
+                     f"{max(r['wall_s'] for r in ok):.0f} s per run).")
     if "gap" in s:
         g = s["gap"]
         lines.append(f"MMfree ternary minus Transformer++ float: {g['bpc']:+.3f} bits/char (seed pairs "

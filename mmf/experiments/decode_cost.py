@@ -157,7 +157,7 @@ def plot(rows, path: str | None = None):
         ax.set_xlabel("context length (tokens already seen)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("Decoding one token: constant recurrent state vs growing KV cache")
     fig.tight_layout()
     if path:
