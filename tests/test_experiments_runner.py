@@ -163,3 +163,17 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(base, tmp_path):
         runner.train = real
     assert rows[0]["status"] == "diverged" and math.isnan(rows[0]["val_loss"])
     assert read_csv(str(tmp_path / "runs.csv"))[0]["status"] == "diverged"
+
+
+def test_a_field_added_to_trainconfig_later_keeps_finished_runs(resumed, base, tmp_path):
+    """A run.json written before TrainConfig had a field matches a grid asking for that field's default,
+    and not one asking for another value."""
+    out = copy_grid(resumed, tmp_path)
+    spec_path = os.path.join(out, "a_lr0.01", "run.json")
+    spec = json.load(open(spec_path))
+    del spec["grad_clip"]                                    # as if grad_clip (default 1.0) were new
+    json.dump(spec, open(spec_path, "w"))
+    assert run_state(os.path.join(out, "a_lr0.01"), runner.run_config(GRID[0], base, out)) == "finished"
+    other = Run("a_lr0.01", {"lr": 1e-2, "grad_clip": 0.5}, {"variant": "a"})
+    with pytest.raises(RunFolderError, match=r"'grad_clip': \('<missing>', 0\.5\)"):
+        run_state(os.path.join(out, "a_lr0.01"), runner.run_config(other, base, out))

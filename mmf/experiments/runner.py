@@ -125,6 +125,10 @@ def run_state(folder: str, cfg: TrainConfig) -> str:
                                  "this runner; move it away or choose another out_dir")
         return "new"
     stored, wanted = _read_json(spec_path, folder), _identity(cfg)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for k in set(wanted) - set(stored):          # a field TrainConfig gained after the run was made: the
+        if wanted[k] == defaults.get(k):         # run is the same if this grid asks for its default
+            stored[k] = wanted[k]
     if stored != wanted:
         diff = {k: (stored.get(k, "<missing>"), wanted.get(k, "<missing>"))
                 for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)}
