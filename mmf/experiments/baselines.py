@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 
-from mmf.experiments.runner import Run, load_results, read_csv, run_grid
+from mmf.experiments.runner import Run, RunFolderError, load_results, read_csv, run_grid
 from mmf.models.registry import ARCHITECTURES
 from mmf.training.trainer import PRESETS
 
@@ -270,8 +270,12 @@ def main(argv=None) -> int:
         for v, (p, ne) in parameter_counts(variants).items():
             print(f"{v:18s} {p:>10,} params, {ne:>10,} non-embedding")
         return 0
-    rows = run_study(variants, opts["out_dir"], sweep_only="sweep" in flags, smoke="smoke" in flags,
-                     progress="no_progress" not in flags)
+    try:
+        rows = run_study(variants, opts["out_dir"], sweep_only="sweep" in flags, smoke="smoke" in flags,
+                         progress="no_progress" not in flags)
+    except RunFolderError as e:                     # a corrupt or foreign run folder: say which, stop
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if "publish" in flags:
         publish(variants, opts["out_dir"])
     if "sweep" not in flags:

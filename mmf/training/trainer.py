@@ -446,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if sweep:
-        lr_sweep(cfg, lrs)
+        from mmf.experiments.runner import RunFolderError
+        try:
+            lr_sweep(cfg, lrs)
+        except RunFolderError as e:                               # a corrupt or foreign run folder
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     try:
         s = train(cfg)
