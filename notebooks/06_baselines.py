@@ -127,6 +127,10 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# In the committed runs, look at the first 20 steps: every Transformer variant stalls on a plateau that
+# both MMfree variants pass straight through, and the Transformers never make up the distance within the
+# budget.
+#
 # Read the table with its spread: two seeds give a range, not a confidence interval, and every run saw
 # about 150 thousand tokens, far from the paper's billions. What a run this small can show is the
 # ordering of the variants early in training and how large seed noise is beside their differences.
@@ -196,10 +200,15 @@ for name in dict.fromkeys(r["model"] for r in dc_rows):
           f"x{b['median_ms'] / a['median_ms']:.2f} from {first} to {last} tokens of context")
 
 # %% [markdown]
-# The MMfree state does not change size; the KV cache grows in proportion to the context. At small
-# contexts the Transformer's step can be the cheaper one (its float projections are a single BLAS call,
-# while the NumPy reference MMfree step also re-quantizes its weights every call); the cache's cost only
-# dominates once $n$ is large against $D$.
+# The MMfree state does not change size; the KV cache grows in proportion to the context, and the
+# Transformer's time per token grows with it once $n$ is large against $D$ (mmf's cache also grows by
+# concatenation, a copy per step, which a preallocated cache would avoid; the bytes are the same either
+# way). The two NumPy rows do the same float work per projection, so their difference is the state.
+#
+# The engine's times depend on how many threads Numba may use: on a machine busy with other jobs, a
+# parallel loop waits for its slowest thread, and one step can take far longer than on a quiet machine.
+# Start Python with `NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1` on a shared machine (the README's decoding
+# numbers were measured that way).
 #
 # ## 5. Try this
 #
