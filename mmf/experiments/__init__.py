@@ -4,4 +4,6 @@
   lr_sweep      python -m mmf.train --lr_sweep=...: one run per learning rate, the best picked
   baselines     MMfree beside Transformer++, BitNet b1.58, binary BitNet and ternary-QK: a learning-rate
                 sweep, two seeds at each best rate, the results table (python -m mmf.experiments.baselines)
+  decode_cost   per-token decoding time and carried-state bytes against context length, MMfree beside
+                Transformer++ with its KV cache (python -m mmf.experiments.decode_cost)
 """

@@ -18,8 +18,8 @@ preset's data), the same token budget and schedule; only the learning rate is tu
   ternary-qk         the float Transformer with ternary Q and K (the paper's "MatMul-free Transformer++")
 
 The runs go through `mmf.experiments.runner`, so an interrupted study resumes where it stopped.
-Every run is small (about 1.5 minutes on a quiet 2-core machine): the results say how these models
-compare after ~150k tokens, not at the paper's scale.
+Every run is small (70-506 s each here, on a 2-core machine shared with other jobs; the CSV has each
+run's wall time): the results say how these models compare after ~150k tokens, not at the paper's scale.
 """
 from __future__ import annotations
 
