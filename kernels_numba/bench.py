@@ -10,6 +10,8 @@
      Engine.from_pretrained's load time and peak anonymous memory (RssAnon: the file's mapped pages do
      not count) against its budget, beside MMfreeLM.from_pretrained (the float model), each in a fresh
      process
+  7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
+     the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
@@ -72,6 +74,10 @@ def alternating_blocks(fns, rounds=3, per_block=10, settle=0.3):
 
 def stats(ts):
     return dict(median=float(np.median(ts)), min=float(ts.min()), max=float(ts.max()))
+
+
+def fmt_us(s):
+    return f"{s['median'] * 1e6:.2f} us (min {s['min'] * 1e6:.2f}, max {s['max'] * 1e6:.2f})"
 
 
 def fmt_ms(s):
@@ -278,6 +284,41 @@ def _bitlinear_caches(obj):
     return found
 
 
+def bench_checks(config_kw, gemv_n, step_repeats=30, check_repeats=2000):
+    """Seconds of the O(1) input checks of Engine.step and ternary_matvec (each timed over many calls)
+    beside the work they guard (a decoding step without its checks; the GEMV kernel alone)."""
+    from .packing import check_activations
+    from .products import _check_packed, matmul_best
+    cfg = mmf.MMfreeConfig(**config_kw)
+    engine = Engine(mmf.MMfreeLM(cfg, seed=0))
+    state = engine.new_state(1)
+    toks = iter(np.random.default_rng(1).integers(0, cfg.vocab_size, 10**6))
+    tok = np.array([5])
+
+    def checks_only():
+        for _ in range(100):
+            engine._check_step(tok, state)
+
+    ts = alternating_blocks({"step": lambda: engine._step_unchecked(np.array([next(toks)]), state),
+                             "checks x100": checks_only}, rounds=3, per_block=max(1, step_repeats // 3))
+    step, checks = stats(ts["step"]), stats(np.array(ts["checks x100"]) / 100)
+    rng = np.random.default_rng(0)
+    packed = pack_ternary(rng.integers(-1, 2, (gemv_n, gemv_n)).astype(np.int8))
+    x = rng.integers(-128, 128, gemv_n).astype(np.int8)
+
+    def gemv_checks_only():
+        for _ in range(100):
+            _check_packed(packed)
+            check_activations("x_q", x, packed.shape[1], ndim=1)
+
+    tg = alternating_blocks({"gemv": lambda: matmul_best(packed, x.reshape(1, -1)),
+                             "checks x100": gemv_checks_only}, rounds=3, per_block=max(1, check_repeats // 300))
+    gemv, gchecks = stats(tg["gemv"]), stats(np.array(tg["checks x100"]) / 100)
+    return {"config": config_kw, "step": step, "step_checks": checks,
+            "step_ratio": checks["median"] / step["median"], "gemv": gemv, "gemv_checks": gchecks,
+            "gemv_ratio": gchecks["median"] / gemv["median"]}
+
+
 # ----------------------------------------------------------------------------
 
 # ----------------------------------------------------------------------------
@@ -362,7 +403,8 @@ def bench_pretrained(config_kw):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained"])
+    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
+                                                                  "checks"])
     ap.add_argument("--pretrained", action="store_true",
                     help="also section 6: export a 370M-shaped BF16 checkpoint, load it (about a minute, 3 GB)")
     args = ap.parse_args(argv)
@@ -426,6 +468,12 @@ def main(argv=None):
               f"= {r['budget'] / MiB:.0f} MiB: {'within' if r['grown'] <= r['budget'] else 'OVER'}")
         print(f"[6] MMfreeLM.from_pretrained (the float32 model, for contrast): {m['seconds']:.1f} s; peak RssAnon "
               f"{(m['peak'] - m['before']) / MiB:.0f} MiB above the {m['before'] / MiB:.0f} MiB before loading")
+    if "checks" in want:
+        r = bench_checks(S["decode"], S["gemv"])
+        print(f"[7] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "
+              f"the step without them {fmt_ms(r['step'])} = {100 * r['step_ratio']:.3f}% (target < 2%)")
+        print(f"[7] input checks of ternary_matvec {S['gemv']}x{S['gemv']}: {fmt_us(r['gemv_checks'])} per call vs "
+              f"the kernel {fmt_ms(r['gemv'])} = {100 * r['gemv_ratio']:.3f}%")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

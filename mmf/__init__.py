@@ -11,6 +11,8 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
   gradcheck               finite-difference checks (python -m mmf.gradcheck)
   loading                 mmf.load(path): any checkpoint back as its model
   train, sample, export   the command lines (python -m mmf.train, python -m mmf.sample, python -m mmf.export)
+  cli                     how every command line reports a mistake (one line, exit code 2; --debug)
+  atomic                  write-then-rename files, and removing the temp files of killed writers
 mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig

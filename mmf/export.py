@@ -27,22 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors become one-line messages: exit 2 for usage errors, 1 for a failed run; --debug re-raises."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.export")
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from mmf.interop.pretrained import save_pretrained
-        from mmf.training.checkpoint import load_checkpoint
-        ck = load_checkpoint(args.checkpoint)
-        model = ck.build_model()                                    # any architecture: refused below if not hgrn_bit
-        tok = ck.build_tokenizer() if ck.tokenizer is not None else None
-        files = save_pretrained(model, args.out_dir, dtype=args.dtype, tokenizer=tok,
-                                max_shard_bytes=args.max_shard_bytes)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mmf.interop.pretrained import save_pretrained
+    from mmf.training.checkpoint import load_checkpoint
+    ck = load_checkpoint(args.checkpoint)
+    model = ck.build_model()                                        # any architecture: refused below if not hgrn_bit
+    tok = ck.build_tokenizer() if ck.tokenizer is not None else None
+    files = save_pretrained(model, args.out_dir, dtype=args.dtype, tokenizer=tok,
+                            max_shard_bytes=args.max_shard_bytes)
     print(f"wrote {args.out_dir}: {', '.join(files)}"
           + ("" if tok is not None else " (the checkpoint holds no tokenizer, so no tokenizer.json)"))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

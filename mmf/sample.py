@@ -22,7 +22,8 @@ from mmf.models.generate import generate
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mmf.sample", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m mmf.sample", description=__doc__.splitlines()[0],
+                                epilog="--debug shows the traceback of an error")
     p.add_argument("--checkpoint", default=None, help="checkpoint file written by mmf.training.trainer")
     p.add_argument("--hf", default=None, metavar="DIR",
                    help="Hugging Face model directory (config.json, model.safetensors, tokenizer.json)")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", "--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_samples", "--num-samples", type=int, default=1)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--backend", default="numpy", choices=["numpy", "numba"])
     return p
 
@@ -62,25 +64,29 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors become one-line messages: exit 2 for usage errors, 1 for a failed run; --debug re-raises."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.sample")
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run, tok, what = _load(args)
-        ids = np.array(tok.encode(args.prompt), dtype=np.int64)
-        if ids.size == 0:
-            raise ValueError("the prompt encodes to no tokens; give at least one character")
-        for k in range(args.num_samples):
-            t0 = time.perf_counter()
-            out = run(ids, args.max_new_tokens, temperature=args.temperature,
-                      top_k=args.top_k, top_p=args.top_p, seed=args.seed + k)
-            seconds = time.perf_counter() - t0
-            if args.num_samples > 1:
-                print(f"--- sample {k + 1} ---")
-            print(tok.decode(out))
-            print(f"[{args.max_new_tokens} new tokens in {seconds:.2f} s (prefill included): "
-                  f"{args.max_new_tokens / max(seconds, 1e-9):.1f} tokens/s, {what}]", file=sys.stderr)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.num_samples < 1:
+        raise ValueError(f"--num_samples must be >= 1, got {args.num_samples}")
+    run, tok, what = _load(args)
+    ids = np.array(tok.encode(args.prompt), dtype=np.int64)
+    if ids.size == 0:
+        raise ValueError("the prompt encodes to no tokens; give at least one character")
+    for k in range(args.num_samples):
+        t0 = time.perf_counter()
+        out = run(ids, args.max_new_tokens, temperature=args.temperature,
+                  top_k=args.top_k, top_p=args.top_p, seed=args.seed + k)
+        seconds = time.perf_counter() - t0
+        if args.num_samples > 1:
+            print(f"--- sample {k + 1} ---")
+        print(tok.decode(out))
+        print(f"[{args.max_new_tokens} new tokens in {seconds:.2f} s (prefill included): "
+              f"{args.max_new_tokens / max(seconds, 1e-9):.1f} tokens/s, {what}]", file=sys.stderr)
     return 0
 
 

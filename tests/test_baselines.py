@@ -88,10 +88,11 @@ def test_presets_record_the_swept_learning_rates():
 
 
 def test_a_corrupt_run_folder_stops_the_study_with_its_name(tmp_path, capsys):
-    """The study's command line on an out_dir whose run folder is not the runner's: exit 1, folder named."""
+    """The study's command line on an out_dir whose run folder is unreadable: exit 2 (an input that is not
+    what it claims to be, as for a corrupt checkpoint), the folder named."""
     folder = tmp_path / baselines.run_name("mmfree-ternary", baselines.SMOKE_LRS[0], 0)
     folder.mkdir()
     (folder / "run.json").write_text("{truncated")
-    assert baselines.main(["--smoke", "--only=mmfree-ternary", f"--out_dir={tmp_path}", "--no_progress"]) == 1
+    assert baselines.main(["--smoke", "--only=mmfree-ternary", f"--out_dir={tmp_path}", "--no_progress"]) == 2
     err = capsys.readouterr().err
     assert str(folder) in err and "run.json" in err

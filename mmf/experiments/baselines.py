@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 
-from mmf.experiments.runner import Run, RunFolderError, read_csv, run_grid
+from mmf.experiments.runner import Run, read_csv, run_grid
 from mmf.models.registry import ARCHITECTURES
 from mmf.training.trainer import PRESETS
 
@@ -266,7 +266,12 @@ def parameter_counts(variants) -> dict[str, tuple[int, int]]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; errors become one-line messages (exit 2 for usage errors and unusable run folders)."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.experiments.baselines")
+
+
+def _main(argv) -> int:
     opts = {"only": ",".join(VARIANTS), "out_dir": "runs/baselines"}
     flags = set()
     for a in argv:
@@ -279,29 +284,20 @@ def main(argv=None) -> int:
             k, v = a[2:].split("=", 1)
             opts[k] = v
         else:
-            print(f"error: unknown argument {a!r}; see python -m mmf.experiments.baselines --help", file=sys.stderr)
-            return 2
-    try:
-        if "table" in flags:
-            print(results_markdown(read_csv(RESULTS_CSV)), end="")
-            return 0
-        names = [n for n in opts["only"].split(",") if n]
-        if opts["only"] == ",".join(VARIANTS):                  # default: every variant this checkout has
-            names = [n for n in names if available(n)]
-        variants = check_variants(names)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            raise ValueError(f"unknown argument {a!r}; see python -m mmf.experiments.baselines --help")
+    if "table" in flags:
+        print(results_markdown(read_csv(RESULTS_CSV)), end="")
+        return 0
+    names = [n for n in opts["only"].split(",") if n]
+    if opts["only"] == ",".join(VARIANTS):                  # default: every variant this checkout has
+        names = [n for n in names if available(n)]
+    variants = check_variants(names)
     if "counts" in flags:
         for v, (p, ne) in parameter_counts(variants).items():
             print(f"{v:18s} {p:>10,} params, {ne:>10,} non-embedding")
         return 0
-    try:
-        rows = run_study(variants, opts["out_dir"], sweep_only="sweep" in flags, smoke="smoke" in flags,
-                         progress="no_progress" not in flags)
-    except RunFolderError as e:                     # a corrupt or foreign run folder: say which, stop
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rows = run_study(variants, opts["out_dir"], sweep_only="sweep" in flags, smoke="smoke" in flags,
+                     progress="no_progress" not in flags)
     if "publish" in flags:
         publish(variants, opts["out_dir"])
     if "sweep" not in flags:

@@ -166,30 +166,31 @@ def plot(rows, path: str | None = None):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; errors become one-line messages (exit 2 for usage errors)."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.experiments.decode_cost")
+
+
+def _main(argv) -> int:
     contexts, size, repeats, plot_path, table_path, engine = CONTEXTS, SIZE, 11, None, None, True
-    try:
-        for a in argv:
-            if a in ("-h", "--help"):
-                print(__doc__)
-                return 0
-            if a == "--smoke":
-                contexts, size, repeats, engine = SMOKE_CONTEXTS, SMOKE_SIZE, 3, False   # no Numba compile
-            elif a.startswith("--contexts="):
-                contexts = tuple(int(x) for x in a.split("=", 1)[1].split(","))
-            elif a.startswith("--repeats="):
-                repeats = int(a.split("=", 1)[1])
-            elif a.startswith("--plot="):
-                plot_path = a.split("=", 1)[1]
-            elif a.startswith("--table="):
-                table_path = a.split("=", 1)[1]
-            else:
-                raise ValueError(f"unknown argument {a!r}; see --help")
-        if not contexts or min(contexts) < 1 or repeats < 1:
-            raise ValueError(f"contexts and repeats must be positive, got {contexts}, {repeats}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for a in argv:
+        if a in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        if a == "--smoke":
+            contexts, size, repeats, engine = SMOKE_CONTEXTS, SMOKE_SIZE, 3, False   # no Numba compile
+        elif a.startswith("--contexts="):
+            contexts = tuple(int(x) for x in a.split("=", 1)[1].split(","))
+        elif a.startswith("--repeats="):
+            repeats = int(a.split("=", 1)[1])
+        elif a.startswith("--plot="):
+            plot_path = a.split("=", 1)[1]
+        elif a.startswith("--table="):
+            table_path = a.split("=", 1)[1]
+        else:
+            raise ValueError(f"unknown argument {a!r}; see --help")
+    if not contexts or min(contexts) < 1 or repeats < 1:
+        raise ValueError(f"contexts and repeats must be positive, got {contexts}, {repeats}")
     rows = measure(contexts, size, repeats, engine=engine, progress=True)
     print(table(rows), end="")
     if table_path:

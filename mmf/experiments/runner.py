@@ -33,7 +33,8 @@ from mmf.training.checkpoint import CheckpointError, load_checkpoint
 from mmf.training.trainer import NonFiniteLossError, TrainConfig, train
 
 # fields that say where and how a run executes, not what it computes: they may differ between re-runs
-LOCAL_FIELDS = ("out_dir", "resume", "progress", "stop_at", "data_dir", "ts_path", "sample_prompts")
+LOCAL_FIELDS = ("out_dir", "resume", "progress", "stop_at", "data_dir", "ts_path", "sample_prompts",
+                "allow_changed_optim", "rebuild_data")
 
 # the CSV's columns after `name` and the grid's tag columns (issue 14 reads the same ones)
 RESULT_COLUMNS = ("arch", "weights", "seed", "lr", "hidden_size", "num_layers", "params",
