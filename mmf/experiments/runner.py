@@ -233,12 +233,14 @@ def read_csv(path: str) -> list[dict]:
 
 
 def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.csv",
-             progress: bool = True, run_progress: bool = False) -> list[dict]:
+             progress: bool = True, run_progress: bool = False, extra=None) -> list[dict]:
     """Run every run of the grid in order (skipping finished ones, resuming interrupted ones) and keep
     out_dir/csv_name equal to the rows of the finished runs. Returns those rows in grid order.
 
     base         -- TrainConfig fields shared by the grid (e.g. a preset); each run overrides some
     progress     -- a tqdm bar over the grid; run_progress -- each run's own tqdm bar
+    extra        -- optional extra(run, cfg, result) -> dict of more CSV columns computed from a finished
+                    run's result (e.g. the scaling study's FLOPs); placed after the tag columns
     """
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -252,7 +254,8 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
     bar = tqdm(list(zip(runs, configs)), desc="grid", unit="run", disable=not progress, dynamic_ncols=True)
     for run, cfg in bar:
         bar.set_postfix_str(run.name)
-        rows.append(run_one(run, cfg)["row"])
+        result = run_one(run, cfg)
+        rows.append({**result["row"], **(extra(run, cfg, result) if extra else {})})
         _write_atomic(os.path.join(out_dir, csv_name), csv_text(rows))
     bar.close()
     return rows
