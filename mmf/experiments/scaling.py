@@ -8,6 +8,7 @@
     python -m mmf.scaling --only=mmfree-ternary,transformer-float --sizes=d48l2,d64l2
     python -m mmf.scaling --plan                 # the grid, its counts and the time estimate; no training
     python -m mmf.scaling --table                # the README's results from docs/results/scaling.csv
+    python -m mmf.scaling --energy               # the README's energy-per-token table
     python -m mmf.scaling --publish              # copy DIR/runs.csv to docs/results/scaling.csv
 
 The study (Zhu et al. 2024 fit loss against compute and find the MatMul-free curve steeper than the
@@ -183,8 +184,9 @@ def extra_columns(run: Run, cfg: TrainConfig, result: dict) -> dict:
     v = curves["val_loss"]
     k = int(np.argmin(v))
     tail = curves["train_loss"][-max(1, len(curves["train_loss"]) // 10):]   # last 10% of the steps
-    return {"flops": comp.flops, "flops_attention": comp.flops_attention, "float_mul": comp.float_mul,
-            "float_add": comp.float_add, "int_add": comp.int_add, "n_matmul": comp.n_matmul,
+    counts = {k: int(round(getattr(comp, k))) for k in ("flops", "flops_attention", "float_mul", "float_add",
+                                                        "int_add", "n_matmul")}   # whole numbers, exact in the CSV
+    return {**counts,
             "train_loss": float(np.mean(tail)), "best_val_loss": float(v[k]),
             "best_val_step": curves["val_step"][k],
             "best_bits_per_char": float(v[k]) * row["bits_per_char"] / row["val_loss"]}
@@ -417,6 +419,19 @@ def energy_rows(archs, smoke: bool = False, context: int | None = None) -> list[
     return out
 
 
+def energy_markdown(archs=DEFAULT_ARCHS) -> str:
+    """The README's energy table: J/token at the grid's sizes (context 128) and the released shapes
+    (context 2048), computed from the configs alone (mmf/experiments/energy.py)."""
+    lines = ["| architecture | size | context | int adds | float mul+add | arithmetic fp16 (J) | DRAM (J, 162-325 pJ/B) | FPGA model (J, board) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in energy_rows(archs):
+        fpga = f"{e['fpga_j']:.2e}" if e["fpga_j"] is not None else "n/a"
+        lines.append(f"| {ARCHS[e['variant']][0]} | {e['size']} | {e['context']} | {e['int_add']:.2e} | "
+                     f"{e['float_mul'] + e['float_add']:.2e} | {e['arith_j_fp16']:.2e} | "
+                     f"{e['memory_j_low']:.2e}-{e['memory_j_high']:.2e} | {fpga} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------------------
 # plots
 
@@ -512,7 +527,8 @@ def main(argv=None) -> int:
         if a in ("-h", "--help"):
             print(__doc__)
             return 0
-        if a in ("--smoke", "--full", "--plan", "--table", "--publish", "--no_progress", "--no_plots"):
+        if a in ("--smoke", "--full", "--plan", "--table", "--energy", "--publish", "--no_progress",
+                 "--no_plots"):
             flags.add(a[2:])
         elif a.startswith("--") and "=" in a and a[2:].split("=", 1)[0] in opts:
             k, v = a[2:].split("=", 1)
@@ -524,6 +540,9 @@ def main(argv=None) -> int:
     try:
         if "table" in flags:
             print(results_markdown(check_scaling_csv(read_csv(RESULTS_CSV), RESULTS_CSV)), end="")
+            return 0
+        if "energy" in flags:
+            print(energy_markdown(), end="")
             return 0
         if opts["only"]:
             archs = [a for a in opts["only"].split(",") if a]
