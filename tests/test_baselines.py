@@ -33,6 +33,8 @@ def test_summary_by_hand(tmp_path):
     rows = read_csv(str(path))                                    # through the CSV, as the README test does
     s = baselines.summarize(rows)
     assert baselines.best_lrs(rows) == {"mmfree-ternary": 3e-3, "transformer-float": 1e-3, "ternary-qk": 1e-3}
+    # best at an edge of its sweep -> one more rate beyond it; interior (mmfree-ternary) -> none
+    assert baselines.edge_extensions(rows) == {"transformer-float": 3e-4, "ternary-qk": 3e-4}
     t = s["variants"]["mmfree-ternary"]
     k = 1 / math.log(2) / 4.0
     assert t["seeds"] == [0, 1] and t["val_loss"] == [4.6, 4.8]

@@ -151,6 +151,8 @@ def test_foreign_folder_and_bad_grids_are_refused(base, tmp_path):
     (tmp_path / "other.csv").write_text("step,loss\n1,2\n")
     with pytest.raises(ValueError, match="other.csv: not a results CSV"):
         read_csv(str(tmp_path / "other.csv"))
+    with pytest.raises(RunFolderError, match="other.csv: not a results CSV.*another out_dir"):
+        run_grid(GRID[:1], base, str(tmp_path), csv_name="other.csv", progress=False)
 
 
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(base, tmp_path):

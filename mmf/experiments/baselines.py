@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 
-from mmf.experiments.runner import Run, RunFolderError, load_results, read_csv, run_grid
+from mmf.experiments.runner import Run, RunFolderError, read_csv, run_grid
 from mmf.models.registry import ARCHITECTURES
 from mmf.training.trainer import PRESETS
 
@@ -55,9 +55,13 @@ BASE = {**PRESETS["shakespeare"], "hidden_size": 256, "num_layers": 2, "batch_si
         "max_steps": 150, "warmup_steps": 15, "eval_interval": 50, "checkpoint_interval": 50,
         "eval_windows": 128, "backend": "numba", "sample_prompts": ""}
 
-# learning rates swept per variant (3 each, 1 seed): quantized weights like larger steps than float ones
+# learning rates swept per variant (3 each, 1 seed; extended along LADDER while the best is at an edge):
+# quantized weights like larger steps than float ones
 SWEEP_LRS = {"ternary": (1e-3, 3e-3, 1e-2), "binary": (1e-3, 3e-3, 1e-2), "float": (3e-4, 1e-3, 3e-3)}
 SWEEP_SEED = 0
+# half-decade steps: a sweep whose best rate is at its edge is extended one step along this ladder
+LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+MAX_EXTENSIONS = 2
 # what the sweep picked (docs/results/baselines.csv; tests/test_baselines.py keeps the two equal): the
 # learning rates of the presets `python -m mmf.train --preset=baseline-<variant>`
 CHOSEN_LRS = {"mmfree-ternary": 3e-3, "mmfree-float": 3e-3, "transformer-float": 3e-3, "bitnet-b1.58": 3e-3,
@@ -98,13 +102,29 @@ def run_name(variant: str, lr: float, seed: int) -> str:
     return f"{variant}_lr{lr:g}_s{seed}"
 
 
-def sweep_runs(variants, smoke: bool = False) -> list[Run]:
+def sweep_runs(variants, smoke: bool = False, extra: dict | None = None) -> list[Run]:
+    """Seed-0 runs at each variant's swept rates, plus `extra` {variant: [rates]} (edge extensions)."""
     out = []
     for v in variants:
         fields = VARIANTS[v][1]
-        for lr in (SMOKE_LRS if smoke else SWEEP_LRS[fields["weights"]]):
+        lrs = (SMOKE_LRS if smoke else SWEEP_LRS[fields["weights"]]) + tuple((extra or {}).get(v, ()))
+        for lr in lrs:
             out.append(Run(run_name(v, lr, SWEEP_SEED), {**fields, "lr": lr, "seed": SWEEP_SEED},
                            {"variant": v}))
+    return out
+
+
+def edge_extensions(rows: list[dict]) -> dict[str, float]:
+    """{variant: next rate} for every variant whose best seed-0 rate is the smallest or the largest it
+    was swept at, and whose neighbour beyond it on LADDER has not been run: a best rate at the edge of
+    a sweep says the optimum may lie outside it."""
+    out = {}
+    for v, best in best_lrs(rows).items():
+        tried = sorted(r["lr"] for r in rows if r["variant"] == v and r["seed"] == SWEEP_SEED)
+        k = min(range(len(LADDER)), key=lambda i: abs(math.log(LADDER[i] / best)))
+        for edge, step in ((tried[-1], 1), (tried[0], -1)):
+            if best == edge and 0 <= k + step < len(LADDER) and LADDER[k + step] not in tried:
+                out[v] = LADDER[k + step]
     return out
 
 
@@ -129,8 +149,15 @@ def run_study(variants, out_dir: str, sweep_only: bool = False, smoke: bool = Fa
               progress: bool = True) -> list[dict]:
     """The sweep, then the final seeds at each variant's best rate; returns every finished row."""
     base = SMOKE_BASE if smoke else BASE
-    sweep = sweep_runs(variants, smoke)
-    rows = run_grid(sweep, base, out_dir, progress=progress)
+    extra: dict[str, list[float]] = {}
+    for _ in range(MAX_EXTENSIONS + 1):                     # the sweep, extended while a best rate is at an edge
+        sweep = sweep_runs(variants, smoke, extra)
+        rows = run_grid(sweep, base, out_dir, progress=progress)
+        more = {} if smoke else edge_extensions(rows)
+        if not more:
+            break
+        for v, lr in more.items():
+            extra.setdefault(v, []).append(lr)
     if sweep_only:
         return rows
     finals = [r for r in final_runs(variants, best_lrs(rows)) if r.name not in {s.name for s in sweep}]
@@ -215,14 +242,13 @@ def publish(variants, out_dir: str, csv_path: str = RESULTS_CSV, curves_path: st
     """Copy out_dir/runs.csv to docs/results/ and write every run's curves beside it."""
     os.makedirs(os.path.dirname(csv_path), exist_ok=True)
     shutil.copyfile(os.path.join(out_dir, "runs.csv"), csv_path)
-    rows = read_csv(csv_path)
-    runs = sweep_runs(variants) + final_runs(variants, best_lrs(rows))
     curves = {}
-    for res in load_results(runs, BASE, out_dir):
-        c = res.get("curves") or {}
+    for row in read_csv(csv_path):
+        with open(os.path.join(out_dir, row["name"], "result.json")) as f:
+            c = json.load(f).get("curves") or {}
         if c:
-            curves[res["row"]["name"]] = {"val_step": c["val_step"], "val_loss": c["val_loss"],
-                                          "step": c["step"], "train_loss": [round(x, 4) for x in c["train_loss"]]}
+            curves[row["name"]] = {"val_step": c["val_step"], "val_loss": c["val_loss"], "step": c["step"],
+                                   "train_loss": [round(x, 4) for x in c["train_loss"]]}
     with open(curves_path, "w") as f:
         json.dump(curves, f, indent=0)
 

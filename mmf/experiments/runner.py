@@ -248,6 +248,12 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
                          f"{sorted({n for n in names if names.count(n) > 1})}")
     configs = [run_config(r, base, out_dir, run_progress) for r in runs]   # validates every run first
     os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, csv_name)
+    if os.path.exists(csv_path):                                           # never overwrite a foreign file
+        try:
+            read_csv(csv_path)
+        except ValueError as e:
+            raise RunFolderError(f"{e}; move it away or choose another out_dir") from None
     for run, cfg in zip(runs, configs):                                    # refuse bad folders up front
         run_state(cfg.out_dir, cfg)
     rows = []
@@ -256,7 +262,7 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
         bar.set_postfix_str(run.name)
         result = run_one(run, cfg)
         rows.append({**result["row"], **(extra(run, cfg, result) if extra else {})})
-        _write_atomic(os.path.join(out_dir, csv_name), csv_text(rows))
+        _write_atomic(csv_path, csv_text(rows))
     bar.close()
     return rows
 
