@@ -31,6 +31,7 @@ from numba import njit, prange
 
 from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.models.generate import _check_options, sample_next
+from mmf.layers.mlgru import lower_bounds_forward
 from mmf.models.mmfree import MMfreeLM
 from mmf.models.registry import require
 
@@ -208,57 +209,84 @@ SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the p
 
 class Engine:
     """Engine(model) packs an mmf.MMfreeLM once; .generate(ids, max_new_tokens, temperature=0.0, ...)
-    produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
+    produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'.
+    Engine.from_pretrained(dir) packs a Hugging Face checkpoint straight from its files."""
 
     def __init__(self, model, embedding="float32"):
         if hasattr(model, "config") and hasattr(type(model.config), "arch"):
             require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
+        self._build(model.config, model.params.__getitem__, embedding)
+
+    @classmethod
+    def from_pretrained(cls, path, embedding="float32"):
+        """An engine from a Hugging Face directory (config.json + model.safetensors or shards), without
+        ever holding the float model: each tensor is read through the file's memory map and packed
+        before the next one is touched, so the float32 copies alive at once are the embedding (kept)
+        and one weight being packed. Decodes exactly as Engine(MMfreeLM.from_pretrained(path))."""
+        from mmf.interop.pretrained import open_pretrained
+        config, weights = open_pretrained(path)
+        engine = cls.__new__(cls)
+        engine._build(config, weights.view, embedding)
+        return engine
+
+    def _build(self, cfg, tensor, embedding):
+        """Pack and keep everything decoding needs. tensor(name) returns the parameter of that
+        state-dict name: a model's own array, or a read-only view of a checkpoint file (any float dtype)."""
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
-        cfg, P = model.config, model.params
         if cfg.output_gate != "official":
             raise ValueError(f"Engine runs the official output gate rms(g)*SiLU(h) only; this model has "
                              f"output_gate={cfg.output_gate!r} (run it with mmf: model.generate)")
         L, D, I, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
         self.config, self.eps = cfg, np.float32(cfg.rms_norm_eps)
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)    # noqa: E731
-        layer = lambda l, name: P[f"model.layers.{l}.{name}"]         # noqa: E731
+        layer = lambda l, name: tensor(f"model.layers.{l}.{name}")    # noqa: E731
 
-        def stack(names_per_layer):
-            """Pack the weights named for each layer and stack: planes (L, rows, NB), offsets, betas."""
-            packed = [[pack_model_weight(f32(layer(l, n))) for n in names] for l, names in names_per_layer]
-            nz = np.stack([np.concatenate([p.nonzero for p in ps]) for ps in packed])
-            ng = np.stack([np.concatenate([p.negative for p in ps]) for ps in packed])
-            off = np.stack([np.concatenate([p.offset for p in ps]) for ps in packed])
-            beta = np.array([[p.scale for p in ps] for ps in packed], np.float32)
+        def stack(names, n_in):
+            """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
+            planes (L, rows, NB) and offsets (L, rows); one float weight alive at a time. -> + betas (L, k)"""
+            rows = sum(tensor(f"model.layers.0.{n}").shape[0] for n in names)
+            nz = np.empty((L, rows, n_blocks(n_in)), np.uint64)
+            ng, off = np.empty_like(nz), np.empty((L, rows), np.int64)
+            beta = np.empty((L, len(names)), np.float32)
+            for l in range(L):
+                r = 0
+                for k, n in enumerate(names):
+                    p = pack_model_weight(layer(l, n))
+                    nz[l, r:r + p.shape[0]], ng[l, r:r + p.shape[0]] = p.nonzero, p.negative
+                    off[l, r:r + p.shape[0]], beta[l, k] = p.offset, p.scale
+                    r += p.shape[0]
             return nz, ng, off, beta
 
         # i, f, g stacked as rows [0, 3D) of one matrix (one kernel launch): (L, 3D, NB); o_proj (L, D, NB)
-        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([(l, [f"attn.{n}_proj.weight" for n in "ifg"])
-                                                             for l in range(L)])
-        self.o_nz, self.o_ng, self.o_off, o_beta = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
+        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([f"attn.{n}_proj.weight" for n in "ifg"], D)
+        self.o_nz, self.o_ng, self.o_off, o_beta = stack(["attn.o_proj.weight"], D)
         self.p_beta = np.concatenate([ifg_beta, o_beta], axis=1)     # (L, 4): i, f, g, o
         self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
-        self.u_nz, self.u_ng, self.u_off, ub = stack([(l, ["mlp.gate_proj.weight"]) for l in range(L)])
-        self.d_nz, self.d_ng, self.d_off, db = stack([(l, ["mlp.down_proj.weight"]) for l in range(L)])
+        self.u_nz, self.u_ng, self.u_off, ub = stack(["mlp.gate_proj.weight"], D)
+        self.d_nz, self.d_ng, self.d_off, db = stack(["mlp.down_proj.weight"], I)
         self.u_beta, self.d_beta = ub[:, 0].copy(), db[:, 0].copy()
         self.u_gain = f32([layer(l, "mlp.gate_proj.norm.weight") for l in range(L)])
         self.d_gain = f32([layer(l, "mlp.down_proj.norm.weight") for l in range(L)])
         self.attn_norm = f32([layer(l, "attn_norm.weight") for l in range(L)])
         self.mlp_norm = f32([layer(l, "mlp_norm.weight") for l in range(L)])
         self.g_norm = f32([layer(l, "attn.g_norm.weight") for l in range(L)])
-        lb = model.lower_bounds()
-        self.lb = np.zeros((L, D), np.float32) if lb is None else f32(lb)
+        if cfg.use_lower_bound:                                      # E7, in the model's precision
+            raw = tensor("model.lower_bounds")
+            raw = np.asarray(raw, np.float64 if raw.dtype == np.float64 else np.float32)
+            self.lb = f32(lower_bounds_forward(raw)[0])
+        else:
+            self.lb = np.zeros((L, D), np.float32)
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
-        head = pack_model_weight(f32(P["lm_head.weight"]))
+        head = pack_model_weight(tensor("lm_head.weight"))
         self.head_nz, self.head_ng, self.head_off = head.nonzero, head.negative, head.offset
         self.head_beta = np.float32(head.scale)
-        self.head_gain = f32(P["lm_head.norm.weight"])
-        self.final_norm = f32(P["model.norm.weight"])
-        E = f32(P["model.embeddings.weight"])
+        self.head_gain = f32(tensor("lm_head.norm.weight"))
+        self.final_norm = f32(tensor("model.norm.weight"))
+        E = f32(tensor("model.embeddings.weight"))
         self._emb_file = None                                        # the file behind embedding="mmap"
         if embedding == "int8":                                      # per-row absmax int8
             scale = np.maximum(np.abs(E).max(axis=1), 1e-12) / 127.0
@@ -270,7 +298,6 @@ class Engine:
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.simd = simd.AVAILABLE                                   # GEMV version 4 (else 3: same integers)
-
 
     # ------------------------------------------------------------------------
     @property

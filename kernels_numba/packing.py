@@ -119,11 +119,29 @@ def unpack_ternary(p):
     return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
 
 
-def pack_model_weight(W):
-    """A float latent weight (out, in) -> PackedTernary with its E3 scale beta (uses mmf's quantizer)."""
-    from mmf.layers.quant import weight_quant_int
-    Wt, beta = weight_quant_int(W)
-    return pack_ternary(Wt, beta)
+def pack_model_weight(W, rows_per_chunk=1024):
+    """A float latent weight (out, in) -> PackedTernary with its E3 scale beta, equal to packing
+    mmf's weight_quant_int of W in float32.
+
+    W may be an array in memory or a read-only memory map of a checkpoint's BF16/F16/F32 tensor
+    (Engine.from_pretrained). beta = mean|W| needs |W| once in float32, the one temporary as large as
+    the matrix (its sum is NumPy's pairwise float32 sum, the same as weight_scale's); the codes are
+    then made and packed `rows_per_chunk` rows at a time into the preallocated planes, so nothing
+    else grows with the matrix."""
+    from mmf.layers.quant import WEIGHT_EPS, ternary_codes
+    out, n_in = W.shape
+    magnitude = np.array(W, dtype=np.float32)                       # (out, in) the one full-size copy
+    np.abs(magnitude, out=magnitude)
+    beta = max(float(np.mean(magnitude)), WEIGHT_EPS)               # = weight_scale(W as float32)
+    del magnitude
+    nb = n_blocks(n_in)
+    nonzero, negative = np.empty((out, nb), np.uint64), np.empty((out, nb), np.uint64)
+    offset = np.empty(out, np.int64)
+    for r in range(0, out, rows_per_chunk):
+        rows = slice(r, min(r + rows_per_chunk, out))
+        p = pack_ternary(ternary_codes(np.asarray(W[rows], dtype=np.float32), beta))
+        nonzero[rows], negative[rows], offset[rows] = p.nonzero, p.negative, p.offset
+    return PackedTernary(nonzero, negative, offset, (out, n_in), beta)
 
 
 # ----------------------------------------------------------------------------
