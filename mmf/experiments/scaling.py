@@ -439,14 +439,13 @@ def energy_markdown(archs=DEFAULT_ARCHS) -> str:
 def plot_all(out_dir: str, rows: list[dict], archs, smoke: bool = False) -> list[str]:
     """loss_curves.png (validation curves per size), loss_vs_compute.png (points, fits, bands,
     residuals) and energy.png in out_dir; returns the paths."""
-    import matplotlib
-    matplotlib.use("Agg") if not os.environ.get("MPLBACKEND") else None
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure          # no pyplot: files only, whatever the session's backend
     paths = []
     colors = {a: f"C{i}" for i, a in enumerate(ARCHS)}
     # 1. validation curves per size
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(3.2 * max(1, len(sizes)), 3), sharey=True, squeeze=False)
+    fig = Figure(figsize=(3.2 * max(1, len(sizes)), 3))
+    axes = fig.subplots(1, max(1, len(sizes)), sharey=True, squeeze=False)
     for ax, size in zip(axes[0], sizes):
         for r in rows:
             if r["size"] != size:
@@ -468,10 +467,10 @@ def plot_all(out_dir: str, rows: list[dict], archs, smoke: bool = False) -> list
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "loss_curves.png"))
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
     # 2. loss vs compute with fits, bands and residuals
     F = fits(rows)
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = Figure(figsize=(6, 6))
+    ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for v in dict.fromkeys(r["variant"] for r in _ok(rows)):
         pts = [r for r in _ok(rows) if r["variant"] == v]
         C = np.array([r["flops"] for r in pts])
@@ -492,10 +491,10 @@ def plot_all(out_dir: str, rows: list[dict], archs, smoke: bool = False) -> list
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "loss_vs_compute.png"))
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
     # 3. energy per token
     E = energy_rows(archs, smoke)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     for v in archs:
         er = [e for e in E if e["variant"] == v]
         x = np.arange(len(er))
@@ -511,7 +510,6 @@ def plot_all(out_dir: str, rows: list[dict], archs, smoke: bool = False) -> list
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "energy.png"))
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
     return paths
 
 
