@@ -243,7 +243,8 @@ def run_study(archs, sizes, out_dir: str, smoke: bool = False, progress: bool = 
     check_grid_dir(out_dir, smoke)
     with open(os.path.join(out_dir, "grid.json"), "w") as f:
         json.dump({"grid": "smoke" if smoke else "scaling"}, f)
-    return run_grid(runs, SMOKE_BASE if smoke else BASE, out_dir, progress=progress, extra=extra_columns)
+    return run_grid(runs, SMOKE_BASE if smoke else BASE, out_dir, progress=progress, run_progress=progress,
+                    extra=extra_columns)                       # tqdm over the grid and within each run
 
 
 # ----------------------------------------------------------------------------------------------
