@@ -161,7 +161,10 @@ def runs_of(archs, sizes, smoke: bool = False) -> list[Run]:
             steps = max(4, math.ceil(per_param * ne / step_tokens))
             every = max(1, steps // EVALS_PER_RUN)
             for seed in ((0, 1) if size in two_seed else (0,)):
-                lr = CHOSEN_LRS.get(arch, 3e-3)
+                if arch not in CHOSEN_LRS:
+                    raise ValueError(f"no learning rate for {arch!r}: the baselines sweep "
+                                     "(mmf.experiments.baselines.CHOSEN_LRS) has none; sweep it first")
+                lr = CHOSEN_LRS[arch]
                 over = {**_fields(arch, size, smoke), "lr": lr, "seed": seed, "max_steps": steps,
                         "warmup_steps": max(1, steps // 10), "eval_interval": every, "checkpoint_interval": every}
                 out.append(Run(f"{arch}_{size}_s{seed}", over,
@@ -561,7 +564,10 @@ def main(argv=None) -> int:
             print(f"{p['name']:34s} {p['params']:>9,} params {p['params_nonembedding']:>9,} non-emb "
                   f"{p['tokens']:>9,} tokens {p['flops']:.2e} FLOPs" + (f"  ~{est / 60:.1f} min" if est else ""))
         if not smoke:
-            print(f"estimated total on a quiet machine: {total / 3600:.2f} h (from MEASURED_TOK_S; noisy)")
+            unmeasured = sorted({a for a in archs if a not in MEASURED_TOK_S})
+            print(f"estimated total on a quiet machine: {total / 3600:.2f} h (from MEASURED_TOK_S; noisy)"
+                  + (f"; no measured rate for {', '.join(unmeasured)}: their runs are not in this total"
+                     if unmeasured else ""))
         return 0
     try:
         rows = run_study(archs, sizes, out_dir, smoke=smoke, progress="no_progress" not in flags)
