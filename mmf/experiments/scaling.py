@@ -94,6 +94,8 @@ MEASURED_TOK_S = {
     "mmfree-ternary": {64: 3008, 96: 3181, 128: 1617, 192: 978},
     "mmfree-float": {64: 1845, 96: 1431, 128: 768, 192: 360},
     "transformer-float": {64: 1413, 96: 1253, 128: 906, 192: 451},
+    "bitnet-b1.58": {64: 764, 96: 660, 128: 387},      # (measured later, beside this project's test suite)
+    "bitnet-binary": {64: 707, 96: 562, 128: 425},
 }
 EST_OVERHEAD = 1.15
 
