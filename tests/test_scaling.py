@@ -2,6 +2,7 @@
 bad input, and the README's results recomputed from the committed CSV."""
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -54,17 +55,26 @@ def killed(tmp_path_factory):
                     f"(rc {proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
     before = _snapshot(out)
     assert victim not in before
+    # a second kill at a random moment of the re-run (seeded: reproducible), wherever it lands
+    proc = subprocess.Popen([sys.executable, "-m", "mmf.scaling", *ARGS, f"--out_dir={out}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(14).uniform(1.0, 3.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    middle = _snapshot(out)
     assert scaling.main([*ARGS, f"--out_dir={out}"]) == 0
     clean = str(tmp_path_factory.mktemp("scaling") / "clean")
     assert scaling.main([*ARGS, f"--out_dir={clean}"]) == 0
-    return dict(out=out, victim=victim, before=before, after=_snapshot(out),
+    return dict(out=out, victim=victim, before=before, middle=middle, after=_snapshot(out),
                 rows=read_csv(os.path.join(out, "runs.csv")), clean=read_csv(os.path.join(clean, "runs.csv")))
 
 
 def test_finished_runs_are_untouched_and_the_interrupted_one_resumed(killed):
-    after, before = killed["after"], killed["before"]
+    after, before, middle = killed["after"], killed["before"], killed["middle"]
     for name, snap in before.items():
-        assert after[name] == snap, f"{name} was rewritten by the re-run"
+        assert middle[name] == snap, f"{name} was rewritten by the killed re-run"
+    for name, snap in middle.items():
+        assert after[name] == snap, f"{name} was rewritten by the last re-run"
     with open(os.path.join(killed["out"], killed["victim"], "result.json")) as f:
         assert json.load(f)["resumed_from"] == "interrupted"
     assert len(after) == len(killed["rows"]) == len(scaling.runs_of(["mmfree-ternary"], list(scaling.SMOKE_SIZES), True))
