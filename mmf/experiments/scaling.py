@@ -354,7 +354,9 @@ def results_markdown(rows: list[dict], bootstrap: int = 200) -> str:
         lines.append(f"| {ARCHS[v][0]} | {size} | {d['ne']:,} | {d['tokens']:,} | {d['flops']:.2e} | "
                      f"{_fmt_loss(d['loss'])} | {_fmt_loss(d['bpc'])} |")
     lines.append("")
-    lines.append("(mean ± half-range over seeds where a size has two.)")
+    ok = _ok(rows)
+    lines.append(f"(mean ± half-range over seeds where a size has two.) {len(ok)} finished runs, "
+                 f"{sum(r['wall_s'] for r in ok) / 60:.1f} min of training wall time in all (the sum of each run's).")
     gaps = gap_by_size(rows)
     if gaps:
         lines.append("")
@@ -428,7 +430,7 @@ def energy_rows(archs, smoke: bool = False, context: int | None = None) -> list[
 def energy_markdown(archs=DEFAULT_ARCHS) -> str:
     """The README's energy table: J/token at the grid's sizes (context 128) and the released shapes
     (context 2048), computed from the configs alone (mmf/experiments/energy.py)."""
-    lines = ["| architecture | size | context | int adds | float mul+add | arithmetic fp16 (J) | DRAM (J, 162-325 pJ/B) | FPGA model (J, board) |",
+    lines = ["| architecture | size | context | int adds | float mul+add | arithmetic fp16 (J) | DRAM (J, 162-325 pJ/B) | FPGA model (J, board; 512-bit bursts) |",
              "|---|---|---|---|---|---|---|---|"]
     for e in energy_rows(archs):
         fpga = f"{e['fpga_j']:.2e}" if e["fpga_j"] is not None else "n/a"
