@@ -355,8 +355,10 @@ def results_markdown(rows: list[dict], bootstrap: int = 200) -> str:
                      f"{_fmt_loss(d['loss'])} | {_fmt_loss(d['bpc'])} |")
     lines.append("")
     ok = _ok(rows)
+    wall = sum(r["wall_s"] for r in ok)
     lines.append(f"(mean ± half-range over seeds where a size has two.) {len(ok)} finished runs, "
-                 f"{sum(r['wall_s'] for r in ok) / 60:.1f} min of training wall time in all (the sum of each run's).")
+                 + (f"{wall:.1f} s" if wall < 120 else f"{wall / 3600:.2f} h")
+                 + " of training wall time in all (the sum of each run's).")
     gaps = gap_by_size(rows)
     if gaps:
         lines.append("")
