@@ -90,6 +90,8 @@ def test_resumed_run_equals_an_uninterrupted_one(resumed, base, tmp_path):
 
 
 def test_a_third_run_is_a_no_op(resumed, base):
+    csv_path = os.path.join(resumed["out"], "runs.csv")
+
     def no_training(cfg):
         raise AssertionError("a finished grid must not train again")
     real, runner.train = runner.train, no_training
@@ -98,6 +100,23 @@ def test_a_third_run_is_a_no_op(resumed, base):
     finally:
         runner.train = real
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in resumed["rows"]]
+
+
+def test_the_csv_keeps_every_finished_run_while_a_grid_runs(resumed, base):
+    """Re-running with a new run first: while it trains, the CSV already lists the finished ones."""
+    seen = []
+    real = runner.train
+
+    def peeking_train(cfg):
+        seen.append([r["name"] for r in read_csv(os.path.join(resumed["out"], "runs.csv"))])
+        return real(cfg)
+    runner.train = peeking_train
+    try:
+        run_grid([Run("c_lr0.02", {"lr": 2e-2}, {"variant": "c"})] + GRID, base, resumed["out"], progress=False)
+    finally:
+        runner.train = real
+    assert seen == [["a_lr0.01", "b_lr0.003"]]
+    assert [r["name"] for r in read_csv(os.path.join(resumed["out"], "runs.csv"))] == ["c_lr0.02", "a_lr0.01", "b_lr0.003"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -254,17 +254,19 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
             read_csv(csv_path)
         except ValueError as e:
             raise RunFolderError(f"{e}; move it away or choose another out_dir") from None
+    finished = {}                                                          # name -> row, kept in grid order
     for run, cfg in zip(runs, configs):                                    # refuse bad folders up front
-        run_state(cfg.out_dir, cfg)
-    rows = []
+        if run_state(cfg.out_dir, cfg) == "finished":
+            result = _read_json(os.path.join(cfg.out_dir, "result.json"), cfg.out_dir)
+            finished[run.name] = {**result["row"], **(extra(run, cfg, result) if extra else {})}
     bar = tqdm(list(zip(runs, configs)), desc="grid", unit="run", disable=not progress, dynamic_ncols=True)
     for run, cfg in bar:
         bar.set_postfix_str(run.name)
         result = run_one(run, cfg)
-        rows.append({**result["row"], **(extra(run, cfg, result) if extra else {})})
-        _write_atomic(csv_path, csv_text(rows))
+        finished[run.name] = {**result["row"], **(extra(run, cfg, result) if extra else {})}
+        _write_atomic(csv_path, csv_text([finished[r.name] for r in runs if r.name in finished]))
     bar.close()
-    return rows
+    return [finished[r.name] for r in runs]
 
 
 def load_results(runs: list[Run], base: dict, out_dir: str) -> list[dict]:
