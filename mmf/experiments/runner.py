@@ -234,12 +234,14 @@ def read_csv(path: str) -> list[dict]:
 
 
 def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.csv",
-             progress: bool = True, run_progress: bool = False) -> list[dict]:
+             progress: bool = True, run_progress: bool = False, extra=None) -> list[dict]:
     """Run every run of the grid in order (skipping finished ones, resuming interrupted ones) and keep
     out_dir/csv_name equal to the rows of the finished runs. Returns those rows in grid order.
 
     base         -- TrainConfig fields shared by the grid (e.g. a preset); each run overrides some
     progress     -- a tqdm bar over the grid; run_progress -- each run's own tqdm bar
+    extra        -- optional extra(run, cfg, result) -> dict of more CSV columns computed from a finished
+                    run's result (e.g. the scaling study's FLOPs); placed after the tag columns
     """
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -256,11 +258,13 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
     finished = {}                                                          # name -> row, kept in grid order
     for run, cfg in zip(runs, configs):                                    # refuse bad folders up front
         if run_state(cfg.out_dir, cfg) == "finished":
-            finished[run.name] = _read_json(os.path.join(cfg.out_dir, "result.json"), cfg.out_dir)["row"]
+            result = _read_json(os.path.join(cfg.out_dir, "result.json"), cfg.out_dir)
+            finished[run.name] = {**result["row"], **(extra(run, cfg, result) if extra else {})}
     bar = tqdm(list(zip(runs, configs)), desc="grid", unit="run", disable=not progress, dynamic_ncols=True)
     for run, cfg in bar:
         bar.set_postfix_str(run.name)
-        finished[run.name] = run_one(run, cfg)["row"]
+        result = run_one(run, cfg)
+        finished[run.name] = {**result["row"], **(extra(run, cfg, result) if extra else {})}
         _write_atomic(csv_path, csv_text([finished[r.name] for r in runs if r.name in finished]))
     bar.close()
     return [finished[r.name] for r in runs]
