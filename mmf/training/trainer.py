@@ -4,6 +4,7 @@ checkpoints, CLI.
     python -m mmf.train --preset=tiny                     # the main job (embedded story corpus)
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
+    python -m mmf.train --preset=tiny --lr_sweep=1e-3,3e-3,1e-2   # one run per rate, the best one picked
     python -m mmf.train --preset=tiny --arch=transformer --weights=float --num_heads=2   # the Transformer++
 
 Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
@@ -254,9 +255,17 @@ def config_from_args(argv: list[str]) -> TrainConfig:
         except (ValueError, SyntaxError):
             value = raw                                           # a bare word: a string
         overrides[key] = value
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{**PRESETS[preset], **overrides})
+    presets = all_presets()
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    return TrainConfig(**{**presets[preset], **overrides})
+
+
+def all_presets() -> dict[str, dict]:
+    """PRESETS plus the baselines study's `baseline-<variant>` presets (each variant at the learning rate
+    its sweep picked; they live with the study in mmf/experiments/baselines.py)."""
+    from mmf.experiments.baselines import presets
+    return {**PRESETS, **presets()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -605,9 +614,14 @@ def _main(argv: list[str]) -> int:
         print("options (--key=value):")
         for f in dataclasses.fields(TrainConfig):
             print(f"  --{f.name}={f.default!r}")
-        print(f"presets: {', '.join(PRESETS)}")
+        print(f"presets: {', '.join(all_presets())}")
         return 0
-    cfg = config_from_args(argv)
+    sweep = [a for a in argv if a.startswith("--lr_sweep=")]
+    cfg = config_from_args([a for a in argv if not a.startswith("--lr_sweep=")])
+    if sweep:                                          # one resumable run per rate (mmf/experiments/lr_sweep.py)
+        from mmf.experiments.lr_sweep import lr_sweep, parse_lrs
+        lr_sweep(cfg, parse_lrs(sweep[-1].split("=", 1)[1]))
+        return 0
     s = train(cfg)
     meta = s["meta"]
     line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
