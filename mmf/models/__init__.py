@@ -1,6 +1,7 @@
 """Models: configurations, parameter tables keyed by checkpoint names, blocks and whole language
 models built from `mmf.layers`, and generation. Models import layers; layers never import models.
 
+  base                      LanguageModel: forward, loss_and_grads (E11), generate -- shared by every model
   config               MMfreeConfig and the E8 rule for the GLU width
   params               state-dict names, shapes and initialisation
   block                E9   one MMfree block (MLGRU + GLU, each behind an RMSNorm and a residual)

@@ -8,16 +8,16 @@ import dataclasses
 
 import numpy as np
 
-from mmf.backend import get_backend
 from mmf.layers.quant import resolve_weights
-from mmf.models.block import block_backward, block_forward, sub_dict
+from mmf.models.base import LanguageModel
+from mmf.models.block import block_backward, block_forward
 from mmf.checks import check_token_ids
 from mmf.models.config import MMfreeConfig
 from mmf.layers.mlgru import lower_bounds_backward, lower_bounds_forward
 from mmf.models.params import ParamDict, init_params, param_shapes
 
 
-class MMfreeLM:
+class MMfreeLM(LanguageModel):
     """A MatMul-free LM (HGRNBit semantics) in NumPy.
 
     config   -- MMfreeConfig; its `weights` field picks the BitLinear format (ternary, binary, float)
@@ -36,18 +36,9 @@ class MMfreeLM:
 
     def __init__(self, config, seed=0, dtype=np.float32, quantize=None, backend="numpy", fused=True,
                  params=None):
-        if not isinstance(config, MMfreeConfig):
-            raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype}")
-        if quantize is not None and bool(quantize) != (config.weights != "float"):
+        if isinstance(config, MMfreeConfig) and quantize is not None and bool(quantize) != (config.weights != "float"):
             config = dataclasses.replace(config, weights=resolve_weights(None, quantize))
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        self.backend = get_backend(backend, config.weights, fused)
-        if self.backend.weights != config.weights:
-            raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but the config says "
-                             f"{config.weights!r}; build the backend with weights={config.weights!r}")
+        self._setup(config, MMfreeConfig, dtype, backend, fused, getattr(config, "weights", None))
         shapes = param_shapes(config)
         if params is None:
             params = init_params(config, seed, self.dtype)
@@ -72,11 +63,6 @@ class MMfreeLM:
         return save_pretrained(self, path, dtype=dtype, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
 
     @property
-    def weights(self):
-        """The BitLinear weight format: 'ternary', 'binary' or 'float' (config.weights)."""
-        return self.config.weights
-
-    @property
     def quantize(self):
         """Deprecated alias: True unless the model is float."""
         return self.config.weights != "float"
@@ -90,13 +76,6 @@ class MMfreeLM:
         """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
         self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
         self.backend.weights = self.config.weights
-
-    def num_params(self):
-        return int(sum(p.size for p in self.params.values()))
-
-    def layer_params(self, l):
-        """The dict of block l's parameters, keyed below `model.layers.{l}.`."""
-        return sub_dict(self.params, f"model.layers.{l}.")
 
     def lower_bounds(self):
         """lb (L, D) from model.lower_bounds (E7), or None when use_lower_bound is off."""
@@ -128,23 +107,6 @@ class MMfreeLM:
         cache = (ids, S, block_caches, c_norm, c_head)
         return logits, new_state, cache
 
-    def forward(self, ids, state=None, return_state=False):
-        """ids (B, T) int -> logits (B, T, V). With return_state=True also returns the MLGRU state after
-        the last token (a list of L arrays (B, D)); passing it back as `state` continues the sequence, so
-        a prompt is prefilled once and then decoded one token at a time with O(1) work per token."""
-        logits, new_state, _ = self._forward(ids, state)
-        return (logits, new_state) if return_state else logits
-
-    def loss_and_grads(self, ids, targets):
-        """Mean cross-entropy (E11) over all (B, T) positions and its gradient for every parameter."""
-        check_token_ids("targets", targets, self.config.vocab_size)
-        if targets.shape != ids.shape:
-            raise ValueError(f"targets has shape {targets.shape} but ids has {ids.shape}; they must match")
-        logits, _, cache = self._forward(ids, None)
-        loss, c_loss = self.backend.cross_entropy_forward(logits, targets)
-        grads = self._backward(self.backend.cross_entropy_backward(c_loss), cache)
-        return loss, grads
-
     def _backward(self, dlogits, cache):
         cfg, ops = self.config, self.backend
         ids, S, block_caches, c_norm, c_head = cache
@@ -165,10 +127,3 @@ class MMfreeLM:
             grads["model.lower_bounds"] += lower_bounds_backward(dlb, S)
         np.add.at(grads["model.embeddings.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))
         return grads
-
-    # ------------------------------------------------------------------------
-    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """Prefill `ids` (B, T) once, then sample one token at a time carrying the MLGRU state.
-        temperature 0 is greedy. Returns (B, T + max_new_tokens)."""
-        from mmf.models.generate import generate
-        return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

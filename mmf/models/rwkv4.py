@@ -37,12 +37,12 @@ from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 
-from mmf.backend import get_backend
 from mmf.checks import check_token_ids
 from mmf.layers.quant import check_weights, resolve_weights
 from mmf.layers.rwkv4_mixing import (CHANNEL_MIX_PROJECTIONS, TIME_MIX_PROJECTIONS, channel_mixing_backward,
                                      channel_mixing_forward, time_mixing_backward, time_mixing_forward)
 from mmf.layers.wkv import wkv_initial_state
+from mmf.models.base import LanguageModel
 from mmf.models.block import sub_dict
 from mmf.models.params import ParamDict
 
@@ -206,7 +206,7 @@ def block_backward(dout, cache, ops):
 # ----------------------------------------------------------------------------------------------
 # the model
 
-class RWKV4LM:
+class RWKV4LM(LanguageModel):
     """A MatMul-free RWKV-4 language model in NumPy, with MMfreeLM's public surface.
 
     config   -- RWKV4Config; its `weights` field picks the BitLinear format (ternary, binary, float)
@@ -217,23 +217,11 @@ class RWKV4LM:
     fused    -- recompute the quantized BitLinear input in backward instead of caching it (E5)
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32, backend="numpy", fused=True):
-        if not isinstance(config, RWKV4Config):
-            raise TypeError(f"config must be an mmf.RWKV4Config, got {type(config).__name__}")
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype}")
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        self.backend = get_backend(backend, config.weights, fused)
-        if self.backend.weights != config.weights:
-            raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but the config says "
-                             f"{config.weights!r}; build the backend with weights={config.weights!r}")
-        self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
+    layer_prefix = "blocks."
 
-    @property
-    def weights(self):
-        """The BitLinear weight format: 'ternary', 'binary' or 'float' (config.weights)."""
-        return self.config.weights
+    def __init__(self, config, seed=0, dtype=np.float32, backend="numpy", fused=True):
+        self._setup(config, RWKV4Config, dtype, backend, fused, getattr(config, "weights", None))
+        self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
 
     @property
     def quantize(self):
@@ -248,13 +236,6 @@ class RWKV4LM:
         """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
         self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
         self.backend.weights = self.config.weights
-
-    def num_params(self):
-        return int(sum(p.size for p in self.params.values()))
-
-    def layer_params(self, l):
-        """The dict of block l's parameters, keyed below `blocks.{l}.`."""
-        return sub_dict(self.params, f"blocks.{l}.")
 
     def initial_state(self, batch):
         """The decoding state before any token: a list of L RWKV4State."""
@@ -295,23 +276,6 @@ class RWKV4LM:
         logits, c_head = ops.bitlinear_forward(xn, P["head.weight"], P["head.norm.weight"])     # (B, T, V)
         return logits, new_state, (ids, block_caches, c_out, c_head)
 
-    def forward(self, ids, state=None, return_state=False):
-        """ids (B, T) int -> logits (B, T, V). With return_state=True also returns the state after the
-        last token (a list of L RWKV4State); passing it back as `state` continues the sequence, so a
-        prompt is prefilled once and then decoded one token at a time with O(1) work per token."""
-        logits, new_state, _ = self._forward(ids, state)
-        return (logits, new_state) if return_state else logits
-
-    def loss_and_grads(self, ids, targets):
-        """Mean cross-entropy (E11) over all (B, T) positions and its gradient for every parameter."""
-        check_token_ids("targets", targets, self.config.vocab_size)
-        if targets.shape != ids.shape:
-            raise ValueError(f"targets has shape {targets.shape} but ids has {ids.shape}; they must match")
-        logits, _, cache = self._forward(ids, None)
-        loss, c_loss = self.backend.cross_entropy_forward(logits, targets)
-        grads = self._backward(self.backend.cross_entropy_backward(c_loss), cache)
-        return loss, grads
-
     def _backward(self, dlogits, cache):
         cfg, ops = self.config, self.backend
         ids, block_caches, c_out, c_head = cache
@@ -324,10 +288,3 @@ class RWKV4LM:
                 grads[f"blocks.{l}.{k}"] += v
         np.add.at(grads["emb.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))
         return grads
-
-    # ------------------------------------------------------------------------
-    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """Prefill `ids` (B, T) once, then sample one token at a time carrying the state.
-        temperature 0 is greedy. Returns (B, T + max_new_tokens)."""
-        from mmf.models.generate import generate
-        return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

@@ -17,16 +17,15 @@ model carries L vectors of size D instead). mmf.models.generate works with eithe
 """
 import numpy as np
 
-from mmf.backend import get_backend
 from mmf.checks import check_token_ids
-from mmf.models.block import sub_dict
+from mmf.models.base import LanguageModel
 from mmf.models.params import ParamDict
 from mmf.models.transformer_block import transformer_block_backward, transformer_block_forward
 from mmf.models.transformer_config import TransformerConfig
 from mmf.models.transformer_params import transformer_init_params, transformer_param_shapes
 
 
-class TransformerLM:
+class TransformerLM(LanguageModel):
     """A Transformer++ LM (Llama semantics) in NumPy, forward and hand-written backward.
 
     config   -- TransformerConfig; `weights` picks plain (float) or BitLinear (ternary, binary) projections
@@ -40,27 +39,13 @@ class TransformerLM:
     """
 
     def __init__(self, config, seed=0, dtype=np.float32, quantize=None, backend="numpy", fused=True):
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be an mmf.TransformerConfig, got {type(config).__name__}")
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype}")
         if quantize not in (None, True, False):
             raise TypeError(f"quantize must be None, True or False, got {quantize!r}")
-        self.config = config
-        self.dtype = np.dtype(dtype)
         self._quantize = quantize is not False
-        run_weights = config.weights if self._quantize else "float"
-        self.backend = get_backend(backend, run_weights, fused)
-        if self.backend.weights != run_weights:
-            raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but this model runs "
-                             f"{run_weights!r}; build the backend with weights={run_weights!r}")
+        run_weights = getattr(config, "weights", None) if self._quantize else "float"
+        self._setup(config, TransformerConfig, dtype, backend, fused, run_weights)
         shapes = transformer_param_shapes(config)
         self.params = ParamDict(shapes, self.dtype, transformer_init_params(config, seed, self.dtype))
-
-    @property
-    def weights(self):
-        """The projections' weight format: 'float', 'ternary' or 'binary' (config.weights)."""
-        return self.config.weights
 
     @property
     def quantize(self):
@@ -71,13 +56,6 @@ class TransformerLM:
     def quantize(self, on):
         self._quantize = bool(on)
         self.backend.weights = self.config.weights if self._quantize else "float"
-
-    def num_params(self):
-        return int(sum(p.size for p in self.params.values()))
-
-    def layer_params(self, l):
-        """The dict of block l's parameters, keyed below `model.layers.{l}.`."""
-        return sub_dict(self.params, f"model.layers.{l}.")
 
     # ------------------------------------------------------------------------
     def _check_state(self, state, B):
@@ -121,23 +99,6 @@ class TransformerLM:
         logits, c_head = ops.linear_forward(xn, P["lm_head.weight"])           # (B, T, D) -> (B, T, V), float
         return logits, present, (ids, block_caches, c_norm, c_head)
 
-    def forward(self, ids, state=None, return_state=False):
-        """ids (B, T) int -> logits (B, T, V). With return_state=True also returns the KV cache after the
-        last token (a list of L (K, V) pairs (B, H, S, hd)); passing it back as `state` continues the
-        sequence at position S, so a prompt is prefilled once and then decoded one token at a time."""
-        logits, present, _ = self._forward(ids, state)
-        return (logits, present) if return_state else logits
-
-    def loss_and_grads(self, ids, targets):
-        """Mean cross-entropy (E11) over all (B, T) positions and its gradient for every parameter."""
-        check_token_ids("targets", targets, self.config.vocab_size)
-        if targets.shape != ids.shape:
-            raise ValueError(f"targets has shape {targets.shape} but ids has {ids.shape}; they must match")
-        logits, _, cache = self._forward(ids, None)
-        loss, c_loss = self.backend.cross_entropy_forward(logits, targets)
-        grads = self._backward(self.backend.cross_entropy_backward(c_loss), cache)
-        return loss, grads
-
     def _backward(self, dlogits, cache):
         cfg, ops = self.config, self.backend
         ids, block_caches, c_norm, c_head = cache
@@ -152,10 +113,3 @@ class TransformerLM:
                 grads[f"model.layers.{l}.{k}"] += v
         np.add.at(grads["model.embed_tokens.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))
         return grads
-
-    # ------------------------------------------------------------------------
-    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """Prefill `ids` (B, T) once, then sample one token at a time carrying the KV cache.
-        temperature 0 is greedy. Returns (B, T + max_new_tokens)."""
-        from mmf.models.generate import generate
-        return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
