@@ -10,9 +10,12 @@ and this class turns them into `forward`, `loss_and_grads` (E11) and `generate`.
 is whatever the architecture carries between tokens: the MLGRU's hidden vectors, a Transformer's KV
 cache, RWKV-4's shifted tokens and WKV sums. `mmf.models.generate` only passes it back.
 """
+import dataclasses
+
 import numpy as np
 
 from mmf.backend import get_backend
+from mmf.layers.quant import resolve_weights
 from mmf.checks import check_token_ids
 from mmf.models.block import sub_dict
 
@@ -37,6 +40,21 @@ class LanguageModel:
     def weights(self):
         """The weight format of the model's projections: 'ternary', 'binary' or 'float' (config.weights)."""
         return self.config.weights
+
+    @property
+    def quantize(self):
+        """Deprecated alias: True unless the model is float."""
+        return self.config.weights != "float"
+
+    @quantize.setter
+    def quantize(self, on):
+        """Switch between the float model (False) and the ternary one (True), keeping the parameters."""
+        self.set_weights("ternary" if on else "float")
+
+    def set_weights(self, weights):
+        """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
+        self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
+        self.backend.weights = self.config.weights
 
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))

@@ -62,21 +62,6 @@ class MMfreeLM(LanguageModel):
         from mmf.interop.pretrained import save_pretrained
         return save_pretrained(self, path, dtype=dtype, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
 
-    @property
-    def quantize(self):
-        """Deprecated alias: True unless the model is float."""
-        return self.config.weights != "float"
-
-    @quantize.setter
-    def quantize(self, on):
-        """Switch between the float model (False) and the ternary one (True), keeping the parameters."""
-        self.set_weights("ternary" if on else "float")
-
-    def set_weights(self, weights):
-        """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
-        self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
-        self.backend.weights = self.config.weights
-
     def lower_bounds(self):
         """lb (L, D) from model.lower_bounds (E7), or None when use_lower_bound is off."""
         if not self.config.use_lower_bound:

@@ -30,7 +30,6 @@ length of the text, so mmf/models/generate.py runs this model unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Optional
@@ -38,7 +37,7 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 
 from mmf.checks import check_token_ids
-from mmf.layers.quant import check_weights, resolve_weights
+from mmf.layers.quant import check_weights
 from mmf.layers.rwkv4_mixing import (CHANNEL_MIX_PROJECTIONS, TIME_MIX_PROJECTIONS, channel_mixing_backward,
                                      channel_mixing_forward, time_mixing_backward, time_mixing_forward)
 from mmf.layers.wkv import wkv_initial_state
@@ -222,20 +221,6 @@ class RWKV4LM(LanguageModel):
     def __init__(self, config, seed=0, dtype=np.float32, backend="numpy", fused=True):
         self._setup(config, RWKV4Config, dtype, backend, fused, getattr(config, "weights", None))
         self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
-
-    @property
-    def quantize(self):
-        """True unless the model is float (the older boolean spelling of weights)."""
-        return self.config.weights != "float"
-
-    @quantize.setter
-    def quantize(self, on):
-        self.set_weights("ternary" if on else "float")
-
-    def set_weights(self, weights):
-        """Run the same parameters in another weight format (e.g. the float model behind a ternary one)."""
-        self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
-        self.backend.weights = self.config.weights
 
     def initial_state(self, batch):
         """The decoding state before any token: a list of L RWKV4State."""
