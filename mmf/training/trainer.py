@@ -87,6 +87,9 @@ class TrainConfig:
     sample_top_k: int = 0            # 0 = no top-k cut
     # ---- resuming
     resume: str = ""                 # checkpoint file to continue from ("" = fresh run)
+    init_from: str = ""              # start a fresh run (new optimizer, step 0) from this checkpoint's
+                                     # parameters; its shapes must match, its weight format may differ
+                                     # (e.g. QAT from a float model: --weights=ternary --init_from=F)
 
     def __post_init__(self):
         _check_types(self)
@@ -101,6 +104,9 @@ class TrainConfig:
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resume and self.init_from:
+            raise ValueError(f"give resume or init_from, not both (resume={self.resume!r}, "
+                             f"init_from={self.init_from!r}): resume continues a run, init_from starts one")
         if not 0 < self.lr < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"need 0 < lr < 1 and 0 <= min_lr_ratio <= 1, got {self.lr}, {self.min_lr_ratio}")
 
@@ -236,6 +242,18 @@ def _restore(path, model, opt, rng, history):
     return ck.step, ck.extra.get("history", history)
 
 
+def _init_from(path, model):
+    """Copy another checkpoint's parameters into a fresh model: same architecture and shapes; only the
+    weight format may differ (a float model continued with quantization on is "QAT from float")."""
+    ck = load_checkpoint(path)
+    theirs = dataclasses.replace(ck.config, weights=model.config.weights)
+    if type(theirs) is not type(model.config) or theirs != model.config:
+        raise ValueError(f"--init_from={path}: its model config {config_to_dict(ck.config)} does not match "
+                         f"this run's {config_to_dict(model.config)} (only 'weights' may differ)")
+    for k, v in ck.params.items():
+        model.params[k] = v.astype(model.dtype)
+
+
 def _last_good(ckpt_path):
     return ckpt_path if os.path.exists(ckpt_path) else "none yet"
 
@@ -267,6 +285,8 @@ def train(cfg: TrainConfig) -> dict:
     step = 0
     if cfg.resume:
         step, history = _restore(cfg.resume, model, opt, rng, history)
+    elif cfg.init_from:
+        _init_from(cfg.init_from, model)
     os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.ckpt")
 
