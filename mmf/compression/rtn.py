@@ -1,7 +1,10 @@
 """Round-to-nearest (RTN): quantize each weight on its own, no data, no correction.
 
     ternary (absmean, E3 generalised):  beta = mean|W|,  W_hat = beta * clip(round(W / beta), -1, 1)
-    binary  (sign):                     alpha = mean(W), beta = mean|W|, W_hat = beta * Sign(W - alpha)  (E3b)
+    binary  (sign):                     per tensor E3b: W_hat = beta * Sign(W - mean(W)), beta = mean|W|;
+                                        per channel: W_hat = beta_row * Sign(W), beta_row = mean|W_row|
+                                        (XNOR-Net's scale: the least-squares one for the signs of W; a
+                                        per-row centre would be a noisy estimate that flips signs)
 
 `per="tensor"` uses one (alpha, beta) for the whole matrix: exactly mmf's E3 / E3b, so a per-tensor RTN
 ternary model IS a ternary MatMul-free model (`as_native_ternary`). `per="channel"` gives every output
@@ -42,9 +45,8 @@ def rtn_binary(W, per="tensor") -> Compressed:
     _check_per(per)
     if per == "tensor":
         return Compressed(weight_quant_binary(W), W.size + SCALE_BITS, {"signs": W.size, "scales": SCALE_BITS})
-    alpha = np.mean(W, axis=1, keepdims=True)                                       # (N, 1) centre
     beta = np.maximum(np.mean(np.abs(W), axis=1, keepdims=True), WEIGHT_EPS)       # (N, 1) scale
-    signs = np.where(W > alpha, 1.0, -1.0)                                          # Sign(0) = -1 (E3b)
+    signs = np.where(W > 0, 1.0, -1.0)                                              # Sign(0) = -1 (E3b)
     scales = W.shape[0] * SCALE_BITS
     return Compressed((signs * beta).astype(W.dtype), W.size + scales, {"signs": W.size, "scales": scales})
 
