@@ -1,4 +1,4 @@
-"""fpga_model: a cycle-approximate model of the paper's FPGA accelerator (App. A; SPEC §6) that runs
+"""fpga_model: a cycle-approximate model of the paper's FPGA accelerator (App. A; docs/accelerator.md) that runs
 real mmf models and reproduces the paper's Tables 4 and 5.
 
     isa.py        instructions (paper ISA + our marked extensions), 64-bit ROM words

@@ -216,6 +216,9 @@ def compile_model(config, params=None, hw=None):
                          f"model has weights={config.weights!r} (see the README's table of which tool "
                          "runs which model)")
     hw = hw or Hardware()
+    if config.output_gate != "official":
+        raise ValueError(f"the accelerator program implements the official output gate rms(g)*SiLU(h) "
+                         f"only; this config has output_gate={config.output_gate!r}")
     if abs(config.rms_norm_eps - hw.rms_eps) > 1e-12:
         raise ValueError(f"the RMS unit's epsilon is {hw.rms_eps} but the model uses rms_norm_eps="
                          f"{config.rms_norm_eps}; build Hardware(rms_eps={config.rms_norm_eps})")

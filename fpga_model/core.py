@@ -1,6 +1,6 @@
 """One core: program counter with the paper's stall rule, instruction ROM, register router, the
 register file (8 vectors, one read port and one write port each) and the four functional units with
-simple out-of-order completion (paper App. A, Fig. 5; SPEC §6).
+simple out-of-order completion (paper App. A, Fig. 5; docs/accelerator.md).
 
 Timing is a scoreboard, one step per instruction (not per element or per weight):
   * the PC fetches from the ROM section the host launched and issues at most one instruction per

@@ -1,5 +1,5 @@
 """The CPU integer path the accelerator must match: mmf's model with every BitLinear computed by
-`mmf.layers.bitlinear.bitlinear_int_forward` (SPEC E4 integer form y = (q @ Wt.T) * beta / s) instead of
+`mmf.layers.bitlinear.bitlinear_int_forward` (docs/equations.md, E4 integer form y = (q @ Wt.T) * beta / s) instead of
 the float fake-quant product. Forward only.
 
 Why a second reference next to MMfreeLM.forward: with ternary weights and int8 codes, two logits of

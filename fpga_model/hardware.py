@@ -20,7 +20,7 @@ class Hardware:
     vector_lanes: int = 64             # elements per cycle in the row-wise and RMS units (assumption)
     tmatmul_lanes: Optional[int] = None  # ternary weights per cycle in the add stage; None = one access's worth
     rom_depth: int = 1024              # instruction ROM words
-    rms_eps: float = 1e-6              # the RMS unit's epsilon (SPEC E1/E4: every norm of the released models)
+    rms_eps: float = 1e-6              # the RMS unit's epsilon (E1/E4, docs/equations.md)
     # latencies in core cycles (pipeline depth after the last element enters the unit)
     issue: int = 1                     # PC -> ROM -> register router: one instruction per cycle at most
     add_latency: int = 2               # ADD / SUB

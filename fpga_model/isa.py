@@ -1,4 +1,4 @@
-"""The accelerator's instruction set (paper App. A, Fig. 5; SPEC §6) and its ROM word encoding.
+"""The accelerator's instruction set (paper App. A, Fig. 5; docs/accelerator.md) and its ROM word encoding.
 
 Paper ISA (complete list as the paper gives it):
     LDV  rd, @addr            load a vector from DRAM                       Load/Store unit
@@ -8,7 +8,7 @@ Paper ISA (complete list as the paper gives it):
     NORM rd, ra               rd = ra / sqrt(mean(ra^2) + eps)              RMS unit
     TMATMUL rd, ra, @addr     rd = W @ ra, W ternary, streamed from DRAM    Ternary MatMul unit
 
-Our extensions (marked EXT below, and in the docs), each needed to run the real model (SPEC E2/E4/E6):
+Our extensions (marked EXT below, and in the docs), each needed to run the real model (E2/E4/E6 in docs/equations.md):
     QUANT rd, ra              E2 per-vector int8 absmax quantization; rd holds int8 codes q and its
                               scale s (the paper's ISA has no max-reduction or quantization op).
     #imm operand              ADD/SUB/MUL/DIV accept one scalar immediate instead of a register,

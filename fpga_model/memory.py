@@ -1,5 +1,5 @@
 """DDR4 and host-link timing: how many core cycles one DRAM access costs, and how long the host takes
-to move a token's input vector into the board's DDR4 (paper App. A, Tables 4-5; SPEC §6).
+to move a token's input vector into the board's DDR4 (paper App. A, Tables 4-5; docs/accelerator.md).
 
 The measured design reads DDR4 without bursts, one 8-bit access at a time, one request in flight per
 requester: each access is a request/acknowledge round trip of `access_ns`, and the synchronous core

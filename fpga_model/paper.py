@@ -94,7 +94,7 @@ def projection_rows():
 # ----------------------------------------------------------------------------
 
 def main():
-    print("fpga_model vs the paper's FPGA appendix (Zhu et al., v7 App. A; paper-notes §6)\n")
+    print("fpga_model vs the paper's FPGA appendix (Zhu et al., v7 App. A; docs/accelerator.md)\n")
     print("1. Calibrated constants (2 of at most 3); everything else follows from the program")
     for name, (value, why) in CALIBRATED.items():
         print(f"   {name:13s} = {value:10s} {why}")

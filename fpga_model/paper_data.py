@@ -1,4 +1,4 @@
-"""The paper's FPGA numbers (v7 App. A, Tables 4 and 5; paper-notes §6). These are *inputs*: the
+"""The paper's FPGA numbers (v7 App. A, Tables 4 and 5; docs/accelerator.md). These are *inputs*: the
 model never reads them to compute a cycle, only paper.py and the tests compare against them (and
 memory.py derives its two calibrated constants from the rows it names)."""
 
@@ -20,7 +20,7 @@ TABLE4 = {
 }
 TABLE4_D, TABLE4_CLOCK_MHZ = 512, 60      # our reading: the measured core is the d=512, 60 MHz design
 
-# The paper's token-rate projections (§A.2) and what they were computed from (paper-notes §6.5, §8.11)
+# The paper's token-rate projections (§A.2) and what they were computed from (docs/accelerator.md)
 PROJECTIONS = {
     "370M": dict(layers=24, real_d=1024, paper_d_used=512, paper_ms=16.08, paper_tok_s=62.0),
     "1.3B": dict(layers=24, real_d=2048, paper_d_used=1024, paper_ms=42.0, paper_tok_s=23.8),

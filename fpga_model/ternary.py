@@ -8,7 +8,7 @@ row is a whole number of beats whatever the interface width. The per-tensor scal
 here: it is a float32 in the matrix header (see dram.py).
 
 Why 2 bits: 8-bit accesses then carry 4 weights each, and Table 5's cycle counts fit this packing
-(paper-notes §6.6; fpga_model/paper.py shows the arithmetic). A 5-trits-per-byte code (3^5 = 243)
+(docs/accelerator.md; fpga_model/paper.py shows the arithmetic). A 5-trits-per-byte code (3^5 = 243)
 would be 20% denser but needs a base-3 decoder in front of the adders.
 """
 import numpy as np

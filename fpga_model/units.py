@@ -1,5 +1,5 @@
 """The four functional units: what each instruction computes (on real values) and how many cycles it
-takes (paper Fig. 5; SPEC §6). Values are NumPy vectors in the model's dtype; a quantized register
+takes (paper Fig. 5; docs/accelerator.md). Values are NumPy vectors in the model's dtype; a quantized register
 holds int8 codes q and their scale s (E2).
 
     Row-wise   ADD SUB MUL DIV EXP SIG      vector_lanes elements per cycle + a pipeline latency

@@ -17,7 +17,7 @@ Files, one concept each:
     scan.py            the MLGRU recurrence over T tokens and for one decoding step
     backend.py         NumbaBackend, mmf's switch to all of the above
     engine.py          Engine: a packed model decoding with carried state
-    bench.py           the SPEC section 7 measurements (python -m kernels_numba.bench)
+    bench.py           the measurements of the README's "Measured" table (python -m kernels_numba.bench)
 """
 import os
 

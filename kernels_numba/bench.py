@@ -1,4 +1,4 @@
-"""Benchmarks of the fast tier (SPEC section 7), each a ratio measured within one run:
+"""Benchmarks of the fast tier (the README's "Measured" table), each a ratio measured within one run:
 
   1. ternary GEMV 4096 x 4096 (packed 2-bit, int8 in) vs NumPy float32 W @ x
   2. decoding a 370M-shaped model (V=32000, D=1024, L=24, I=2816, random ternary weights), batch 1:

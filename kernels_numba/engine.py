@@ -211,13 +211,17 @@ class Engine:
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
 
     def __init__(self, model, embedding="float32"):
+        if hasattr(model, "config") and hasattr(type(model.config), "arch"):
+            require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        require(model, "kernels_numba.Engine", SUPPORTED)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
         cfg, P = model.config, model.params
+        if cfg.output_gate != "official":
+            raise ValueError(f"Engine runs the official output gate rms(g)*SiLU(h) only; this model has "
+                             f"output_gate={cfg.output_gate!r} (run it with mmf: model.generate)")
         L, D, I, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
         self.config, self.eps = cfg, np.float32(cfg.rms_norm_eps)
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)    # noqa: E731

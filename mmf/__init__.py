@@ -13,6 +13,8 @@ mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.transformer_config import TransformerConfig
+from mmf.models.transformer import TransformerLM
 from mmf.loading import load
 
-__all__ = ["MMfreeConfig", "MMfreeLM", "load"]
+__all__ = ["MMfreeConfig", "MMfreeLM", "TransformerConfig", "TransformerLM", "load"]

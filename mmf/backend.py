@@ -5,6 +5,13 @@ call them through a backend object. `NumpyBackend` is the reference (this packag
 The fast tier, `kernels_numba.backend.NumbaBackend`, subclasses it and overrides what it
 accelerates with the same signatures, each override proven equal to the method it replaces.
 
+How mmf reaches the fast tier: a lazy import by name. `get_backend("numba")` imports
+`kernels_numba.backend` inside the function, the first time a user asks for it. We chose this over a
+registry (where kernels_numba would register itself with mmf on import) because the dependency goes one
+way: kernels_numba imports mmf (it subclasses NumpyBackend and is tested against it), mmf never imports
+kernels_numba at module level, so `import mmf` works with NumPy alone, has no import cycle, and needs no
+import-order side effect for `backend="numba"` to work. tests/test_imports.py checks both halves.
+
 The backend also carries two model-wide modes:
   weights  -- 'ternary' (E3), 'binary' (E3b) or 'float' (E2/E3 off: plain float layers, for the float
               baselines and so finite differences are meaningful); `quantize` is the older boolean
@@ -12,7 +19,7 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
-from mmf.layers import activations, bitlinear, loss, recurrence, rmsnorm
+from mmf.layers import activations, bitlinear, linear, loss, recurrence, rmsnorm
 from mmf.layers.quant import resolve_weights
 
 
@@ -46,6 +53,13 @@ class NumpyBackend:
 
     def bitlinear_backward(self, dy, cache):
         return bitlinear.bitlinear_backward(dy, cache)
+
+    # plain float linear (the float Transformer++'s projections, and the Transformer's float LM head)
+    def linear_forward(self, x, W):
+        return linear.linear_forward(x, W)
+
+    def linear_backward(self, dy, cache):
+        return linear.linear_backward(dy, cache)
 
     # E6/E8 gate nonlinearities (elementwise)
     def sigmoid(self, z):

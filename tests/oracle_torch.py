@@ -1,12 +1,12 @@
-"""An independent PyTorch float64 autograd reference of E1-E11 (SPEC §3), the oracle for mmf's STE backward.
+"""An independent PyTorch float64 autograd reference of E1-E11 (docs/equations.md), the oracle for mmf's STE backward.
 
-It shares no code with mmf: it is written from the SPEC equations alone, and PyTorch's autograd
+It shares no code with mmf: it is written from the equations of docs/equations.md alone, and PyTorch's autograd
 differentiates it, so mmf's hand-written backward passes are checked against a machine that never saw
 them. The straight-through estimator is the usual trick
 
     x_ste = x + (q(x) - x).detach()          # forward value q(x), backward identity (E5)
 
-Parameters come as a dict of NumPy arrays keyed by the official state-dict names (SPEC §3), so the very
+Parameters come as a dict of NumPy arrays keyed by the official state-dict names (docs/equations.md), so the very
 same numbers load into mmf.MMfreeLM.params and into this oracle.
 
 Every quantizer call records how close any of its codes came to a rounding tie (a fractional part of
@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-EPS = 1e-6   # every RMSNorm here: block norms, g_norm, final norm and the BitLinear norms (SPEC E1, E4)
+EPS = 1e-6   # every RMSNorm here: block norms, g_norm, final norm and the BitLinear norms (E1, E4)
 
 
 # ----------------------------------------------------------------------------

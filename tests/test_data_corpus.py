@@ -163,3 +163,11 @@ def test_prepare_tiny_shakespeare_char_from_local_path(tmp_path):
     assert d.tokenizer.vocab_size == 65
     assert d.meta["train_tokens"] + d.meta["val_tokens"] == 1_115_394
     assert d.tokenizer.decode(d.train[:14]) == "First Citizen:"
+
+
+def test_repo_root_is_the_repository():
+    # the data directory, ../shared/data and the notebooks' runs/ are found from REPO_ROOT
+    from mmf.text.corpus import DATA_DIR, REPO_ROOT
+    assert os.path.isfile(os.path.join(REPO_ROOT, "README.md")), REPO_ROOT
+    assert os.path.isfile(os.path.join(REPO_ROOT, "pyproject.toml")), REPO_ROOT
+    assert DATA_DIR == os.path.join(REPO_ROOT, "data")

@@ -21,7 +21,7 @@ from mmf.checks import check_array
 from mmf.layers.quant import activation_quant, activation_quant_int, quantize_weight, resolve_weights
 from mmf.layers.rmsnorm import rmsnorm_backward, rmsnorm_forward, rmsnorm_normalized
 
-BITLINEAR_EPS = 1e-6  # the fused kernel the released models run uses 1e-6, not the module's 1e-8 (SPEC E4)
+BITLINEAR_EPS = 1e-6  # the released models' fused kernel uses 1e-6, not the module's 1e-8 (E4)
 
 
 def bitlinear_forward(x, W, g, weights="ternary", fused=False, quantize=None):

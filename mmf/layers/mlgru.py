@@ -4,6 +4,11 @@
     i <- SiLU(i) * (1 - f);  h_t = f_t * h_{t-1} + i_t                                     (E6)
     g = BitLinear_g(xn);  o' = rms(g; g_norm) * SiLU(h);  out = BitLinear_o(o')
 
+The output gate has a switch (`gate`, from MMfreeConfig.output_gate; docs/equations.md, E6):
+  "official" -- o' = rms(g; g_norm) * SiLU(h), what the released checkpoints compute (the default);
+  "paper"    -- o' = sigmoid(g) * h, the gate the paper's first version writes (g_norm is then unused
+                and gets a zero gradient; the parameter stays so checkpoints keep one layout).
+
 xn is the block's pre-norm rms(x; attn_norm) (E9 owns that norm). Parameters of one layer arrive as
 a dict `p` keyed like the state dict below `model.layers.{l}.attn.`: 'i_proj.weight', 'i_proj.norm.weight',
 ... 'o_proj.norm.weight', 'g_norm.weight'. lb_l is this layer's lower bound (D,), or None for layer 0.
@@ -16,6 +21,7 @@ import numpy as np
 from mmf.backend import NumpyBackend
 
 PROJECTIONS = ("i_proj", "f_proj", "g_proj", "o_proj")
+OUTPUT_GATES = ("official", "paper")
 
 
 # ----------------------------------------------------------------------------
@@ -47,23 +53,37 @@ def _gates(a_i, a_f, lb, ops):
     return s_f, f, ops.silu(a_i)
 
 
-def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None):
+def _output_gate_factors(a_g, h, gate_cache, gate, ops):
+    """The two factors of o' = G * H: official G = rms(g; g_norm), H = SiLU(h); paper G = sigmoid(g), H = h."""
+    if gate == "official":
+        return ops.rmsnorm_normalized(gate_cache), ops.silu(h)
+    return ops.sigmoid(a_g), h
+
+
+def mlgru_scan_forward(xn, p, lb, h0, eps=1e-6, ops=None, gate="official"):
     """xn (B, T, D), h0 (B, D) -> out (B, T, D), h (B, T, D) every state, cache."""
     ops = ops or NumpyBackend()
+    if gate not in OUTPUT_GATES:
+        raise ValueError(f"gate must be one of {OUTPUT_GATES}, got {gate!r}")
     a_i, c_i = ops.bitlinear_forward(xn, p["i_proj.weight"], p["i_proj.norm.weight"])   # (B, T, D)
     a_f, c_f = ops.bitlinear_forward(xn, p["f_proj.weight"], p["f_proj.norm.weight"])   # (B, T, D)
     s_f, f, s_i = _gates(a_i, a_f, lb, ops)                          # forget gate f in [lb, 1]
     i = s_i * (1.0 - f)                                              # input scaled by (1 - f), as the official swiglu(i, 1-f)
     h = ops.scan_forward(f, i, h0)                                   # (B, T, D)
     a_g, c_g = ops.bitlinear_forward(xn, p["g_proj.weight"], p["g_proj.norm.weight"])   # (B, T, D)
-    g_n, c_gn = ops.rmsnorm_forward(a_g, p["g_norm.weight"], eps)    # norm on g ...
-    s_h = ops.silu(h)                                                # ... swish on h (official FusedRMSNormSwishGate)
+    if gate == "official":
+        g_n, c_gn = ops.rmsnorm_forward(a_g, p["g_norm.weight"], eps)    # norm on g ...
+        s_h = ops.silu(h)                                            # ... swish on h (official FusedRMSNormSwishGate)
+    else:                                                            # the paper's sigmoid(g) * h
+        c_gn = None
+        g_n, s_h = _output_gate_factors(a_g, h, None, gate, ops)
     o = g_n * s_h                                                    # (B, T, D)
     out, c_o = ops.bitlinear_forward(o, p["o_proj.weight"], p["o_proj.norm.weight"])    # (B, T, D)
     if ops.fused:   # keep only the pre-activations; gates, g_n and SiLU(h) are recomputed in backward
-        cache = (c_i, c_f, a_i, a_f, lb, h, h0, c_g, c_gn, c_o)
+        stored = None
     else:
-        cache = (c_i, c_f, a_i, None, lb, h, h0, c_g, c_gn, c_o, (s_f, f, s_i, g_n, s_h))
+        stored = (s_f, f, s_i, g_n, s_h)
+    cache = (gate, c_i, c_f, a_i, a_f, lb, h, h0, c_g, a_g if gate == "paper" else None, c_gn, c_o, stored)
     return out, h, cache
 
 
@@ -72,19 +92,24 @@ def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
     (zero in training; the step backward passes the future's gradient in through it).
     Returns dxn (B, T, D), dp (dict like p), dlb (D,) or None, dh0 (B, D)."""
     ops = ops or NumpyBackend()
-    c_i, c_f, a_i, a_f, lb, h, h0, c_g, c_gn, c_o = cache[:10]
-    if len(cache) == 11:                                             # caching mode: stored
-        s_f, f, s_i, g_n, s_h = cache[10]
+    gate, c_i, c_f, a_i, a_f, lb, h, h0, c_g, a_g, c_gn, c_o, stored = cache
+    if stored is not None:                                           # caching mode: stored
+        s_f, f, s_i, g_n, s_h = stored
     else:                                                            # fused mode: recompute (same ops, same bits)
         s_f, f, s_i = _gates(a_i, a_f, lb, ops)
-        g_n, s_h = ops.rmsnorm_normalized(c_gn), ops.silu(h)
+        g_n, s_h = _output_gate_factors(a_g, h, c_gn, gate, ops)
     dp = {}
     do, dp["o_proj.weight"], dp["o_proj.norm.weight"] = ops.bitlinear_backward(dout, c_o)
     dg_n = do * s_h
     ds_h = do * g_n
-    da_g, dp["g_norm.weight"] = ops.rmsnorm_backward(dg_n, c_gn)
+    if gate == "official":
+        da_g, dp["g_norm.weight"] = ops.rmsnorm_backward(dg_n, c_gn)
+        dh = ds_h * ops.silu_grad(h)                                 # (B, T, D)
+    else:                                                            # g_n = sigmoid(a_g), s_h = h
+        da_g = dg_n * g_n * (1.0 - g_n)
+        dp["g_norm.weight"] = np.zeros(h.shape[-1], h.dtype)         # unused by this gate
+        dh = ds_h
     dxn, dp["g_proj.weight"], dp["g_proj.norm.weight"] = ops.bitlinear_backward(da_g, c_g)
-    dh = ds_h * ops.silu_grad(h)                                         # (B, T, D)
     if dh_last is not None:
         dh[:, -1] += dh_last
     df, di, dh0 = ops.scan_backward(dh, f, h, h0)
@@ -106,9 +131,9 @@ def mlgru_scan_backward(dout, cache, dh_last=None, ops=None):
 # ----------------------------------------------------------------------------
 # E6 as a step: one token with carried state (decoding, and the recurrence made explicit)
 
-def mlgru_step_forward(xn_t, h_prev, p, lb, eps=1e-6, ops=None):
+def mlgru_step_forward(xn_t, h_prev, p, lb, eps=1e-6, ops=None, gate="official"):
     """xn_t (B, D), h_prev (B, D) -> out_t (B, D), h_t (B, D), cache. Same math as the scan with T = 1."""
-    out, h, cache = mlgru_scan_forward(xn_t[:, None, :], p, lb, h_prev, eps, ops)      # (B, 1, D)
+    out, h, cache = mlgru_scan_forward(xn_t[:, None, :], p, lb, h_prev, eps, ops, gate)  # (B, 1, D)
     return out[:, 0], h[:, 0], cache
 
 

@@ -13,11 +13,12 @@ def sub_dict(p, prefix):
     return {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}
 
 
-def block_forward(x, p, lb, h0, eps=1e-6, ops=None):
-    """x (B, T, D), h0 (B, D) carried MLGRU state -> out (B, T, D), h_last (B, D), cache."""
+def block_forward(x, p, lb, h0, eps=1e-6, ops=None, gate="official"):
+    """x (B, T, D), h0 (B, D) carried MLGRU state -> out (B, T, D), h_last (B, D), cache.
+    `gate` is the MLGRU output gate (MMfreeConfig.output_gate)."""
     ops = ops or NumpyBackend()
     xn, c_attn_norm = ops.rmsnorm_forward(x, p["attn_norm.weight"], eps)        # (B, T, D)
-    a, h, c_mlgru = mlgru_scan_forward(xn, sub_dict(p, "attn."), lb, h0, eps, ops)
+    a, h, c_mlgru = mlgru_scan_forward(xn, sub_dict(p, "attn."), lb, h0, eps, ops, gate)
     r = x + a                                                                    # residual 1
     rn, c_mlp_norm = ops.rmsnorm_forward(r, p["mlp_norm.weight"], eps)
     m, c_glu = glu_forward(rn, sub_dict(p, "mlp."), ops)

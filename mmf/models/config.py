@@ -1,4 +1,4 @@
-"""MMfreeConfig: the shape of a MatMul-free language model (SPEC §3).
+"""MMfreeConfig: the shape of a MatMul-free language model (docs/equations.md).
 
 Field names follow the official `HGRNBitConfig` so a released config maps onto this one.
 """
@@ -24,6 +24,10 @@ class MMfreeConfig:
     rms_norm_eps: float = 1e-6                # eps of the block norms and g_norm (BitLinear norms always use 1e-6, E4)
     use_lower_bound: bool = True              # E7: learnable forget-gate lower bounds rising with depth
     weights: str = "ternary"                  # every BitLinear's weight format: 'ternary' (E3), 'binary' (E3b), 'float'
+    # E6 output gate: "official" o' = rms(g; g_norm) * SiLU(h), what the released checkpoints compute;
+    # "paper" o' = sigmoid(g) * h, the paper's first version (for comparison; the Numba engine and the
+    # FPGA model run the official gate only). docs/equations.md, E6, lists all four published versions.
+    output_gate: str = "official"
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -46,3 +50,6 @@ class MMfreeConfig:
         if not isinstance(self.use_lower_bound, bool):
             raise TypeError(f"MMfreeConfig.use_lower_bound must be a bool, got {self.use_lower_bound!r}")
         check_weights(self.weights, "MMfreeConfig.weights")
+        if self.output_gate not in ("official", "paper"):
+            raise ValueError(f"MMfreeConfig.output_gate must be 'official' (the released models' "
+                             f"rms(g)*SiLU(h)) or 'paper' (sigmoid(g)*h), got {self.output_gate!r}")

@@ -92,7 +92,8 @@ class MMfreeLM:
         for l in range(cfg.num_layers):
             h0 = state[l] if state is not None else np.zeros((B, cfg.hidden_size), self.dtype)
             lb_l = lb[l] if (lb is not None and l > 0) else None              # layer 0 is unbounded
-            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, ops)
+            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, ops,
+                                         cfg.output_gate)
             new_state.append(h_last)
             block_caches.append(c)
         xn, c_norm = ops.rmsnorm_forward(x, P["model.norm.weight"], cfg.rms_norm_eps)

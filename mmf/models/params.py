@@ -1,5 +1,6 @@
-"""Parameter names, shapes and initialisation (SPEC §3). Names are the official state-dict keys, so a
-released checkpoint maps 1:1; weights are stored [out, in]."""
+"""Parameter names, shapes and initialisation (docs/equations.md, "Initialisation" and "State-dict
+names"). Names are the official state-dict keys, so a released checkpoint maps 1:1; weights are stored
+[out, in]."""
 import numpy as np
 
 from mmf.checks import FLOAT_DTYPES

@@ -23,7 +23,7 @@ import numpy as np
 from mmf.text.storygrammar import generate_story_corpus
 from mmf.text.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # mmf/text/ -> repo
 DATA_DIR = os.path.join(REPO_ROOT, "data")
 
 TINY_SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"

@@ -4,7 +4,7 @@
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
 
-Recipe (SPEC §3, paper + BitNet b1.58 notes): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
+Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
 weight decay dropped to 0 at the midpoint (BitNet b1.58), global-norm gradient clipping.
 
@@ -28,16 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf import MMfreeConfig
+from mmf import MMfreeConfig, TransformerConfig
 from mmf.layers.quant import check_weights
 from mmf.models.registry import build_model, check_arch, config_to_dict
 from mmf.training.adamw import AdamW
-from mmf.training.checkpoint import load_checkpoint, save_checkpoint
+from mmf.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mmf.text.corpus import DATA_DIR, eval_windows, get_batch, prepare
 from mmf.layers.loss import cross_entropy_forward
 
 # ----------------------------------------------------------------------------------------------
 # configuration
+
+TRANSFORMER_MAX_POSITIONS = TransformerConfig.max_position_embeddings   # what max_position_embeddings=0 means
 
 
 @dataclass
@@ -52,11 +54,15 @@ class TrainConfig:
     ts_path: str = ""                # local Tiny Shakespeare file ("" = search default places, then download)
     data_dir: str = DATA_DIR         # where token files and the tokenizer are written
     # ---- model (the architecture's config: MMfreeConfig, ...)
-    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", ...
-    weights: str = "ternary"         # BitLinear weight format: "ternary" (E3), "binary" (E3b), "float"
+    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", "transformer"
+    weights: str = "ternary"         # weight format: "ternary" (E3), "binary" (E3b), "float" (transformer: Llama)
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
-    intermediate_size: int = 0       # I of the GLU; 0 = the official E8 rounding rule
+    intermediate_size: int = 0       # I of the GLU / SwiGLU; 0 = the official E8 rounding rule
+    output_gate: str = "official"    # mmfree only: MLGRU output gate, "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
+    num_heads: int = 0               # transformer only: attention heads; 0 = hidden_size // 64 (64-wide, as Llama), >= 1
+    ternary_qk: bool = False         # transformer only: ternary Q and K (the paper's "MatMul-free Transformer++")
+    max_position_embeddings: int = 0     # transformer only: longest context (KV cache, RoPE); 0 = 2048
     backend: str = "numpy"           # "numpy" (reference) or "numba" (kernels_numba, faster)
     dtype: str = "float32"           # parameter/activation dtype
     # ---- optimisation
@@ -99,6 +105,19 @@ class TrainConfig:
             raise ValueError(f"tokenizer must be 'bpe' or 'char', got {self.tokenizer!r}")
         check_arch(self.arch)
         check_weights(self.weights, "weights")
+        if self.arch != "transformer":
+            for name in ("num_heads", "ternary_qk", "max_position_embeddings"):
+                if getattr(self, name):
+                    raise ValueError(f"--{name} applies to --arch=transformer only; arch={self.arch!r} has no "
+                                     "attention (MMfree's MLGRU has one head and no positions): drop it")
+        elif self.output_gate != "official":
+            raise ValueError(f"--output_gate applies to --arch=mmfree only (the MLGRU's gate); "
+                             f"arch='transformer' has none: drop it")
+        elif self.block_size > (self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS):
+            raise ValueError(f"block_size={self.block_size} exceeds the transformer's max_position_embeddings="
+                             f"{self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS}; raise "
+                             "--max_position_embeddings or lower --block_size")
+        model_config_of(self, vocab_size=1)        # the model fields' own checks, before any data work
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
@@ -225,16 +244,25 @@ def evaluate(model, tokens: np.ndarray, cfg: TrainConfig) -> float:
 
 def model_config_of(cfg: TrainConfig, vocab_size: int):
     """The model config of the run's architecture, from the TrainConfig's model fields."""
-    return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
+    common = dict(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                  intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
+    if cfg.arch == "transformer":
+        return TransformerConfig(**common, num_heads=cfg.num_heads or max(1, cfg.hidden_size // 64),
+                                 ternary_qk=cfg.ternary_qk,
+                                 max_position_embeddings=cfg.max_position_embeddings or TRANSFORMER_MAX_POSITIONS)
+    return MMfreeConfig(**common, output_gate=cfg.output_gate)
 
 
 def _restore(path, model, opt, rng, history):
     """Load params, optimizer moments and the batch generator's state; returns (step, history)."""
     ck = load_checkpoint(path)
+    if ck.arch != type(model.config).arch:
+        raise CheckpointError(f"{path} holds an arch={ck.arch!r} model but this run trains arch="
+                         f"{type(model.config).arch!r}; resume it with --arch={ck.arch} (and its other model "
+                         "options), or start a fresh run")
     if ck.config != model.config:
-        raise ValueError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
-                         f"run's {config_to_dict(model.config)}")
+        raise CheckpointError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
+                              f"run's {config_to_dict(model.config)}")
     for k, v in ck.params.items():
         model.params[k] = v
     opt.load_state_dict(ck.optimizer_state)
@@ -295,7 +323,9 @@ def train(cfg: TrainConfig) -> dict:
           f"vocab {tok.vocab_size}, {data.bytes_per_token:.2f} bytes/token"
           + (f", entropy floor {floor:.4f} nats/token ({data.meta['val_floor_bits_per_byte']:.4f} bits/byte)"
              if floor is not None else ""))
-    print(f"model: D={cfg.hidden_size} L={cfg.num_layers} I={model.config.intermediate_size} "
+    mc = model.config
+    shape = (f"H={mc.num_heads}{' ternary-QK' if mc.ternary_qk else ''} " if cfg.arch == "transformer" else "")
+    print(f"model: {cfg.arch} weights={mc.weights} {shape}D={cfg.hidden_size} L={cfg.num_layers} I={mc.intermediate_size} "
           f"-> {model.num_params():,} params, backend={cfg.backend}; {cfg.max_steps} steps of "
           f"{cfg.batch_size}x{cfg.block_size} tokens")
 
@@ -378,12 +408,13 @@ def write_logs(out_dir: str, summary: dict) -> None:
 
 
 def plot_loss(summary: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws and saves on its own canvas: neither pyplot nor the global backend is touched,
+    # so a notebook that trains and then calls plt.show() still displays its plots inline.
+    from matplotlib.figure import Figure
 
     h, meta = summary["history"], summary["meta"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(h["step"], h["train_loss"], lw=0.8, alpha=0.6, label="train (per batch)")
     ax.plot(h["val_step"], h["val_loss"], "o-", label="validation")
     if "val_floor_nats_per_token" in meta:
@@ -395,7 +426,6 @@ def plot_loss(summary: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def print_samples(model, tok, cfg: TrainConfig) -> None:
@@ -422,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    s = train(cfg)
+    try:
+        s = train(cfg)
+    except (CheckpointError, FileNotFoundError) as e:         # --resume named an unusable file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     meta = s["meta"]
     line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
             f" = {s['val_bits_per_char']:.4f} bits/char")

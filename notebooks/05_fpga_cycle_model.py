@@ -1,38 +1,33 @@
-"""Writes notebook 05 (without outputs) from the cell texts below.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/build_notebook_05.py
+# %% [markdown]
+# # 05 · The paper's FPGA accelerator as a cycle model
+#
+# The MatMul-free paper (Zhu et al., App. A) runs one block of its model on a hand-written FPGA core:
+# a program counter, an instruction ROM, a register router, **8 vector registers** (each its own SRAM
+# with one read and one write port) and **four functional units** (row-wise ops, RMS norm, load/store,
+# ternary mat-mul) that complete out of order. Weights stream from DDR4, **8 bits per access**. The RTL
+# was never released. `fpga_model` rebuilds the core as a cycle-approximate Python model that
+#
+# 1. assembles programs for the paper's ISA (plus a few marked extensions) into an instruction ROM,
+# 2. compiles a real `mmf` model into those programs and a DRAM image of 2-bit ternary weights,
+# 3. runs them on real values (same tokens as the CPU) while counting cycles,
+# 4. reproduces the paper's Tables 4 and 5 with **two** calibrated constants, and
+# 5. corrects the paper's token-rate projections.
+#
+# Facts: `docs/accelerator.md` (the paper's appendix as this project reads it); equations: `docs/equations.md`.
+# With `MMF_SMOKE=1` (CI) everything runs in seconds.
 
-The notebook imports fpga_model and mmf and never re-implements them. It runs in seconds in any mode;
-MMF_SMOKE=1 (CI) changes nothing heavy here. Section 8 uses the checkpoint notebook 03 writes
-(runs/nb03/shakespeare/ckpt.ckpt) and says so when it falls back to a seeded random model.
-"""
-# the cell helpers and the writer are the ones notebooks 01-03 use (same folder, so importable)
-from build_notebooks_01_02 import Cells, write
-
-NB05 = Cells()
-md, code = NB05.md, NB05.code
-
-
-md(r"""
-# 05 · The paper's FPGA accelerator as a cycle model
-
-The MatMul-free paper (Zhu et al., App. A) runs one block of its model on a hand-written FPGA core:
-a program counter, an instruction ROM, a register router, **8 vector registers** (each its own SRAM
-with one read and one write port) and **four functional units** (row-wise ops, RMS norm, load/store,
-ternary mat-mul) that complete out of order. Weights stream from DDR4, **8 bits per access**. The RTL
-was never released. `fpga_model` rebuilds the core as a cycle-approximate Python model that
-
-1. assembles programs for the paper's ISA (plus a few marked extensions) into an instruction ROM,
-2. compiles a real `mmf` model into those programs and a DRAM image of 2-bit ternary weights,
-3. runs them on real values (same tokens as the CPU) while counting cycles,
-4. reproduces the paper's Tables 4 and 5 with **two** calibrated constants, and
-5. corrects the paper's token-rate projections.
-
-Facts and equations: SPEC §6, paper-notes §6. With `MMF_SMOKE=1` (CI) everything runs in seconds.
-""")
-
-code(r"""
-%matplotlib inline
+# %%
+# %matplotlib inline
 import os
 import numpy as np
 import matplotlib.pyplot as plt
@@ -46,18 +41,16 @@ from fpga_model.memory import CALIBRATED
 
 SMOKE = os.environ.get("MMF_SMOKE") == "1"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fpga_model.__file__)))
-""")
 
-md(r"""
-## 1. The ISA and the assembler
+# %% [markdown]
+# ## 1. The ISA and the assembler
+#
+# The paper lists `LDV SV ADD SUB MUL DIV EXP SIG NORM TMATMUL`. Running the real model needs two
+# extensions, marked as ours: `QUANT` (the per-token int8 absmax quantization E2: the paper's ISA has
+# no max-reduction) and a scalar immediate operand (`SUB r6, #1.0, r3` for 1 − f). SiLU is `SIG` then
+# `MUL`. Each instruction becomes one 64-bit ROM word.
 
-The paper lists `LDV SV ADD SUB MUL DIV EXP SIG NORM TMATMUL`. Running the real model needs two
-extensions, marked as ours: `QUANT` (the per-token int8 absmax quantization E2: the paper's ISA has
-no max-reduction) and a scalar immediate operand (`SUB r6, #1.0, r3` for 1 − f). SiLU is `SIG` then
-`MUL`. Each instruction becomes one 64-bit ROM word.
-""")
-
-code(r"""
+# %%
 src = '''
 .entry demo
 LDV     r0, @@x          ; load x from DRAM (absolute address)
@@ -82,11 +75,11 @@ rel, absolute = image.symbols()
 program = assemble(src, rel, absolute, capacity=image.capacity)
 for word, ins in zip(program.rom, program.instructions):
     print(f"{int(word):016x}   {ins.text}")
-""")
 
-md("Bad programs are refused with the line number and the reason:")
+# %% [markdown]
+# Bad programs are refused with the line number and the reason:
 
-code(r"""
+# %%
 for bad in ["LDV r9, @@x", "FMA r1, r2, r3", "LDV r1, @@0x4000000000", "LDV r1, @@nowhere"]:
     try:
         assemble(src + bad, rel, absolute, capacity=image.capacity)
@@ -96,18 +89,16 @@ try:
     assemble(src, rel, absolute, capacity=image.capacity, rom_depth=4)
 except fpga_model.AssemblyError as e:
     print(e)
-""")
 
-md(r"""
-## 2. Stepping the pipeline
+# %% [markdown]
+# ## 2. Stepping the pipeline
+#
+# The PC issues at most one instruction per cycle, in order, and **stalls** while the unit or a
+# register the instruction needs is busy (a source not written yet, a port held by another
+# instruction). Different units overlap and finish out of order. Each row below is one instruction:
+# when the PC reached it, when it issued, when its result landed, and what held it.
 
-The PC issues at most one instruction per cycle, in order, and **stalls** while the unit or a
-register the instruction needs is busy (a source not written yet, a port held by another
-instruction). Different units overlap and finish out of order. Each row below is one instruction:
-when the PC reached it, when it issued, when its result landed, and what held it.
-""")
-
-code(r"""
+# %%
 hw = Hardware(clock_mhz=60, vector_lanes=4)
 core = Core(program, image, hw, dtype=np.float32)
 trace = core.run("demo")
@@ -116,13 +107,11 @@ for e, ins in zip(trace.events, program.instructions):
     print(f"{ins.text.split(';')[0]:34s} {e.ready:5d} {e.issue:6d} {e.end:6d}  {e.stall_reason}")
 y = image.shared.objects["y"].data
 print("\ny from the core:", np.round(y[:6], 4))
-""")
 
-md(r"""
-The value is real: check it against the E4 integer form computed directly with NumPy.
-""")
+# %% [markdown]
+# The value is real: check it against the E4 integer form computed directly with NumPy.
 
-code(r"""
+# %%
 from mmf.layers.quant import activation_quant_int
 x = image.shared.objects["x"].data
 xn = x / np.sqrt(np.mean(x * x) + 1e-6)
@@ -132,18 +121,16 @@ print("max |core - numpy| =", np.abs(y - expected).max())
 fig, ax = plt.subplots(figsize=(9, 2.8))
 plots.timeline(trace, ax, title="demo program: one bar per instruction, per unit")
 plt.show()
-""")
 
-md(r"""
-## 3. Compiling a real block
+# %% [markdown]
+# ## 3. Compiling a real block
+#
+# `compile_model` turns an `mmf` config (+ params) into two ROM sections — `block` (one E9 block,
+# launched once per layer with that layer's DRAM base) and `head` (final norm + ternary LM head) —
+# and a DRAM image. Weights are 2-bit codes (00 → 0, 01 → +1, 11 → −1), four per byte, rows padded to
+# whole DRAM accesses; every object has a 16-byte header (kind, rows, cols, β).
 
-`compile_model` turns an `mmf` config (+ params) into two ROM sections — `block` (one E9 block,
-launched once per layer with that layer's DRAM base) and `head` (final norm + ternary LM head) —
-and a DRAM image. Weights are 2-bit codes (00 → 0, 01 → +1, 11 → −1), four per byte, rows padded to
-whole DRAM accesses; every object has a 16-byte header (kind, rows, cols, β).
-""")
-
-code(r"""
+# %%
 from fpga_model.compiler import compile_model
 from mmf import MMfreeConfig
 cfg = MMfreeConfig(vocab_size=256, hidden_size=512, num_layers=2)
@@ -154,33 +141,29 @@ print(f"\nlayer region ({compiled.image.layer_size:,} bytes):")
 for o in compiled.image.layers[0].objects.values():
     kind = "vector" if o.kind == VECTOR else "ternary"
     print(f"  {o.offset:9,d}  {kind:7s} {o.rows:5d} x {o.cols:<5d} {o.nbytes:9,d} B  {o.name}")
-""")
 
-md(r"""
-## 4. Table 5: the measured single-core block
+# %% [markdown]
+# ## 4. Table 5: the measured single-core block
+#
+# Only **two** constants are fitted, both physically meaningful:
 
-Only **two** constants are fitted, both physically meaningful:
-""")
-
-code(r"""
+# %%
 for name, (value, why) in CALIBRATED.items():
     print(f"{name:13s} {value:10s} {why}")
 print()
 for r in paper.calibration_rows():
     print(f"d={r['d']:5d} @ {r['clock_mhz']} MHz: {r['cycles_per_byte']:.2f} measured cycles per weight byte"
           f" -> model: {r['model_cycles_per_access']} cycles per 8-bit access")
-""")
 
-md(r"""
-A single-beat DDR4 round trip takes a fixed time (~35 ns); the synchronous core sees the answer
-on a clock edge, so an access costs ceil(35 ns × f) cycles: 3 at 60 MHz, 2 at 54 and 52 MHz. That
-quantum is why the d=512 design needs 3.03 cycles per byte and the larger ones 1.85–1.88 — no
-linear fit in d or in f gets all three rows. The rest is the compiled program: 7 TMATMULs per
-block over 4d² + 3dI ternary weights (I by the E8 rule), plus 14 vector transfers and ~40 vector
-ops, most of them hidden under the weight stream.
-""")
+# %% [markdown]
+# A single-beat DDR4 round trip takes a fixed time (~35 ns); the synchronous core sees the answer
+# on a clock edge, so an access costs ceil(35 ns × f) cycles: 3 at 60 MHz, 2 at 54 and 52 MHz. That
+# quantum is why the d=512 design needs 3.03 cycles per byte and the larger ones 1.85–1.88 — no
+# linear fit in d or in f gets all three rows. The rest is the compiled program: 7 TMATMULs per
+# block over 4d² + 3dI ternary weights (I by the E8 rule), plus 14 vector transfers and ~40 vector
+# ops, most of them hidden under the weight stream.
 
-code(r"""
+# %%
 rows = paper.table5_rows()
 print(" d    clock  paper ms  model ms  error | burst paper  model   error | TMATMUL share")
 for r in rows:
@@ -190,28 +173,24 @@ fig, axs = plt.subplots(1, 2, figsize=(11, 3.8))
 plots.table5_bars(rows, axs[0])
 plots.table5_bars(rows, axs[1], burst=True)
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-A width the paper never built goes through the same program and memory model (no interpolation).
-At d = 768 the clock matters in steps, not smoothly: 60 MHz costs 3 cycles per access, 54 MHz only 2,
-so the slower clock is *faster*:
-""")
+# %% [markdown]
+# A width the paper never built goes through the same program and memory model (no interpolation).
+# At d = 768 the clock matters in steps, not smoothly: 60 MHz costs 3 cycles per access, 54 MHz only 2,
+# so the slower clock is *faster*:
 
-code(r"""
+# %%
 for clock in (60, 54):
     r = simulate_block(768, clock)
     print(f"d=768 @ {clock} MHz: {r.cycles:,} cycles = {r.milliseconds:.1f} ms  ({r.hw.access_cycles} cycles/access)")
-""")
 
-md(r"""
-## 5. One block's timeline, measured vs. projected
+# %% [markdown]
+# ## 5. One block's timeline, measured vs. projected
+#
+# With 8-bit accesses the TMATMUL unit is busy ~99% of the time (the paper says 99%). With the 512-bit
+# projection the weight stream is 64× shorter and the vector work starts to show.
 
-With 8-bit accesses the TMATMUL unit is busy ~99% of the time (the paper says 99%). With the 512-bit
-projection the weight stream is 64× shorter and the vector work starts to show.
-""")
-
-code(r"""
+# %%
 fig, axs = plt.subplots(2, 1, figsize=(10, 5))
 for ax, bits in zip(axs, (8, 512)):
     r = simulate_block(512, 60, ddr_bits=bits)
@@ -222,18 +201,16 @@ bd = simulate_block(512, 60).breakdown()
 for unit in ("tmatmul", "loadstore", "rms", "rowwise"):
     print(f"{unit:10s} busy {bd[unit]['busy']:>10,} cycles in {bd[unit]['instructions']:2d} instructions")
 print("PC stall causes:", bd["pc"]["causes"].most_common(4))
-""")
 
-md(r"""
-## 6. Table 4: more cores
+# %% [markdown]
+# ## 6. Table 4: more cores
+#
+# Cores share the four DDR4 channels. Each access still occupies the bus for only one 3.3 ns burst, so
+# even 7 cores per channel leave the round trip inside the 60 MHz clock quantum: the core latency stays
+# flat, as the paper estimates. The host's MMIO transfer of the input vector doubles with every extra
+# core on a channel (the paper's rule), 0.09 → 5.76 ms.
 
-Cores share the four DDR4 channels. Each access still occupies the bus for only one 3.3 ns burst, so
-even 7 cores per channel leave the round trip inside the 60 MHz clock quantum: the core latency stays
-flat, as the paper estimates. The host's MMIO transfer of the input vector doubles with every extra
-core on a channel (the paper's rule), 0.09 → 5.76 ms.
-""")
-
-code(r"""
+# %%
 t4 = paper.table4_rows()
 print("cores per-ch | core ms paper model | host->DDR4 ms paper model")
 for r in t4:
@@ -247,19 +224,17 @@ ax.plot(cores, [r["model_ddr_ms"] for r in t4], "s-", label="host→DDR4 (model)
 ax.plot(cores, [r["paper_ddr_ms"] for r in t4], "+--", label="host→DDR4 (paper)")
 ax.set_yscale("log"); ax.set_xlabel("cores"); ax.set_ylabel("ms"); ax.legend(fontsize=8)
 plt.show()
-""")
 
-md(r"""
-## 7. Design space and the roofline
+# %% [markdown]
+# ## 7. Design space and the roofline
+#
+# Per core, the ternary mat-mul is limited by the lowest of three roofs: the **latency roof** (one
+# access in flight: access width / round trip), the **compute roof** (the add stage's width × clock)
+# and the **channel roof** (one 64-byte burst per 3.3 ns, shared by the cores on the channel). The
+# measured design sits on the latency roof; raising the clock does not help (the round trip is in
+# nanoseconds); widening accesses does, until the add stage or the channel caps it.
 
-Per core, the ternary mat-mul is limited by the lowest of three roofs: the **latency roof** (one
-access in flight: access width / round trip), the **compute roof** (the add stage's width × clock)
-and the **channel roof** (one 64-byte burst per 3.3 ns, shared by the cores on the channel). The
-measured design sits on the latency roof; raising the clock does not help (the round trip is in
-nanoseconds); widening accesses does, until the add stage or the channel caps it.
-""")
-
-code(r"""
+# %%
 widths = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)   # cheap: ~10 ms per point
 fig, axs = plt.subplots(1, 2, figsize=(12, 4))
 plots.roofline([sweep.evaluate(2048, 52, w) for w in widths], axs[0], title="1 core, d=2048 @ 52 MHz")
@@ -270,17 +245,15 @@ for knob, rows_ in sweep.one_at_a_time().items():
     print(knob.ljust(14), " ".join(f"{(r['lanes'] if knob == 'tmatmul_lanes' else r[knob])}:"
                                    f"{r['total_tok_s']:.1f}tok/s({r['bound'][:3]})" for r in rows_))
 print("(tokens/s of all cores together, L=24 blocks of the 1.3B shape; bound: lat(ency), com(pute), cha(nnel))")
-""")
 
-md(r"""
-## 8. The model trained in notebook 03, on the CPU and on the accelerator
+# %% [markdown]
+# ## 8. The model trained in notebook 03, on the CPU and on the accelerator
+#
+# Notebook 03 writes `runs/nb03/shakespeare/ckpt.ckpt`. We compile it, generate 32 tokens greedily on
+# the simulated accelerator, and compare with the CPU integer path (E4 integer form) token by token.
+# If the checkpoint is missing (notebook 03 not run yet), a seeded random model stands in and says so.
 
-Notebook 03 writes `runs/nb03/shakespeare/ckpt.ckpt`. We compile it, generate 32 tokens greedily on
-the simulated accelerator, and compare with the CPU integer path (E4 integer form) token by token.
-If the checkpoint is missing (notebook 03 not run yet), a seeded random model stands in and says so.
-""")
-
-code(r"""
+# %%
 from mmf.training.checkpoint import load_checkpoint
 from fpga_model.accelerator import Accelerator
 from fpga_model.cpu_reference import greedy_cpu, integer_model
@@ -307,23 +280,17 @@ diff = np.abs(acc.logits(cpu_ids) - integer_model(model).forward(np.array([cpu_i
 print(f"max |logit difference| = {diff:.2e}")
 rep = reports[-1]
 print(f"one token: {rep.cycles:,} cycles, {rep.milliseconds:.3f} ms, {rep.tokens_per_s:.0f} tokens/s at 60 MHz, 8-bit accesses")
-""")
 
-md(r"""
-## 9. The paper's token rates, corrected
+# %% [markdown]
+# ## 9. The paper's token rates, corrected
+#
+# The paper projects 62 tok/s for 370M and 23.8 tok/s for 1.3B. Both use the wrong row of its own
+# Table 5: the 370M figure uses d = 512 (the model has d = 1024) and the 1.3B figure the d = 1024 row
+# (1.75 ms) instead of d = 2048 (7.13 ms). The model also adds what the paper leaves out: the LM head
+# (32k × d ternary weights on the core) and the host transfers.
 
-The paper projects 62 tok/s for 370M and 23.8 tok/s for 1.3B. Both use the wrong row of its own
-Table 5: the 370M figure uses d = 512 (the model has d = 1024) and the 1.3B figure the d = 1024 row
-(1.75 ms) instead of d = 2048 (7.13 ms). The model also adds what the paper leaves out: the LM head
-(32k × d ternary weights on the core) and the host transfers.
-""")
-
-code(r"""
+# %%
 for r in paper.projection_rows():
     print(f"{r['name']}: paper {r['paper_tok_s']:.1f} tok/s (from the d={r['paper_d_used']} row) | paper's own d={r['d']} row "
           f"{r['table_tok_s']:.1f} tok/s | model 24 blocks {1e3 / r['blocks_ms_512']:.1f} tok/s | "
           f"model whole token {r['tok_s_512']:.1f} tok/s, {r['j_per_token_512']:.2f} J/token at the paper's board power")
-""")
-
-if __name__ == "__main__":
-    write(NB05, "05_fpga_cycle_model.ipynb")

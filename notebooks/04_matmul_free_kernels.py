@@ -1,36 +1,30 @@
-"""Writes notebook 04 (without outputs) from the cell texts below.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/build_notebook_04.py
+# %% [markdown]
+# # 04 · MatMul-free kernels: packed ternary weights, additions only
+#
+# The paper's claim is that a ternary layer needs **no multiplications**: with weights in {-1, 0, +1}
+# (E3), `y = (q · Wtᵀ) · β / s` (E4) is a sum of some int8 activations minus a sum of others. The
+# official code never shows it (it keeps bf16 weights and calls a float matmul). `kernels_numba` does:
+#
+# 1. packs ternary weights in **2 bits**, laid out so that a CPU works on 64 of them at once;
+# 2. multiplies by **adding and subtracting** int8 activations (int32 results, exact);
+# 3. fuses RMSNorm + int8 quantization, recomputes x̃ in the backward (E5), and compiles the MLGRU scans;
+# 4. plugs into `mmf` by one switch (`MMfreeLM(..., backend="numba")`) and decodes with `Engine(model)`.
+#
+# This notebook pictures the layout, reads the compiled code to show there is no multiply, checks
+# exactness, and measures speed and memory. `MMF_SMOKE=1` (CI) uses small sizes.
 
-The notebook imports kernels_numba and mmf and never re-implements them. With MMF_SMOKE=1 (CI) the
-benchmarks run on small sizes and the whole notebook takes well under a minute (most of it Numba
-compilation, cached after the first run); without it they use the SPEC section 7 sizes.
-"""
-# the cell helpers and the writer are the ones notebooks 01-03 use (same folder, so importable)
-from build_notebooks_01_02 import Cells, write
-
-NB04 = Cells()
-md, code = NB04.md, NB04.code
-
-
-md(r"""
-# 04 · MatMul-free kernels: packed ternary weights, additions only
-
-The paper's claim is that a ternary layer needs **no multiplications**: with weights in {-1, 0, +1}
-(E3), `y = (q · Wtᵀ) · β / s` (E4) is a sum of some int8 activations minus a sum of others. The
-official code never shows it (it keeps bf16 weights and calls a float matmul). `kernels_numba` does:
-
-1. packs ternary weights in **2 bits**, laid out so that a CPU works on 64 of them at once;
-2. multiplies by **adding and subtracting** int8 activations (int32 results, exact);
-3. fuses RMSNorm + int8 quantization, recomputes x̃ in the backward (E5), and compiles the MLGRU scans;
-4. plugs into `mmf` by one switch (`MMfreeLM(..., backend="numba")`) and decodes with `Engine(model)`.
-
-This notebook pictures the layout, reads the compiled code to show there is no multiply, checks
-exactness, and measures speed and memory. `MMF_SMOKE=1` (CI) uses small sizes.
-""")
-
-code(r"""
-%matplotlib inline
+# %%
+# %matplotlib inline
 import os, sys, inspect, re
 import numpy as np
 import matplotlib.pyplot as plt
@@ -45,20 +39,18 @@ import kernels_numba.products as tm
 
 SMOKE = os.environ.get("MMF_SMOKE") == "1"
 print("numba", numba.__version__, "| threads:", numba.get_num_threads(), "| smoke mode:", SMOKE)
-""")
 
-md(r"""
-## 1. Packing: two bit planes, 2 bits per weight
+# %% [markdown]
+# ## 1. Packing: two bit planes, 2 bits per weight
+#
+# A row of ternary weights is cut into blocks of 64 columns. Each block becomes two `uint64` words:
+# `nonzero` (bit set where w ≠ 0) and `negative` (bit set where w = −1). The bit for column
+# `64b + 8i + j` sits at position `8j + i`. Why that odd order: the 8 activations of columns
+# `64b + 8i + 0..7` are 8 consecutive bytes, i.e. **one** `uint64`, and `(plane >> i) & 0x0101…01`
+# lands each of their 8 weight bits in the low bit of the matching byte. Below: a 3 × 130 ternary
+# matrix and its planes (130 columns → 3 blocks; the padding columns are zeros).
 
-A row of ternary weights is cut into blocks of 64 columns. Each block becomes two `uint64` words:
-`nonzero` (bit set where w ≠ 0) and `negative` (bit set where w = −1). The bit for column
-`64b + 8i + j` sits at position `8j + i`. Why that odd order: the 8 activations of columns
-`64b + 8i + 0..7` are 8 consecutive bytes, i.e. **one** `uint64`, and `(plane >> i) & 0x0101…01`
-lands each of their 8 weight bits in the low bit of the matching byte. Below: a 3 × 130 ternary
-matrix and its planes (130 columns → 3 blocks; the padding columns are zeros).
-""")
-
-code(r"""
+# %%
 rng = np.random.default_rng(0)
 W = rng.integers(-1, 2, (3, 130)).astype(np.int8)
 p = pack_ternary(W)
@@ -76,43 +68,37 @@ ax[2].imshow(plane_bits(p.negative), cmap="Greys", aspect="auto"); ax[2].set_tit
 for a in ax:
     a.set_yticks([]); [a.axvline(64 * k - 0.5, color="orange") for k in (1, 2)]
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-The order, spelled out for block 0 of row 0: column `8i + j` ↔ bit `8j + i`.
-""")
+# %% [markdown]
+# The order, spelled out for block 0 of row 0: column `8i + j` ↔ bit `8j + i`.
 
-code(r"""
+# %%
 col = np.arange(64).reshape(8, 8)          # [i, j] -> column 8i + j
 bit = 8 * np.arange(8)[None, :] + np.arange(8)[:, None]
 for i in (0, 1, 7):
     print(f"word i={i}: columns {col[i].tolist()} -> bits {bit[i].tolist()}")
 nz_bits = plane_bits(p.nonzero)[0, :64]
 assert all(nz_bits[bit[i, j]] == (W[0, 8 * i + j] != 0) for i in range(8) for j in range(8))
-""")
 
-md(r"""
-## 2. The inner loop: shifts, ands, xors and adds
+# %% [markdown]
+# ## 2. The inner loop: shifts, ands, xors and adds
+#
+# Activations go in as **offset binary** bytes `u = q + 128 ∈ [0, 255]`. For each weight the kernel
+# keeps `u` (w = +1), `~u = 255 − u = 127 − q` (w = −1) or 0 (w = 0):
+# `v = (u XOR negmask) AND nzmask`. Then Σ v = Σ₊ q − Σ₋ q + 128·n₊ + 127·n₋, and the constant
+# `128·n₊ + 127·n₋` of each row is stored at packing time (`offset`). Byte sums are formed 8 lanes at a
+# time inside a 64-bit integer (SWAR): pairs of bytes into 16-bit lanes, then 32-bit lanes. These
+# are the helpers the kernel inlines:
 
-Activations go in as **offset binary** bytes `u = q + 128 ∈ [0, 255]`. For each weight the kernel
-keeps `u` (w = +1), `~u = 255 − u = 127 − q` (w = −1) or 0 (w = 0):
-`v = (u XOR negmask) AND nzmask`. Then Σ v = Σ₊ q − Σ₋ q + 128·n₊ + 127·n₋, and the constant
-`128·n₊ + 127·n₋` of each row is stored at packing time (`offset`). Byte sums are formed 8 lanes at a
-time inside a 64-bit integer (SWAR): pairs of bytes into 16-bit lanes, then 32-bit lanes. These
-are the helpers the kernel inlines:
-""")
-
-code(r"""
+# %%
 for f in (tm._byte_mask, tm._pair_sums, tm._word, tm._fold):
     print(inspect.getsource(f.py_func))
 print(inspect.getsource(tm._v3_matvec_kernel.py_func))
-""")
 
-md(r"""
-One activation word by hand, checked against the integer dot product:
-""")
+# %% [markdown]
+# One activation word by hand, checked against the integer dot product:
 
-code(r"""
+# %%
 q = np.array([-128, -1, 0, 5, 127, 100, -77, 3], np.int8)          # 8 activations = one word
 w = np.array([-1, 1, 0, -1, 1, 1, 0, -1], np.int8)                 # their 8 weights
 pw = pack_ternary(w[None, :])                                      # 8 columns: block 0, word i = 0
@@ -122,20 +108,18 @@ bytes_v = np.array([v], np.uint64).view(np.uint8)
 print("selected bytes:", bytes_v.tolist(), "sum:", int(bytes_v.sum()), "offset:", int(pw.offset[0]))
 print("sum - offset =", int(bytes_v.sum()) - int(pw.offset[0]), "| q . w =", int(q.astype(int) @ w.astype(int)))
 assert int(bytes_v.sum()) - int(pw.offset[0]) == int(q.astype(int) @ w.astype(int))
-""")
 
-md(r"""
-## 3. No multiply in the compiled code
+# %% [markdown]
+# ## 3. No multiply in the compiled code
+#
+# Numba compiles through LLVM; we read both the LLVM IR and the machine code of the GEMV kernel.
+# `tm.multiplies` lists every `fmul`, every `mul` on vectors, and every vector multiply /
+# multiply-add / FMA instruction in the assembly. (A first version smeared a bit into a byte mask as
+# `(t << 8) − t`; LLVM recognised that as `t * 255` and wrote a `mul` into the IR. The kernel now
+# uses `(0x80 − t) XOR 0x80`, which is not a multiplication in any form.) The loop is vectorized: it
+# works on `<8 x i64>` values, 512 bits = 64 weights per instruction.
 
-Numba compiles through LLVM; we read both the LLVM IR and the machine code of the GEMV kernel.
-`tm.multiplies` lists every `fmul`, every `mul` on vectors, and every vector multiply /
-multiply-add / FMA instruction in the assembly. (A first version smeared a bit into a byte mask as
-`(t << 8) − t`; LLVM recognised that as `t * 255` and wrote a `mul` into the IR. The kernel now
-uses `(0x80 − t) XOR 0x80`, which is not a multiplication in any form.) The loop is vectorized: it
-works on `<8 x i64>` values, 512 bits = 64 weights per instruction.
-""")
-
-code(r"""
+# %%
 Wt, X = tm.random_case(np.random.default_rng(1), 2, 16, 200)
 pk = pack_ternary(Wt)
 xw = activation_words(X, pk.n_blocks)
@@ -147,37 +131,33 @@ arith = [l for l in vector_ops if l.split(" = ")[1].split()[0] in ("xor", "and",
 print("\n".join(arith[:14]))                   # the selection: shift, and, subtract, xor; then the sums
 print("multiplications on data:", tm.multiplies(ir, asm))
 assert tm.multiplies(ir, asm) == []
-""")
 
-md(r"""
-Negative control: the same check on a plain dot product `acc += W[r, k] * x[k]` finds its multiplies.
-""")
+# %% [markdown]
+# Negative control: the same check on a plain dot product `acc += W[r, k] * x[k]` finds its multiplies.
 
-code(r"""
+# %%
 print(inspect.getsource(tm.dot_with_multiplies.py_func))
 ir_d, asm_d = tm.compiled_code(tm.dot_with_multiplies, np.ones((8, 64), np.int32), np.ones(64, np.int32),
                                np.zeros(8, np.int32))
 found = tm.multiplies(ir_d, asm_d)
 print(len(found), "multiplies found, e.g.:", found[:2])
 assert found
-""")
 
-md(r"""
-## 3b. Version 4: the planes *are* mask registers
+# %% [markdown]
+# ## 3b. Version 4: the planes *are* mask registers
+#
+# AVX-512 has 64-bit mask registers (`k0`–`k7`): one bit per byte lane of a 512-bit vector. A plane
+# word is exactly such a mask, so version 4 skips the mask arithmetic above. For each block of 64
+# weights it loads the two plane words into `k` registers, flips the bytes under `negative`
+# (`~u`), zeroes the bytes outside `nonzero`, and sums bytes with **VPSADBW** ("sum of absolute
+# differences" against zero, i.e. eight sums of eight unsigned bytes: additions only). About 7
+# instructions per 64 weights instead of ~2 per weight. Numba's auto-vectorizer does not find this,
+# so `kernels_numba/simd.py` writes the loop in LLVM IR as a Numba `@intrinsic`. On a CPU without
+# AVX-512BW the same IR compiles to portable code and the public API uses version 3 instead.
+# The activations are re-ordered once per call (`activation_bytes`) so that byte `k` of a block sits
+# under bit `k` of the plane words.
 
-AVX-512 has 64-bit mask registers (`k0`–`k7`): one bit per byte lane of a 512-bit vector. A plane
-word is exactly such a mask, so version 4 skips the mask arithmetic above. For each block of 64
-weights it loads the two plane words into `k` registers, flips the bytes under `negative`
-(`~u`), zeroes the bytes outside `nonzero`, and sums bytes with **VPSADBW** ("sum of absolute
-differences" against zero, i.e. eight sums of eight unsigned bytes: additions only). About 7
-instructions per 64 weights instead of ~2 per weight. Numba's auto-vectorizer does not find this,
-so `kernels_numba/simd.py` writes the loop in LLVM IR as a Numba `@intrinsic`. On a CPU without
-AVX-512BW the same IR compiles to portable code and the public API uses version 3 instead.
-The activations are re-ordered once per call (`activation_bytes`) so that byte `k` of a block sits
-under bit `k` of the plane words.
-""")
-
-code(r"""
+# %%
 from kernels_numba import simd
 print("AVX-512BW here:", simd.AVAILABLE, "| the public API runs version", tm.BEST)
 print(inspect.getsource(simd._emit_sums))
@@ -190,18 +170,16 @@ first = next(i for i, l in enumerate(lines) if "vpsadbw" in l or "psadbw" in l)
 print("\n".join(l for l in lines[first - 8:first + 6] if l.strip()))   # the inner loop's instructions
 print("multiplications on data:", tm.multiplies(ir4, asm4))
 assert tm.multiplies(ir4, asm4) == []
-""")
 
-md(r"""
-## 4. Exactness
+# %% [markdown]
+# ## 4. Exactness
+#
+# Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
+# 4 mask registers + VPSADBW) is
+# validated against the NumPy integer reference on random shapes, including widths that are not
+# multiples of 64, all-zero rows and activations at −128 and 127 — exact integer equality.
 
-Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
-4 mask registers + VPSADBW) is
-validated against the NumPy integer reference on random shapes, including widths that are not
-multiples of 64, all-zero rows and activations at −128 and 127 — exact integer equality.
-""")
-
-code(r"""
+# %%
 for v in (1, 2, 3, 4):
     print(f"version {v}: {tm.VERSIONS[v][0][:60]:60s} exact on {tm.validate(v, np.random.default_rng(v))} random shapes")
 rng = np.random.default_rng(2)
@@ -210,22 +188,20 @@ for n, out, inp in [(1, 33, 1), (3, 7, 63), (5, 64, 65), (2, 100, 1000)]:
     Wt[0] = 0; X[:, ::3] = -128
     assert np.array_equal(ternary_matmul(pack_ternary(Wt), X), X.astype(np.int64) @ Wt.T.astype(np.int64))
 print("public API exact as well")
-""")
 
-md(r"""
-## 5. Speed: GEMV against NumPy float32 `W @ x`
+# %% [markdown]
+# ## 5. Speed: GEMV against NumPy float32 `W @ x`
+#
+# Decoding multiplies a matrix by one vector per token, so it is bound by how many bytes of weights
+# must be read: 2 bits per weight instead of 32. The two contenders run in alternating blocks of
+# repeats (medians; the machine is shared, so ratios matter, not absolutes). Blocks, not one call
+# each in turn: after a BLAS call OpenBLAS's idle threads spin for ~0.1 s and would steal the core
+# from the kernel that runs next (`bench.alternating_blocks` explains the measurement).
+# Expect the kernel to *lose* on small matrices: a 1024 × 1024 float32 matrix (4 MB) sits in the
+# caches, where BLAS is compute-bound and very fast. The 2-bit layout wins once the float weights no
+# longer fit and the float GEMV waits on memory, which is the regime of decoding a real model.
 
-Decoding multiplies a matrix by one vector per token, so it is bound by how many bytes of weights
-must be read: 2 bits per weight instead of 32. The two contenders run in alternating blocks of
-repeats (medians; the machine is shared, so ratios matter, not absolutes). Blocks, not one call
-each in turn: after a BLAS call OpenBLAS's idle threads spin for ~0.1 s and would steal the core
-from the kernel that runs next (`bench.alternating_blocks` explains the measurement).
-Expect the kernel to *lose* on small matrices: a 1024 × 1024 float32 matrix (4 MB) sits in the
-caches, where BLAS is compute-bound and very fast. The 2-bit layout wins once the float weights no
-longer fit and the float GEMV waits on memory, which is the regime of decoding a real model.
-""")
-
-code(r"""
+# %%
 sizes = [512, 1024, 2048] if SMOKE else [512, 1024, 2048, 4096]
 gemv = [bench.bench_gemv(n, repeats=15 if SMOKE else 50) for n in sizes]
 for r in gemv:
@@ -236,25 +212,23 @@ ax[0].loglog(sizes, [r["kernel"]["median"] * 1e3 for r in gemv], "s-", label="te
 ax[0].set_xlabel("n (n x n matrix)"); ax[0].set_ylabel("ms"); ax[0].legend()
 ax[1].bar([str(n) for n in sizes], [r["speedup"] for r in gemv]); ax[1].axhline(6, color="r", ls="--", label="target 6x")
 ax[1].set_ylabel("speedup"); ax[1].legend(); plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-## 6. Decoding and resident memory
+# %% [markdown]
+# ## 6. Decoding and resident memory
+#
+# `Engine(model)` packs every BitLinear once and runs one compiled function per token (E4–E10 with
+# the integer BitLinear); a prompt is prefilled with the matrix-matrix kernel (all its tokens at once,
+# only the recurrence walks over time). The comparison is the same model decoded by `mmf`'s own forward with float32
+# BLAS and the dequantized weights W̃ computed once. Smoke mode uses a small model; the full run uses
+# the 370M shape (V=32000, D=1024, L=24, I=2816).
+#
+# Memory: the ternary layers take 2 bits per weight, but at 370M the float32 embedding table alone is
+# ~9% of the float32 model. Three choices: keep it in RAM (exact), store it as int8 rows with a scale
+# (`embedding="int8"`, not exact), or **map it from a file** (`embedding="mmap"`, exact): decoding reads
+# one row per token, so only the rows of tokens actually seen become resident — measured from the
+# kernel's own count (`/proc/self/smaps`).
 
-`Engine(model)` packs every BitLinear once and runs one compiled function per token (E4–E10 with
-the integer BitLinear); a prompt is prefilled with the matrix-matrix kernel (all its tokens at once,
-only the recurrence walks over time). The comparison is the same model decoded by `mmf`'s own forward with float32
-BLAS and the dequantized weights W̃ computed once. Smoke mode uses a small model; the full run uses
-the 370M shape (V=32000, D=1024, L=24, I=2816).
-
-Memory: the ternary layers take 2 bits per weight, but at 370M the float32 embedding table alone is
-~9% of the float32 model. Three choices: keep it in RAM (exact), store it as int8 rows with a scale
-(`embedding="int8"`, not exact), or **map it from a file** (`embedding="mmap"`, exact): decoding reads
-one row per token, so only the rows of tokens actually seen become resident — measured from the
-kernel's own count (`/proc/self/smaps`).
-""")
-
-code(r"""
+# %%
 dec_cfg = bench.SMOKE["decode"] if SMOKE else bench.FULL["decode"]
 dec = bench.bench_decode(dec_cfg, 8 if SMOKE else 24)
 print(f"{dec_cfg}: engine {dec['engine_tok_s']:.0f} tok/s, float32 {dec['float32_tok_s']:.0f} tok/s, "
@@ -269,14 +243,12 @@ ax[1].axhline(0.1 * mib(dec["float32_bytes"]), color="r", ls="--", label="10% of
 ax[1].set_ylabel("resident weights, MiB"); plt.tight_layout(); plt.show()
 for k, b in bars.items():
     print(f"{k.replace(chr(10), ', '):26s} {mib(b):8.1f} MiB = {100 * b / dec['float32_bytes']:5.1f}% of float32")
-""")
 
-md(r"""
-The same greedy tokens: a tiny model trained for a moment on a repeating pattern, continued by
-`model.generate` and by the engine.
-""")
+# %% [markdown]
+# The same greedy tokens: a tiny model trained for a moment on a repeating pattern, continued by
+# `model.generate` and by the engine.
 
-code(r"""
+# %%
 model = mmf.MMfreeLM(mmf.MMfreeConfig(vocab_size=48, hidden_size=64, num_layers=2, intermediate_size=128), backend="numba")
 opt = mmf.training.adamw.AdamW(model.params, lr=3e-3)
 seq = np.tile(np.array([3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32]), 8)[None].repeat(4, axis=0)
@@ -286,25 +258,23 @@ prompt = np.array([[3, 14, 15]])
 a, b = model.generate(prompt, 20, temperature=0), Engine(model).generate(prompt, 20)
 print("loss", round(loss, 3)); print("model.generate:", a[0].tolist()); print("Engine       :", b[0].tolist())
 assert np.array_equal(a, b)
-""")
 
-md(r"""
-## 7. Training: the kernel backend and fused recompute
+# %% [markdown]
+# ## 7. Training: the kernel backend and fused recompute
+#
+# `MMfreeLM(..., backend="numba")` swaps in fused norm+quant, RMSNorm, scan, gate-nonlinearity and
+# cross-entropy kernels (the gates and the softmax on `kernels_numba/expf.py`'s vectorizable float32
+# exp, within 1 ulp). Its loss and gradients equal the reference's to float32 rounding
+# (tests/test_kernels_backend.py). In
+# training the two backward GEMMs of every BitLinear (dW = dyᵀ x̃, dx̃ = dy W̃, E5) stay float matrix
+# products, so float BLAS sets the floor of a step; the `ternary` variant also runs the forward
+# product as the add/subtract kernel. The fused variant stores only x and two per-row numbers per
+# BitLinear and recomputes x̃ in the backward. The left plot splits each step into those float GEMMs
+# (measured alone, in the same run) and everything else. In smoke mode the sizes are so small that
+# per-call overheads dominate and NumPy wins; at the benchmark's sizes (`python -m kernels_numba.bench`) the
+# numba step is ~1.5× the reference, and the GEMMs are ~40% of the reference step.
 
-`MMfreeLM(..., backend="numba")` swaps in fused norm+quant, RMSNorm, scan, gate-nonlinearity and
-cross-entropy kernels (the gates and the softmax on `kernels_numba/expf.py`'s vectorizable float32
-exp, within 1 ulp). Its loss and gradients equal the reference's to float32 rounding
-(tests/test_kernels_backend.py). In
-training the two backward GEMMs of every BitLinear (dW = dyᵀ x̃, dx̃ = dy W̃, E5) stay float matrix
-products, so float BLAS sets the floor of a step; the `ternary` variant also runs the forward
-product as the add/subtract kernel. The fused variant stores only x and two per-row numbers per
-BitLinear and recomputes x̃ in the backward. The left plot splits each step into those float GEMMs
-(measured alone, in the same run) and everything else. In smoke mode the sizes are so small that
-per-call overheads dominate and NumPy wins; at the SPEC sizes (`python -m kernels_numba.bench`) the
-numba step is ~1.5× the reference, and the GEMMs are ~40% of the reference step.
-""")
-
-code(r"""
+# %%
 tr_cfg, B, T = (bench.SMOKE["train"], 4, 32) if SMOKE else (bench.FULL["train"], 16, 128)
 tr = bench.bench_train(tr_cfg, B, T, 2 if SMOKE else 5)
 mem = bench.bench_activation_memory(tr_cfg, B, T)
@@ -329,22 +299,16 @@ print(f"float32 GEMMs alone: {floor:.1f} ms, so no variant with float products c
       f"by more than {steps[0] / floor:.1f}x")
 print(f"activation memory saved by fused recompute: BitLinear caches {100 * mem['bitlinear_saving']:.0f}%, "
       f"all caches {100 * mem['cache_saving']:.0f}%, peak {100 * mem['peak_saving']:.0f}%")
-""")
 
-md(r"""
-## 8. Where this stands
-
-* The add/subtract kernels are exact and contain no multiply; decoding is where 2-bit weights pay:
-  the GEMV and the engine read 16× fewer weight bytes than float32, and decoding is bound by
-  reading weights.
-* Training is not: its GEMMs are compute-bound, and this CPU's FMA units do 16 float
-  multiply-adds per cycle per core — about what VPSADBW's additions manage on ternary weights. So
-  the `ternary` training variant is no faster than float BLAS here, and a step's float GEMMs
-  (the forward and the two STE backward products, E5) set its floor (printed by the benchmark).
-* Full-size numbers: `python -m kernels_numba.bench` (GEMV 4096², 370M decode, memory, training
-  step, activation memory), and `python -m kernels_numba.products N` for version N alone.
-""")
-
-
-if __name__ == "__main__":
-    write(NB04, "04_matmul_free_kernels.ipynb")
+# %% [markdown]
+# ## 8. Where this stands
+#
+# * The add/subtract kernels are exact and contain no multiply; decoding is where 2-bit weights pay:
+#   the GEMV and the engine read 16× fewer weight bytes than float32, and decoding is bound by
+#   reading weights.
+# * Training is not: its GEMMs are compute-bound, and this CPU's FMA units do 16 float
+#   multiply-adds per cycle per core — about what VPSADBW's additions manage on ternary weights. So
+#   the `ternary` training variant is no faster than float BLAS here, and a step's float GEMMs
+#   (the forward and the two STE backward products, E5) set its floor (printed by the benchmark).
+# * Full-size numbers: `python -m kernels_numba.bench` (GEMV 4096², 370M decode, memory, training
+#   step, activation memory), and `python -m kernels_numba.products N` for version N alone.
