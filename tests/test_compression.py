@@ -229,3 +229,31 @@ def _clone(model):
     for k, v in model.params.items():
         out.params[k] = v.copy()
     return out
+
+
+def test_the_float_transformer_is_compressed_and_distilled_the_same_way():
+    from mmf.models.transformer import TransformerLM
+    from mmf.models.transformer_config import TransformerConfig
+    cfg = TransformerConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                            weights="float")
+    teacher = TransformerLM(cfg, seed=0)
+    rng = np.random.default_rng(0)
+    for p in teacher.params.values():                     # away from the init, so there is something to learn
+        p += (0.1 * rng.standard_normal(p.shape)).astype(p.dtype)
+    names = common.compressible_weights(teacher)
+    assert len(names) == 7 * 2 and all("_proj" in n for n in names)
+    tokens = np.random.default_rng(6).integers(0, 40, 2000)
+    batches = calibration.calibration_batches(tokens, 40, 4, 16)
+    rec = calibration.record(teacher, batches, names)
+    assert all(c == 4 * 16 for c in rec.count.values())               # every projection's input recorded
+    results = onebit.compress_onebit(teacher)
+    model = TransformerLM(cfg, seed=0)
+    for k, v in teacher.params.items():
+        model.params[k] = v.copy()
+    student = distill.OneBitStudent(model, {n: (c.info["a"], c.info["b"], common.sign(teacher.params[n]))
+                                            for n, c in results.items()})
+    probe = tokens[:32].reshape(2, 16)
+    before = student.loss_and_grads(teacher, probe)[0]
+    distill.distill(teacher, student, tokens, distill.DistillConfig(steps=15, batch_size=2, block_size=16, lr=3e-3))
+    assert student.loss_and_grads(teacher, probe)[0] < 0.9 * before
+    assert np.isfinite(validation_loss(model, tokens, 16, max_windows=2, activations="int8"))

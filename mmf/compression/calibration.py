@@ -7,8 +7,8 @@ projection sees, summarised as its Hessian (GPTQ, BiLLM):
 H is the curvature of the layer's squared output error ||X W^T - X W_hat^T||^2 in W, the same for
 every output row: columns whose inputs are large or correlated matter most.
 
-The hook is a backend: `RecordingBackend` subclasses the NumPy reference and, on every BitLinear call
-whose weight is one of the watched parameters (matched by identity), adds its input's X^T X to a
+The hook is a backend: `RecordingBackend` subclasses the NumPy reference and, on every BitLinear (or,
+in the float Transformer++, plain linear) call whose weight is one of the watched parameters (matched by identity), adds its input's X^T X to a
 float64 sum. The model is run unchanged, so the recorded inputs are exactly those of its forward.
 """
 from __future__ import annotations
@@ -35,16 +35,24 @@ class RecordingBackend(NumpyBackend):
         self.count = {name: 0 for name in watch}
         self.kept = {name: [] for name in keep}
 
-    def bitlinear_forward(self, x, W, g):
+    def _record(self, name, xn):
+        X = xn.reshape(-1, xn.shape[-1]).astype(np.float64)                      # (n, K)
+        self.xtx[name] = self.xtx[name] + X.T @ X                                # (K, K)
+        self.count[name] += X.shape[0]
+        if name in self.kept:
+            self.kept[name].append(X.astype(np.float32))
+
+    def bitlinear_forward(self, x, W, g):                  # the MatMul-free LM's projections (E4)
         name = self.name_of.get(id(W))
         if name is not None:
-            xn, _ = rmsnorm_forward(x, g, BITLINEAR_EPS)                          # (..., K) what W multiplies
-            X = xn.reshape(-1, xn.shape[-1]).astype(np.float64)                  # (n, K)
-            self.xtx[name] = self.xtx[name] + X.T @ X                            # (K, K)
-            self.count[name] += X.shape[0]
-            if name in self.kept:
-                self.kept[name].append(X.astype(np.float32))
+            self._record(name, rmsnorm_forward(x, g, BITLINEAR_EPS)[0])            # what W multiplies
         return super().bitlinear_forward(x, W, g)
+
+    def linear_forward(self, x, W):                        # the float Transformer++'s plain projections
+        name = self.name_of.get(id(W))
+        if name is not None:
+            self._record(name, x)
+        return super().linear_forward(x, W)
 
     def hessians(self) -> dict:
         """{name: H = 2 X^T X / n} over everything recorded so far."""

@@ -3,7 +3,7 @@
 The papers evaluate BiLLM and OneBit with 16-bit float activations; mmf's native BitLinear quantizes
 every activation to int8 per token (E2). A compressed model here is a weights='float' model, whose
 BitLinears run float activations; `Int8ActivationBackend` runs the same float weights on E2-quantized
-activations (every BitLinear, the LM head included), so both numbers can be reported.
+activations (every BitLinear or plain linear, the LM head included), so both numbers can be reported.
 """
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class Int8ActivationBackend(NumpyBackend):
     def bitlinear_forward(self, x, W, g):
         xn, norm_cache = rmsnorm_forward(x, g, BITLINEAR_EPS)                # (..., K)
         return activation_quant(xn) @ W.T, None                               # (..., K) -> (..., N)
+
+    def linear_forward(self, x, W):                        # the float Transformer++'s plain projections
+        return activation_quant(x) @ W.T, None
 
     def bitlinear_backward(self, dy, cache):
         raise NotImplementedError("Int8ActivationBackend is for evaluation only")

@@ -68,6 +68,10 @@ def as_native_ternary(model):
     import dataclasses
     from mmf.models.registry import build_model
     require_float(model, "rtn-ternary (native)")
+    if type(model.config).arch != "mmfree":
+        raise ValueError(f"rtn-ternary-native is the MatMul-free LM's own ternary format; this model is "
+                         f"arch={type(model.config).arch!r} (its ternary variant has other parameters); "
+                         "use rtn-ternary")
     native = build_model(dataclasses.replace(model.config, weights="ternary"), dtype=model.dtype)
     for k, v in model.params.items():
         native.params[k] = v.copy()
