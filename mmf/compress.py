@@ -57,10 +57,13 @@ SMOKE = Options(calib_sequences=8, block_size=32, eval_windows=4, billm_block=16
 
 
 def parse_methods(text: str) -> list[str]:
+    if text == "none":                                    # only the float row and --qat rows
+        return []
     names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise ValueError(f"unknown method(s) {unknown or text!r}; choose from {', '.join(METHODS)} or 'all'")
+        raise ValueError(f"unknown method(s) {unknown or text!r}; choose from {', '.join(METHODS)}, "
+                         "'all' or 'none'")
     return names
 
 
@@ -196,6 +199,19 @@ def qat_bits(model) -> float:
     return (n * per_code + len(names) * SCALE_BITS) / n
 
 
+def read_table(path) -> list[dict]:
+    """The rows of a results.csv (numbers back as floats), or [] when there is none."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("bits_per_weight", "val_loss", "bits_per_char", "bits_per_char_int8_act", "seconds",
+                  "total_seconds"):
+            r[k] = float(r[k]) if r[k] != "" else ""
+    return rows
+
+
 def write_table(rows, out_dir):
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -253,6 +269,8 @@ def build_parser():
     p.add_argument("--kd_steps", "--kd-steps", type=int, default=None)
     p.add_argument("--calib_sequences", "--calib-sequences", type=int, default=None)
     p.add_argument("--eval_windows", "--eval-windows", type=int, default=None)
+    p.add_argument("--append", action="store_true", help="add the new rows to DIR/results.csv instead of "
+                   "starting it (e.g. QAT rows once those runs finish); the float row is kept once")
     p.add_argument("--smoke", action="store_true", help="tiny settings: seconds (CI)")
     p.add_argument("--progress", action="store_true", help="tqdm bars on the long steps")
     return p
@@ -285,16 +303,20 @@ def main(argv=None) -> int:
 
     os.makedirs(args.out_dir, exist_ok=True)
     float_seconds = train_seconds(ck)
-    rows = [evaluate_row("float", float_model, data, opts, "", 0.0, float_seconds, 0, float(FLOAT_BITS),
-                         "the trained float model")]
+    old = read_table(os.path.join(args.out_dir, "results.csv")) if args.append else []
+    rows = old or [evaluate_row("float", float_model, data, opts, "", 0.0, float_seconds, 0,
+                                float(FLOAT_BITS), "the trained float model")]
     for method in methods:
         for seed in (seeds if method in SEEDED else [""]):
             for label, model, summary, secs in run_method(method, float_model, data, opts, seed or 0,
                                                           args.progress):
-                name = label + (f"-s{seed}" if seed != "" else "")
+                row_seed = seed if label in SEEDED else ""      # onebit's row before distillation: no seed
+                if row_seed == "" and any(r["method"] == label for r in rows):
+                    continue                                    # deterministic, already in the table
+                name = label + (f"-s{row_seed}" if row_seed != "" else "")
                 save_compressed(os.path.join(args.out_dir, name + ".ckpt"), model, ck,
-                                {"method": label, "seed": seed, **summary})
-                rows.append(evaluate_row(label, model, data, opts, seed, secs, float_seconds + secs,
+                                {"method": label, "seed": row_seed, **summary})
+                rows.append(evaluate_row(label, model, data, opts, row_seed, secs, float_seconds + secs,
                                          summary.get("extra_train_tokens", 0), summary["bits_per_weight"],
                                          "LM head ternary, int8 act." if label == "rtn-ternary-native" else ""))
                 print(f"{name}: {rows[-1]['bits_per_weight']:.3f} bits/weight, "
