@@ -195,6 +195,8 @@ def qat_bits(model) -> float:
     from mmf.compression.common import SCALE_BITS, TERNARY_BITS, compressible_weights
     names = compressible_weights(model)
     n = sum(model.params[k].size for k in names)
+    if model.config.weights == "float":
+        return float(FLOAT_BITS)
     per_code = TERNARY_BITS if model.config.weights == "ternary" else 1.0
     return (n * per_code + len(names) * SCALE_BITS) / n
 
