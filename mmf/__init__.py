@@ -5,10 +5,11 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
   models/     E9, E10     configs, parameter tables keyed by checkpoint names, models, generation
   training/               AdamW, checkpoints, the training loop
   text/                   corpora and tokenizers
+  compression/            post-training 1-bit compression of a float model (RTN, BiLLM, OneBit)
   backend                 the switch between this reference and kernels_numba
   gradcheck               finite-difference checks (python -m mmf.gradcheck)
   loading                 mmf.load(path): any checkpoint back as its model
-  train, sample           the command lines (python -m mmf.train, python -m mmf.sample)
+  train, sample, compress the command lines (python -m mmf.train, mmf.sample, mmf.compress)
 mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig

@@ -9,7 +9,8 @@ evaluated on the validation set of the checkpoint's own data and saved as DIR/<m
 (an ordinary checkpoint: `mmf.load` and `python -m mmf.sample` read it; extra["compression"] says what
 was done). DIR/results.csv and results.md hold one row per method, DIR/quality_vs_bits.png the plot.
 `--qat=LABEL=FILE,...` adds rows for models trained quantized (`python -m mmf.train --weights=...`),
-evaluated the same way, so the two roads share one table.
+evaluated the same way, so the two roads share one table; `--methods=none --append` adds only those
+rows to an existing table (training runs that finish later).
 
 Methods (block projections only; embedding and LM head stay float):
   rtn-ternary, rtn-ternary-channel   absmean ternary per tensor (E3) / per output channel

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf.compression.common import SCALE_BITS, Compressed
+from mmf.compression.calibration import record
+from mmf.compression.common import SCALE_BITS, Compressed, compressible_weights, require_float
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,8 +147,6 @@ def compress_billm(model, batches, block_size=128, max_salient=32, damp=0.01, co
     calibration inputs of block l come from the model whose blocks < l are already binarized.
     The model is changed in place (its block weights become the reconstructions); returns
     {name: Compressed}."""
-    from mmf.compression.calibration import record
-    from mmf.compression.common import compressible_weights, require_float
     require_float(model, "billm")
     names = compressible_weights(model)
     results = {}

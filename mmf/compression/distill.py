@@ -167,8 +167,3 @@ def distill(teacher, student: OneBitStudent, tokens, cfg: DistillConfig, progres
     student.materialize()
     return history
 
-
-def signs_scales(student: OneBitStudent, name):
-    """(Sign(V), a, b) of one compressed weight after training: what would be stored."""
-    P = student.params
-    return sign(P[name + ".latent"]), P[name + ".row_scale"], P[name + ".col_scale"]
