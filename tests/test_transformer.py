@@ -156,6 +156,12 @@ def test_ternary_qk_changes_the_model_and_quantize_false_turns_it_off():
     assert not np.allclose(plain.forward(ids), tqk.forward(ids))
     off = mmf.TransformerLM(tqk.config, seed=0, dtype=np.float64, quantize=False)
     np.testing.assert_array_equal(off.forward(ids), plain.forward(ids))   # same params, Q/K quantizer off
+    b158 = model_of("ternary", ternary_qk=True)
+    on = b158.forward(ids)
+    b158.quantize = False                                               # every quantizer off, same params
+    assert b158.backend.weights == "float" and not np.allclose(b158.forward(ids), on)
+    b158.quantize = True
+    np.testing.assert_array_equal(b158.forward(ids), on)
 
 
 def test_parameter_names_are_llama_names_plus_bitlinear_norms():

@@ -111,6 +111,7 @@ def attention_forward(xn, p, num_heads, past=None, rope_theta=10000.0, ternary_q
     k, c_rk = rope_forward(k, cos, sin)
     if ternary_qk:
         q, k = qk_ternary(q), qk_ternary(k)                          # STE: nothing to cache
+    # the cache grows by copying: O(S) per step, the same order as the attention over S keys below
     K = k if past is None else np.concatenate([past[0], k], axis=2)  # (B, H, S, hd), S = pos0 + T
     V = v if past is None else np.concatenate([past[1], v], axis=2)
     S = K.shape[2]

@@ -48,8 +48,8 @@ class TransformerLM:
             raise TypeError(f"quantize must be None, True or False, got {quantize!r}")
         self.config = config
         self.dtype = np.dtype(dtype)
-        self.quantize = quantize is not False
-        run_weights = config.weights if self.quantize else "float"
+        self._quantize = quantize is not False
+        run_weights = config.weights if self._quantize else "float"
         self.backend = get_backend(backend, run_weights, fused)
         if self.backend.weights != run_weights:
             raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but this model runs "
@@ -61,6 +61,16 @@ class TransformerLM:
     def weights(self):
         """The projections' weight format: 'float', 'ternary' or 'binary' (config.weights)."""
         return self.config.weights
+
+    @property
+    def quantize(self):
+        """True while the quantizers run (as the config says); False runs them all off, same parameters."""
+        return self._quantize
+
+    @quantize.setter
+    def quantize(self, on):
+        self._quantize = bool(on)
+        self.backend.weights = self.config.weights if self._quantize else "float"
 
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))
@@ -100,7 +110,7 @@ class TransformerLM:
                              f"the generation, or build the model with a larger max_position_embeddings")
         x = P["model.embed_tokens.weight"][ids]                                # (B, T) -> (B, T, D)
         present, block_caches = [], []
-        ternary_qk = cfg.ternary_qk and self.quantize
+        ternary_qk = cfg.ternary_qk and self._quantize
         for l in range(cfg.num_layers):
             past = None if state is None else tuple(state[l])
             x, kv, c = transformer_block_forward(x, self.layer_params(l), cfg.num_heads, past, cfg.rms_norm_eps,

@@ -1,8 +1,10 @@
-"""Train a MatMul-free LM on a CPU: config, schedule, loop, evaluation, logs, checkpoints, CLI.
+"""Train a MatMul-free LM (or a baseline, --arch) on a CPU: config, schedule, loop, evaluation, logs,
+checkpoints, CLI.
 
     python -m mmf.train --preset=tiny                     # the main job (embedded story corpus)
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
+    python -m mmf.train --preset=tiny --arch=transformer --weights=float --num_heads=2   # the Transformer++
 
 Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
