@@ -51,6 +51,24 @@ class Quantizer:
         return W + (Wq - W).detach()
 
 
+class BinaryQuantizer(Quantizer):
+    """E2 activations as above, and E3b binary weights (BitNet, arXiv 2310.11453) with the STE:
+    alpha = mean(W), beta = max(mean|W|, 1e-5), W~ = beta * Sign(W - alpha) with Sign(0) = -1.
+
+    Written without torch.sign (which maps 0 to 0): the sign is +1 exactly where W - alpha > 0. The
+    tie to watch is W - alpha near 0, where a float rounding difference flips the sign; `tie_margin`
+    also records the smallest |W - alpha| / beta."""
+
+    def weights(self, W):
+        Wd = W.detach()
+        alpha = Wd.mean()
+        beta = torch.clamp(Wd.abs().mean(), min=1e-5)
+        centred = Wd - alpha
+        self.tie_margin = min(self.tie_margin, float(torch.min(torch.abs(centred)) / beta))
+        signs = torch.where(centred > 0, torch.ones_like(Wd), -torch.ones_like(Wd))
+        return W + (signs * beta - W).detach()
+
+
 class NoQuantizer:
     """Both quantizers off (a float model), to compare the forward with mmf's quantize=False."""
     tie_margin = math.inf
@@ -132,12 +150,20 @@ def to_torch(params):
     return {k: torch.tensor(np.asarray(v, np.float64), requires_grad=True) for k, v in params.items()}
 
 
-def oracle_loss_and_grads(params, ids, targets, quantize=True):
+def make_quantizer(quantize=True, weights=None):
+    """The quantizer for a weight format: 'ternary' (E3), 'binary' (E3b) or 'float' (none).
+    `quantize` is the boolean spelling (True = ternary, False = float), used when weights is None."""
+    if weights is None:
+        weights = "ternary" if quantize else "float"
+    return {"ternary": Quantizer, "binary": BinaryQuantizer, "float": NoQuantizer}[weights]()
+
+
+def oracle_loss_and_grads(params, ids, targets, quantize=True, weights=None):
     """E11 mean cross-entropy and autograd gradients for every parameter.
 
     params: {state-dict name: array}; ids, targets (B, T) ints. Returns
     (loss float, logits (B, T, V) ndarray, grads {name: ndarray}, tie_margin float)."""
-    quant = Quantizer() if quantize else NoQuantizer()
+    quant = make_quantizer(quantize, weights)
     tp = to_torch(params)
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     logits = model_logits(tp, ids_t, quant)                       # (B, T, V)
@@ -148,9 +174,9 @@ def oracle_loss_and_grads(params, ids, targets, quantize=True):
     return float(loss.detach()), logits.detach().numpy(), grads, quant.tie_margin
 
 
-def oracle_bitlinear(x, W, g, dy, quantize=True):
+def oracle_bitlinear(x, W, g, dy, quantize=True, weights=None):
     """One BitLinear: y and the gradients of sum(y * dy). Returns (y, dx, dW, dg, tie_margin)."""
-    quant = Quantizer() if quantize else NoQuantizer()
+    quant = make_quantizer(quantize, weights)
     xt, Wt, gt = (torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in (x, W, g))
     y = bitlinear(xt, Wt, gt, quant)
     (y * torch.as_tensor(np.asarray(dy, np.float64))).sum().backward()
