@@ -279,30 +279,27 @@ def build_parser():
     return p
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        methods = parse_methods(args.methods)
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        qat = [item.split("=", 1) for item in args.qat.split(",") if item.strip()]
-        if any(len(q) != 2 for q in qat):
-            raise ValueError(f"--qat must be LABEL=FILE,..., got {args.qat!r}")
-        opts = dataclasses.replace(SMOKE if args.smoke else Options(), **{
-            k: v for k, v in (("kd_steps", args.kd_steps), ("calib_sequences", args.calib_sequences),
-                              ("eval_windows", args.eval_windows)) if v is not None})
-        ck, float_model = load_float_checkpoint(args.checkpoint)
-        data = load_data(ck, args.calib_data)
-        qat_models = []
-        for label, path in qat:
-            from mmf.training.checkpoint import load_checkpoint
-            qck = load_checkpoint(path)
-            qat_models.append((label, qck, qck.build_model()))
-            if qck.config.vocab_size != ck.config.vocab_size:
-                raise ValueError(f"--qat {label}: {path} has vocabulary {qck.config.vocab_size}, the float "
-                                 f"model {ck.config.vocab_size}: not the same data")
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # every check before any work: mistakes raise, and mmf.cli turns them into one line and exit 2
+    methods = parse_methods(args.methods)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    qat = [item.split("=", 1) for item in args.qat.split(",") if item.strip()]
+    if any(len(q) != 2 for q in qat):
+        raise ValueError(f"--qat must be LABEL=FILE,..., got {args.qat!r}")
+    opts = dataclasses.replace(SMOKE if args.smoke else Options(), **{
+        k: v for k, v in (("kd_steps", args.kd_steps), ("calib_sequences", args.calib_sequences),
+                          ("eval_windows", args.eval_windows)) if v is not None})
+    ck, float_model = load_float_checkpoint(args.checkpoint)
+    data = load_data(ck, args.calib_data)
+    qat_models = []
+    for label, path in qat:
+        from mmf.training.checkpoint import load_checkpoint
+        qck = load_checkpoint(path)
+        qat_models.append((label, qck, qck.build_model()))
+        if qck.config.vocab_size != ck.config.vocab_size:
+            raise ValueError(f"--qat {label}: {path} has vocabulary {qck.config.vocab_size}, the float "
+                             f"model {ck.config.vocab_size}: not the same data")
 
     os.makedirs(args.out_dir, exist_ok=True)
     float_seconds = train_seconds(ck)
@@ -336,6 +333,13 @@ def main(argv=None) -> int:
     plot(rows, os.path.join(args.out_dir, "quality_vs_bits.png"))
     print(markdown_table(rows))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit 0 done, 2 a usage error (unknown method, a quantized checkpoint, data of another vocabulary),
+    1 a failed run; one line on stderr, `--debug` for the traceback (mmf/cli.py)."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.compress")
 
 
 if __name__ == "__main__":
