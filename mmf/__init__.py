@@ -19,8 +19,9 @@ mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.rwkv4 import RWKV4Config, RWKV4LM
 from mmf.models.transformer_config import TransformerConfig
 from mmf.models.transformer import TransformerLM
 from mmf.loading import load
 
-__all__ = ["MMfreeConfig", "MMfreeLM", "TransformerConfig", "TransformerLM", "load"]
+__all__ = ["MMfreeConfig", "MMfreeLM", "RWKV4Config", "RWKV4LM", "TransformerConfig", "TransformerLM", "load"]

@@ -19,7 +19,7 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
-from mmf.layers import activations, bitlinear, linear, loss, recurrence, rmsnorm
+from mmf.layers import activations, bitlinear, layernorm, linear, loss, recurrence, rmsnorm, wkv
 from mmf.layers.quant import resolve_weights
 
 
@@ -77,6 +77,19 @@ class NumpyBackend:
 
     def scan_backward(self, dh, f, h, h0):
         return recurrence.scan_backward(dh, f, h, h0)
+
+    # RWKV-4 (mmf/models/rwkv4.py): LayerNorm and the WKV recurrence
+    def layernorm_forward(self, x, g, b, eps):
+        return layernorm.layernorm_forward(x, g, b, eps)
+
+    def layernorm_backward(self, dy, cache):
+        return layernorm.layernorm_backward(dy, cache)
+
+    def wkv_scan_forward(self, k, v, w, u, state0):
+        return wkv.wkv_scan_forward(k, v, w, u, state0)
+
+    def wkv_scan_backward(self, dy, cache, dstate_last=None):
+        return wkv.wkv_scan_backward(dy, cache, dstate_last)
 
     # E11
     def cross_entropy_forward(self, logits, targets):

@@ -258,6 +258,119 @@ def model_case(seed=0, output_gate="official"):
     return f, model.params, model.loss_and_grads(ids, targets)[1]
 
 
+# ----------------------------------------------------------------------------
+# RWKV-4 (mmf/layers/wkv.py, mmf/layers/rwkv4_mixing.py, mmf/models/rwkv4.py)
+
+def rwkv4_layer_cases(rng):
+    from mmf.backend import NumpyBackend
+    from mmf.layers import layernorm, rwkv4_mixing, wkv
+
+    B, T, D, F = 2, 4, 5, 7
+    ops = NumpyBackend(weights="float", fused=True)
+    r = lambda *s: rng.standard_normal(s)
+
+    def case_layernorm():
+        t = {"x": r(B, T, D), "g": 1 + 0.1 * r(D), "b": 0.1 * r(D)}
+        dout = r(B, T, D)
+        fwd = lambda: layernorm.layernorm_forward(t["x"], t["g"], t["b"], 1e-5)
+        f = lambda: float(np.sum(fwd()[0] * dout))
+        dx, dg, db = layernorm.layernorm_backward(dout, fwd()[1])
+        return f, t, {"x": dx, "g": dg, "b": db}
+
+    def state_loss(state, dstate):
+        return sum(float(np.sum(s * d)) for s, d in zip(state, dstate))
+
+    def wkv_case(k, v, w, u, state0):
+        """The loss reads every output and the final state (a, b, p), so the carried-state paths are checked."""
+        def make():
+            t = {"k": k, "v": v, "w": w, "u": u, "a0": state0[0], "b0": state0[1], "p0": state0[2]}
+            dout = r(*k.shape)
+            dstate = tuple(r(k.shape[0], k.shape[2]) for _ in range(3))
+            fwd = lambda: wkv.wkv_scan_forward(t["k"], t["v"], t["w"], t["u"], (t["a0"], t["b0"], t["p0"]))
+            def f():
+                y, state, _ = fwd()
+                return float(np.sum(y * dout)) + state_loss(state, dstate)
+            dk, dv, dw, du, (da0, db0, dp0) = wkv.wkv_scan_backward(dout, fwd()[2], dstate)
+            return f, t, {"k": dk, "v": dv, "w": dw, "u": du, "a0": da0, "b0": db0, "p0": dp0}
+        return make
+
+    carried = (r(B, D), rng.uniform(0.5, 2.0, (B, D)), r(B, D))           # a past with finite max exponent
+    # long and extreme: w = -e^2 (a strong decay) over 120 tokens and keys up to ~300: every e^{-w t} and
+    # e^{k} of the naive form overflows float64 (e^{887}, e^{300+40}), the stable form stays finite
+    Tl = 120
+    long_case = (300 * rng.uniform(-1, 1, (1, Tl, 2)), r(1, Tl, 2), -np.exp(np.array([2.0, 0.5])),
+                 np.array([40.0, -3.0]), wkv.wkv_initial_state(1, 2, np.float64))
+
+    def mixing_params(names, shapes):
+        p = {}
+        for name in names:
+            p[name + ".weight"] = 0.4 * r(*shapes[name])
+            p[name + ".norm.weight"] = 1 + 0.1 * r(shapes[name][1])
+        return p
+
+    def case_time_mixing():
+        t = {"xn": r(B, T, D), "shift0": r(B, D), "a0": carried[0], "b0": carried[1], "p0": carried[2],
+             "time_decay": 0.5 * r(D), "time_first": 0.5 * r(D), "time_mix_k": rng.uniform(0, 1, D),
+             "time_mix_v": rng.uniform(0, 1, D), "time_mix_r": rng.uniform(0, 1, D),
+             **mixing_params(rwkv4_mixing.TIME_MIX_PROJECTIONS, {n: (D, D) for n in rwkv4_mixing.TIME_MIX_PROJECTIONS})}
+        dout, dshift, dwkv = r(B, T, D), r(B, D), tuple(r(B, D) for _ in range(3))
+        state_names = ("xn", "shift0", "a0", "b0", "p0")
+        p = lambda: {k: v for k, v in t.items() if k not in state_names}
+        fwd = lambda: rwkv4_mixing.time_mixing_forward(t["xn"], p(), t["shift0"], (t["a0"], t["b0"], t["p0"]), ops)
+        def f():
+            out, (shift, wkv_state), _ = fwd()
+            return float(np.sum(out * dout)) + float(np.sum(shift * dshift)) + state_loss(wkv_state, dwkv)
+        dxn, dp, (dshift0, (da0, db0, dp0)) = rwkv4_mixing.time_mixing_backward(dout, fwd()[2], (dshift, dwkv), ops)
+        return f, t, {"xn": dxn, "shift0": dshift0, "a0": da0, "b0": db0, "p0": dp0, **dp}
+
+    def case_channel_mixing():
+        shapes = {"key": (F, D), "receptance": (D, D), "value": (D, F)}
+        t = {"xn": r(B, T, D), "shift0": r(B, D), "time_mix_k": rng.uniform(0, 1, D),
+             "time_mix_r": rng.uniform(0, 1, D), **mixing_params(rwkv4_mixing.CHANNEL_MIX_PROJECTIONS, shapes)}
+        dout, dshift = r(B, T, D), r(B, D)
+        p = lambda: {k: v for k, v in t.items() if k not in ("xn", "shift0")}
+        fwd = lambda: rwkv4_mixing.channel_mixing_forward(t["xn"], p(), t["shift0"], ops)
+        def f():
+            out, shift, _ = fwd()
+            return float(np.sum(out * dout)) + float(np.sum(shift * dshift))
+        dxn, dp, dshift0 = rwkv4_mixing.channel_mixing_backward(dout, fwd()[2], dshift, ops)
+        return f, t, {"xn": dxn, "shift0": dshift0, **dp}
+
+    return {
+        "RWKV-4 layernorm": case_layernorm,
+        "RWKV-4 WKV scan (carried state)": wkv_case(r(B, T, D), r(B, T, D), -np.exp(0.5 * r(D)), 0.5 * r(D), carried),
+        "RWKV-4 WKV scan (T=120, naive form overflows)": wkv_case(*long_case),
+        "RWKV-4 time mixing": case_time_mixing,
+        "RWKV-4 channel mixing": case_channel_mixing,
+    }
+
+
+def rwkv4_model_case(seed=0):
+    """Every parameter tensor of a 2-layer float64 RWKV-4 with quantization off."""
+    from mmf.layers.loss import cross_entropy_forward
+    from mmf.models.rwkv4 import RWKV4Config, RWKV4LM
+    cfg = RWKV4Config(vocab_size=11, hidden_size=6, num_layers=2, intermediate_size=8, weights="float")
+    model = RWKV4LM(cfg, seed=seed, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    for name, p in model.params.items():          # move away from the structured init (gains 1, biases 0)
+        p += 0.1 * rng.standard_normal(p.shape)
+    ids, targets = rng.integers(0, 11, (2, 5)), rng.integers(0, 11, (2, 5))
+    f = lambda: cross_entropy_forward(model.forward(ids), targets)[0]      # the loss, without a backward
+    return f, model.params, model.loss_and_grads(ids, targets)[1]
+
+
+def run_rwkv4(seed=0):
+    """{(layer, tensor): relative error} for the RWKV-4 layers and the whole RWKV-4 model."""
+    rng = np.random.default_rng(seed)
+    results = {}
+    for layer, make in rwkv4_layer_cases(rng).items():
+        for tensor, err in check_gradients(*make()).items():
+            results[(layer, tensor)] = err
+    for tensor, err in check_gradients(*rwkv4_model_case(seed)).items():
+        results[("RWKV-4 model (2 layers)", tensor)] = err
+    return results
+
+
 def transformer_model_case(weights="float", seed=0):
     """Every parameter tensor of a 2-layer float64 TransformerLM with its quantizers off: weights='float'
     is the Transformer++ (plain projections); 'ternary' checks the BitNet layout (a BitLinear with its own
@@ -295,7 +408,7 @@ def run_all(seed=0):
 
 
 def main():
-    results = run_all()
+    results = {**run_all(), **run_rwkv4()}
     width = max(len(t) for _, t in results)
     print(f"finite-difference gradient check: float64, quantization off, centred h=1e-5, "
           f"pass if relative error < {TOLERANCE:g}\n")

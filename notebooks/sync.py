@@ -22,7 +22,7 @@ import jupytext
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_PATTERN = "[0-9][0-9]_*.py"        # notebooks/NN_name.py; this script and helpers do not match
+SOURCE_PATTERN = "[0-9][0-9]*_*.py"       # notebooks/NN_name.py (or NNb_name.py); this script and helpers do not match
 
 # Fixed notebook metadata: what Jupyter needs to pick a kernel, and the Jupytext pairing. Nothing that
 # depends on the machine or on the Jupytext version goes in, so the bytes are the same everywhere.

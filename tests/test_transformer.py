@@ -324,7 +324,7 @@ def test_wrong_state_is_refused():
     (["--num_heads=2"], "--num_heads applies to --arch=transformer only"),
     (["--arch=transformer", "--block_size=4096"], "block_size=4096 exceeds .*max_position_embeddings=2048"),
     (["--arch=transformer", "--num_heads=3"], "not divisible by num_heads=3"),
-    (["--arch=gpt"], "unknown architecture 'gpt'; known: mmfree, transformer"),
+    (["--arch=gpt"], "unknown architecture 'gpt'; known: mmfree, rwkv4, transformer"),
 ])
 def test_train_cli_refuses_bad_model_options(argv, words, capsys):
     from mmf.training.trainer import main as train_main

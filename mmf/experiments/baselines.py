@@ -6,7 +6,7 @@
     python -m mmf.experiments.baselines --table     # the results table from the committed CSV
     python -m mmf.experiments.baselines --publish   # copy runs.csv and the curves to docs/results/
 
-Six variants at one size (D = 256, two blocks: about 1.7M non-embedding parameters each, matched within
+Seven variants at one size (D = 256, two blocks: about 1.7M non-embedding parameters each, matched within
 a few percent; `--counts` prints them), the same Tiny Shakespeare tokens (BPE 2048, the shakespeare
 preset's data), the same token budget and schedule; only the learning rate is tuned per variant:
 
@@ -16,6 +16,7 @@ preset's data), the same token budget and schedule; only the learning rate is tu
   bitnet-b1.58       that Transformer with ternary BitLinears (embedding and LM head float)
   bitnet-binary      the same with binary weights (BitNet, 2023)
   ternary-qk         the float Transformer with ternary Q and K (the paper's "MatMul-free Transformer++")
+  rwkv4-ternary      the paper's third contender: RWKV-4 with ternary BitLinears (mmf.RWKV4LM, F = 4D)
 
 The runs go through `mmf.experiments.runner`, so an interrupted study resumes where it stopped.
 Every run is small (70-506 s each here, on a 2-core machine shared with other jobs; the CSV has each
@@ -47,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "bitnet-binary": ("BitNet (binary Transformer)", dict(arch="transformer", weights="binary", num_heads=4)),
     "ternary-qk": ("Transformer++ with ternary Q, K", dict(arch="transformer", weights="float", num_heads=4,
                                                           ternary_qk=True)),
+    "rwkv4-ternary": ("MatMul-free RWKV-4, ternary", dict(arch="rwkv4", weights="ternary")),
 }
 
 # the data, size, budget and schedule every variant shares: the shakespeare preset's data, 150 steps of
@@ -65,7 +67,7 @@ MAX_EXTENSIONS = 2
 # what the sweep picked (docs/results/baselines.csv; tests/test_baselines.py keeps the two equal): the
 # learning rates of the presets `python -m mmf.train --preset=baseline-<variant>`
 CHOSEN_LRS = {"mmfree-ternary": 3e-3, "mmfree-float": 3e-3, "transformer-float": 3e-3, "bitnet-b1.58": 3e-3,
-              "bitnet-binary": 3e-3, "ternary-qk": 3e-3}
+              "bitnet-binary": 3e-3, "ternary-qk": 3e-3, "rwkv4-ternary": 1e-2}
 FINAL_SEEDS = (0, 1)            # seed 0 at the best rate is the sweep's own run (same config, same folder)
 
 # seconds-long version for CI and notebooks in smoke mode: the stories smoke data, a 32-wide model
@@ -228,6 +230,12 @@ def results_markdown(rows: list[dict]) -> str:
                      f"{min(g['pairs']):+.3f} to {max(g['pairs']):+.3f}; the two half-ranges add to "
                      f"{g['spread']:.3f}, so the gap is {'larger' if abs(g['bpc']) > g['spread'] else 'not larger'}"
                      " than the seed spread).")
+    if "rwkv4-ternary" in s["variants"] and "mmfree-ternary" in s["variants"]:
+        a, b = s["variants"]["rwkv4-ternary"], s["variants"]["mmfree-ternary"]
+        gap, spread = a["bpc_mean"] - b["bpc_mean"], a["bpc_halfrange"] + b["bpc_halfrange"]
+        lines.append(f"MatMul-free RWKV-4 ternary minus MMfree ternary: {gap:+.3f} bits/char (the two half-ranges "
+                     f"add to {spread:.3f}, so the gap is {'larger' if abs(gap) > spread else 'not larger'} than "
+                     "the seed spread).")
     if "ternary_qk" in s:
         q = s["ternary_qk"]
         verdict = ("converged at this scale" if q["converged"] else "did not converge")

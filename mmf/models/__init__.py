@@ -9,6 +9,7 @@ models built from `mmf.layers`, and generation. Models import layers; layers nev
   transformer_params        its parameters under Hugging Face Llama's state-dict names, and their init
   transformer_block         one Llama block: attention + SwiGLU, each behind an RMSNorm and a residual
   transformer               TransformerLM: embedding, blocks, final norm, float LM head; KV-cache decoding
+  rwkv4                R5   the MatMul-free RWKV-4 (the paper's Table 1 contender): RWKV4Config, RWKV4LM
   registry                  architecture names -> (config, model) classes; config <-> stored dict
-  generate                  prefill once, then decode with the carried state (O(1) per token for MMfree)
+  generate                  prefill once, then decode with the carried state (O(1) per token for MMfree and RWKV-4)
 """

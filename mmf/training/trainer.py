@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf import MMfreeConfig, TransformerConfig
+from mmf import MMfreeConfig, RWKV4Config, TransformerConfig
 from mmf.layers.quant import check_weights
 from mmf.models.registry import build_model, check_arch, config_to_dict
 from mmf.training.adamw import AdamW
@@ -57,7 +57,7 @@ class TrainConfig:
     ts_path: str = ""                # local Tiny Shakespeare file ("" = search default places, then download)
     data_dir: str = DATA_DIR         # where token files and the tokenizer are written
     # ---- model (the architecture's config: MMfreeConfig, ...)
-    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", "transformer"
+    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): mmfree, transformer, rwkv4
     weights: str = "ternary"         # weight format: "ternary" (E3), "binary" (E3b), "float" (transformer: Llama)
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
@@ -336,6 +336,8 @@ def model_config_of(cfg: TrainConfig, vocab_size: int):
         return TransformerConfig(**common, num_heads=cfg.num_heads or max(1, cfg.hidden_size // 64),
                                  ternary_qk=cfg.ternary_qk,
                                  max_position_embeddings=cfg.max_position_embeddings or TRANSFORMER_MAX_POSITIONS)
+    if cfg.arch == "rwkv4":          # intermediate_size is the channel mixer's width (0 = RWKV-4's 4 D)
+        return RWKV4Config(**common)
     return MMfreeConfig(**common, output_gate=cfg.output_gate)
 
 
@@ -400,10 +402,12 @@ def _init_from(path, model):
 def _checkpoint_bytes(cfg: TrainConfig) -> int:
     """Bytes of one checkpoint of this run: params + AdamW's two moments, plus the temporary copy."""
     from mmf.models.params import param_shapes
+    from mmf.models.rwkv4 import param_shapes as rwkv4_param_shapes
     from mmf.models.transformer_params import transformer_param_shapes
     vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 1024      # a char vocabulary is smaller than this
     mc = model_config_of(cfg, vocab)
-    shapes = transformer_param_shapes(mc) if cfg.arch == "transformer" else param_shapes(mc)
+    shapes_of = {"transformer": transformer_param_shapes, "rwkv4": rwkv4_param_shapes}.get(cfg.arch, param_shapes)
+    shapes = shapes_of(mc)
     n = sum(int(np.prod(s)) for s in shapes.values())
     return 3 * n * np.dtype(cfg.dtype).itemsize + (1 << 20)
 
