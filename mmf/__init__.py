@@ -5,12 +5,14 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
   models/     E9, E10     configs, parameter tables keyed by checkpoint names, models, generation
   training/               AdamW, checkpoints, the training loop
   text/                   corpora and tokenizers
+  compression/            post-training 1-bit compression of a float model (RTN, BiLLM, OneBit)
   interop/                the Hugging Face format of the released models, both ways (from_pretrained,
                           save_pretrained; safetensors/ml_dtypes/tokenizers imported only when used)
   backend                 the switch between this reference and kernels_numba
   gradcheck               finite-difference checks (python -m mmf.gradcheck)
   loading                 mmf.load(path): any checkpoint back as its model
-  train, sample, export   the command lines (python -m mmf.train, python -m mmf.sample, python -m mmf.export)
+  train, sample, export, compress
+                          the command lines (python -m mmf.train, mmf.sample, mmf.export, mmf.compress)
   cli                     how every command line reports a mistake (one line, exit code 2; --debug)
   atomic                  write-then-rename files, and removing the temp files of killed writers
 mmf imports NumPy only.

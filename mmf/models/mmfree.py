@@ -92,7 +92,16 @@ class MMfreeLM(LanguageModel):
         cache = (ids, S, block_caches, c_norm, c_head)
         return logits, new_state, cache
 
-    def _backward(self, dlogits, cache):
+    @staticmethod
+    def hidden_states(cache):
+        """The output of every block, [L arrays (B, T, D)], read from a `_forward` cache: block l's output
+        is the input of block l+1's first norm, and the last block's is the input of the final norm."""
+        _, _, block_caches, c_norm, _ = cache
+        return [c[0][0] for c in block_caches[1:]] + [c_norm[0]]
+
+    def _backward(self, dlogits, cache, dhidden=None):
+        """Gradients of every parameter from dlogits (B, T, V). dhidden, optional: [L arrays (B, T, D)],
+        gradients on the block outputs (`hidden_states`) from a loss that reads them (distillation)."""
         cfg, ops = self.config, self.backend
         ids, S, block_caches, c_norm, c_head = cache
         grads = {name: np.zeros_like(p) for name, p in self.params.items()}
@@ -103,6 +112,8 @@ class MMfreeLM(LanguageModel):
         grads["model.norm.weight"] += dg
         dlb = np.zeros((cfg.num_layers, cfg.hidden_size), self.dtype) if S is not None else None
         for l in reversed(range(cfg.num_layers)):
+            if dhidden is not None:
+                dx = dx + dhidden[l]                                  # the block output's own gradient
             dx, dp, dlb_l = block_backward(dx, block_caches[l], ops)
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v

@@ -99,7 +99,16 @@ class TransformerLM(LanguageModel):
         logits, c_head = ops.linear_forward(xn, P["lm_head.weight"])           # (B, T, D) -> (B, T, V), float
         return logits, present, (ids, block_caches, c_norm, c_head)
 
-    def _backward(self, dlogits, cache):
+    @staticmethod
+    def hidden_states(cache):
+        """The output of every block, [L arrays (B, T, D)], read from a `_forward` cache: block l's output
+        is the input of block l+1's first norm, and the last block's is the input of the final norm."""
+        _, block_caches, c_norm, _ = cache
+        return [c[0][0] for c in block_caches[1:]] + [c_norm[0]]
+
+    def _backward(self, dlogits, cache, dhidden=None):
+        """Gradients of every parameter from dlogits (B, T, V). dhidden, optional: [L arrays (B, T, D)],
+        gradients on the block outputs (`hidden_states`) from a loss that reads them (distillation)."""
         cfg, ops = self.config, self.backend
         ids, block_caches, c_norm, c_head = cache
         grads = {name: np.zeros_like(p) for name, p in self.params.items()}
@@ -108,6 +117,8 @@ class TransformerLM(LanguageModel):
         dx, dg = ops.rmsnorm_backward(dxn, c_norm)
         grads["model.norm.weight"] += dg
         for l in reversed(range(cfg.num_layers)):
+            if dhidden is not None:
+                dx = dx + dhidden[l]                                  # the block output's own gradient
             dx, dp, _, _ = transformer_block_backward(dx, block_caches[l], ops)   # training has no past
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v

@@ -96,6 +96,9 @@ class TrainConfig:
     sample_top_k: int = 0            # 0 = no top-k cut
     # ---- resuming
     resume: str = ""                 # checkpoint file to continue from ("" = fresh run)
+    init_from: str = ""              # start a fresh run (new optimizer, step 0) from this checkpoint's
+                                     # parameters; its shapes must match, its weight format may differ
+                                     # (e.g. QAT from a float model: --weights=ternary --init_from=F)
     allow_changed_optim: bool = False    # --resume may change the RESUME_OPTIM settings (not exact then)
     rebuild_data: bool = False       # rebuild the data cache even if a valid one exists
 
@@ -105,7 +108,8 @@ class TrainConfig:
     RESUME_MAY_CHANGE = frozenset({   # no effect on the parameters a step produces
         "stop_at", "out_dir", "data_dir", "ts_path", "progress", "eval_interval", "eval_windows",
         "checkpoint_interval", "sample_prompts", "sample_tokens", "sample_temperature", "sample_top_k",
-        "resume", "allow_changed_optim", "rebuild_data"})
+        "resume", "allow_changed_optim", "rebuild_data",
+        "init_from"})                 # only chooses the step-0 parameters, which a resume replaces
     RESUME_OPTIM = frozenset({        # change the optimisation: refused unless allow_changed_optim
         "lr", "min_lr_ratio", "warmup_steps", "halve_lr_at_midpoint", "weight_decay",
         "wd_zero_at_midpoint", "beta1", "beta2", "grad_clip", "backend"})
@@ -139,6 +143,9 @@ class TrainConfig:
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resume and self.init_from:
+            raise ValueError(f"give resume or init_from, not both (resume={self.resume!r}, "
+                             f"init_from={self.init_from!r}): resume continues a run, init_from starts one")
         if not 0 < self.lr < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"need 0 < lr < 1 and 0 <= min_lr_ratio <= 1, got {self.lr}, {self.min_lr_ratio}")
 
@@ -380,6 +387,18 @@ def _restore(ck, model, opt, rng, history, tok):
     return ck.step, ck.extra.get("history", history)
 
 
+def _init_from(path, model):
+    """Copy another checkpoint's parameters into a fresh model: same architecture and shapes; only the
+    weight format may differ (a float model continued with quantization on is "QAT from float")."""
+    ck = load_checkpoint(path)
+    theirs = dataclasses.replace(ck.config, weights=model.config.weights)
+    if type(theirs) is not type(model.config) or theirs != model.config:
+        raise ValueError(f"--init_from={path}: its model config {config_to_dict(ck.config)} does not match "
+                         f"this run's {config_to_dict(model.config)} (only 'weights' may differ)")
+    for k, v in ck.params.items():
+        model.params[k] = v.astype(model.dtype)
+
+
 def _checkpoint_bytes(cfg: TrainConfig) -> int:
     """Bytes of one checkpoint of this run: params + AdamW's two moments, plus the temporary copy."""
     from mmf.models.params import param_shapes
@@ -474,6 +493,8 @@ def train(cfg: TrainConfig) -> dict:
     if ck is not None:
         step, history = _restore(ck, model, opt, rng, history, tok)
         last_good = cfg.resume
+    elif cfg.init_from:
+        _init_from(cfg.init_from, model)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.ckpt")
 
     floor = data.meta.get("val_floor_nats_per_token")
