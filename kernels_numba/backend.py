@@ -136,7 +136,6 @@ class NumbaBackend(NumpyBackend):
 
     # E11 -----------------------------------------------------------------------
     def cross_entropy_forward(self, logits, targets):
-        V = logits.shape[-1]
         z = _rows(logits)                                            # (N, V)
         t = np.ascontiguousarray(targets.reshape(-1)).astype(np.int64)
         lse = np.empty(z.shape[0], np.float64)

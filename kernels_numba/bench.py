@@ -41,7 +41,7 @@ from mmf.layers.rmsnorm import rmsnorm_forward
 from .backend import NumbaBackend
 from .engine import Engine
 from .packing import pack_ternary
-from .products import ternary_matvec, timings
+from .products import ternary_matvec
 
 FULL = dict(gemv=4096, decode=dict(vocab_size=32000, hidden_size=1024, num_layers=24, intermediate_size=2816),
             decode_tokens=24, train=dict(vocab_size=2048, hidden_size=256, num_layers=4), batch=16, seq=128,

@@ -7,7 +7,6 @@ activations (every BitLinear or plain linear, the LM head included), so both num
 """
 from __future__ import annotations
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from mmf.backend import NumpyBackend

@@ -402,7 +402,7 @@ def results_markdown(rows: list[dict], bootstrap: int = 200) -> str:
                              f"replicates cross between {Cs.max():.1e} and 1e30 FLOPs, median {d['p50']:.1e} "
                              f"(16-84%: {d['p16']:.1e}-{d['p84']:.1e}).")
             else:
-                lines.append(f"Extrapolated to 1e30 FLOPs, no bootstrap replicate crosses (an illustration only).")
+                lines.append("Extrapolated to 1e30 FLOPs, no bootstrap replicate crosses (an illustration only).")
     return "\n".join(lines) + "\n"
 
 

@@ -131,8 +131,8 @@ class TrainConfig:
                     raise ValueError(f"--{name} applies to --arch=transformer only; arch={self.arch!r} has no "
                                      "attention (MMfree's MLGRU has one head and no positions): drop it")
         elif self.output_gate != "official":
-            raise ValueError(f"--output_gate applies to --arch=mmfree only (the MLGRU's gate); "
-                             f"arch='transformer' has none: drop it")
+            raise ValueError("--output_gate applies to --arch=mmfree only (the MLGRU's gate); "
+                             "arch='transformer' has none: drop it")
         elif self.block_size > (self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS):
             raise ValueError(f"block_size={self.block_size} exceeds the transformer's max_position_embeddings="
                              f"{self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS}; raise "
