@@ -68,3 +68,22 @@ def test_check_refuses_a_notebook_without_source(copy_of_notebooks):
                 os.path.join(copy_of_notebooks, "99_orphan.ipynb"))
     result = run_sync(copy_of_notebooks, "--check")
     assert result.returncode == 1 and "99_orphan.ipynb" in result.stderr
+
+
+def test_notebook_03_shows_its_loss_curve_with_the_default_backend(tmp_path):
+    """Executed as a learner would (no MPLBACKEND), the training cell must display its loss curve: a
+    library call that switched matplotlib's backend would leave it without any image output."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["MMF_SMOKE"] = "1"
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                             "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path),
+                             os.path.join(NOTEBOOKS, "03_train_a_tiny_lm.ipynb")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    nb = json.load(open(tmp_path / "03_train_a_tiny_lm.ipynb"))
+    training = [c for c in nb["cells"] if c["cell_type"] == "code" and "run = train(ts_cfg)" in "".join(c["source"])]
+    assert len(training) == 1
+    images = [o for o in training[0]["outputs"]
+              if o["output_type"] == "display_data" and "image/png" in o.get("data", {})]
+    assert images, "the training cell displayed no image"
