@@ -1,4 +1,7 @@
 """The notebooks' sources: each .ipynb is exactly what its Jupytext `.py` defines (no outputs, fixed ids)."""
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import shutil
@@ -11,9 +14,36 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(REPO, "notebooks")
 
 
+def load_sync():
+    spec = importlib.util.spec_from_file_location("notebook_sync", os.path.join(NOTEBOOKS, "sync.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SYNC = load_sync()
+
+
+class Result:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
+
+
 def run_sync(folder, *args):
-    return subprocess.run([sys.executable, os.path.join(folder, "sync.py"), *args],
-                          capture_output=True, text=True)
+    """notebooks/sync.py's main on `folder`, in this process (one jupytext import for all the tests)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = SYNC.main(list(args), folder=str(folder))
+    return Result(code, err.getvalue())
+
+
+def test_the_command_line_exits_non_zero_naming_the_notebook(copy_of_notebooks):
+    path = os.path.join(copy_of_notebooks, "02_mlgru_and_glu.py")
+    with open(path, "a") as f:
+        f.write("\n# %%\nprint('new')\n")
+    result = subprocess.run([sys.executable, os.path.join(copy_of_notebooks, "sync.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "02_mlgru_and_glu.ipynb" in result.stderr
 
 
 @pytest.fixture()
