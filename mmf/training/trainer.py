@@ -97,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"tokenizer must be 'bpe' or 'char', got {self.tokenizer!r}")
         check_arch(self.arch)
         check_weights(self.weights, "weights")
+        if self.output_gate not in ("official", "paper"):
+            raise ValueError(f"output_gate must be 'official' or 'paper', got {self.output_gate!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
