@@ -11,7 +11,12 @@ from mmf.text.corpus import DATA_DIR, prepare
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from mmf.cli import run
+    return run(_main, argv, "data/prepare.py")
+
+
+def _main(argv) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="--debug shows the traceback of an error")
     p.add_argument("--corpus", default="stories", choices=["stories", "tinyshakespeare"])
     p.add_argument("--tokenizer", default="bpe", choices=["bpe", "char"])
     p.add_argument("--vocab_size", type=int, default=512, help="BPE vocabulary (512-4096)")
@@ -20,14 +25,10 @@ def main(argv=None) -> int:
     p.add_argument("--val_fraction", type=float, default=0.1)
     p.add_argument("--ts_path", default=None, help="local Tiny Shakespeare file (else search, then download)")
     p.add_argument("--out_dir", default=DATA_DIR)
-    p.add_argument("--force", action="store_true", help="rebuild even if the files exist")
+    p.add_argument("--force", action="store_true", help="rebuild even if the files exist (e.g. a damaged cache)")
     a = p.parse_args(argv)
-    try:
-        d = prepare(a.corpus, a.tokenizer, a.vocab_size, out_dir=a.out_dir, seed=a.seed,
-                    story_bytes=a.story_bytes, val_fraction=a.val_fraction, ts_path=a.ts_path, force=a.force)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    d = prepare(a.corpus, a.tokenizer, a.vocab_size, out_dir=a.out_dir, seed=a.seed,
+                story_bytes=a.story_bytes, val_fraction=a.val_fraction, ts_path=a.ts_path, force=a.force)
     m = d.meta
     print(f"{d.name}: vocab {m['vocab_size']}, train {m['train_tokens']:,} tokens ({m['train_bytes']:,} bytes), "
           f"val {m['val_tokens']:,} tokens ({m['val_bytes']:,} bytes), {d.bytes_per_token:.2f} bytes/token")

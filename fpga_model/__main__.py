@@ -28,6 +28,7 @@ def parse_args(argv):
     p.add_argument("--clock-mhz", type=float, default=60.0, help="core clock (default 60, the d=512 design)")
     p.add_argument("--ddr-bits", type=int, default=8, help="useful bits per DRAM access (8 measured, 512 projected)")
     p.add_argument("--cores", type=int, default=1, help="cores on the board (DDR4 contention)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p.parse_args(argv)
 
 
@@ -49,20 +50,30 @@ def load(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        model, encode, decode = load(args)
-        if encode is not None:
-            prompt = encode(args.prompt if args.prompt is not None else "\n")
-        else:
+    """Errors become one-line messages (exit 2 for usage errors, 1 for a failed run); --debug re-raises."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m fpga_model")
+
+
+def _main(argv):
+    args = parse_args(argv)
+    if args.tokens < 0:
+        raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
+    model, encode, decode = load(args)
+    if encode is not None:
+        prompt = encode(args.prompt if args.prompt is not None else "\n")
+    else:
+        try:
             prompt = [int(t) for t in args.prompt_ids.split(",")]
-        if not prompt:
-            raise ValueError("the prompt encodes to no tokens; give a non-empty --prompt")
-        hw = Hardware(clock_mhz=args.clock_mhz, ddr_bits=args.ddr_bits, cores=args.cores)
-        acc = Accelerator.from_model(model, hw)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        except ValueError:
+            raise ValueError(f"--prompt-ids wants comma-separated ints, got {args.prompt_ids!r}") from None
+    if not prompt:
+        raise ValueError("the prompt encodes to no tokens; give a non-empty --prompt")
+    V = model.config.vocab_size
+    if min(prompt) < 0 or max(prompt) >= V:
+        raise ValueError(f"--prompt-ids must lie in [0, {V}) for this model, got {prompt}")
+    hw = Hardware(clock_mhz=args.clock_mhz, ddr_bits=args.ddr_bits, cores=args.cores)
+    acc = Accelerator.from_model(model, hw)
     cfg = model.config
     print(f"model: V={cfg.vocab_size} D={cfg.hidden_size} L={cfg.num_layers} I={cfg.intermediate_size}, "
           f"{model.num_params():,} params; accelerator: {hw.clock_mhz} MHz, {hw.ddr_bits}-bit DRAM accesses, "
@@ -79,6 +90,7 @@ def main(argv=None):
     print(f"same {args.tokens} tokens: {same}" + ("" if same else f" (first difference at new token {first_diff})"))
     diff = np.abs(acc.logits(cpu_ids) - integer_model(model).forward(np.array([cpu_ids]))[0]).max()
     print(f"max |logit difference| over the sequence: {diff:.3g}")
+    agree = comparison_passes(same, diff)
     rep = reports[-1]
     watts, note = board_power_w(cfg.hidden_size, hw.cores)
     print(f"\none token: {rep.cycles:,} cycles = {rep.core_ms:.3f} ms on the core + {rep.host_ms:.3f} ms host MMIO"
@@ -91,7 +103,14 @@ def main(argv=None):
         print(f"  {unit:10s} {b['busy']:12,d} {b['instructions']:13d} {b['stalled_pc']:17,d}")
     print(f"  PC stalls {bd['pc']['stall']:,} cycles; top causes: "
           + ", ".join(f"{k} {v:,}" for k, v in bd["pc"]["causes"].most_common(3)))
-    return 0 if same else 1
+    if not np.isfinite(diff):
+        print("FAILED: the logits are not finite (NaN/inf): the comparison proves nothing", file=sys.stderr)
+    return 0 if agree else 1
+
+
+def comparison_passes(same_tokens, max_logit_difference):
+    """The accelerator agrees with the CPU: the same tokens AND finite logits (NaN == NaN is no match)."""
+    return bool(same_tokens) and bool(np.isfinite(max_logit_difference))
 
 
 if __name__ == "__main__":

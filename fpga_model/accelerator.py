@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mmf import MMfreeConfig
+from mmf.models.generate import check_finite_logits
 from mmf.models.registry import require
 
 from .compiler import compile_model
@@ -136,6 +137,7 @@ class Accelerator:
             logits, r = self.step(t)
             reports.append(r)
         for _ in range(max_new_tokens):
+            check_finite_logits(logits[None, :], "Accelerator.generate")   # argmax(NaN) would be token 0
             ids.append(int(np.argmax(logits)))
             logits, r = self.step(ids[-1])
             reports.append(r)

@@ -5,6 +5,7 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
     ternary_matvec(packed, x_q)  int8 (in,)    -> int32 (out,)
     ternary_matmul(packed, X_q)  int8 (n, in)  -> int32 (n, out)
     Engine(model)                loads an mmf.MMfreeLM once in packed form; .generate(ids, max_new_tokens)
+    Engine.from_pretrained(dir)  the same from a Hugging Face checkpoint, packed tensor by tensor
 
 `mmf` never imports this package unless asked (MMfreeLM(..., backend="numba")).
 

@@ -6,6 +6,12 @@
   3. resident weight memory of that model: Engine (embedding in RAM, memory-mapped, or int8) vs float32
   4. training step (fwd + bwd + AdamW), V=2048, D=256, L=4, B=16, T=128: NumbaBackend vs NumPy reference
   5. activation memory of a training step: fused recompute vs caching x~
+  6. (--pretrained) a 370M-shaped BF16 checkpoint written by the exporter (save_pretrained):
+     Engine.from_pretrained's load time and peak anonymous memory (RssAnon: the file's mapped pages do
+     not count) against its budget, beside MMfreeLM.from_pretrained (the float model), each in a fresh
+     process
+  7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
+     the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
@@ -13,7 +19,12 @@ On a loaded machine two-thread BLAS degrades far more than one thread does; for 
 depend on the neighbours, also run `NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m kernels_numba.bench`.
 """
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import tracemalloc
 
@@ -63,6 +74,10 @@ def alternating_blocks(fns, rounds=3, per_block=10, settle=0.3):
 
 def stats(ts):
     return dict(median=float(np.median(ts)), min=float(ts.min()), max=float(ts.max()))
+
+
+def fmt_us(s):
+    return f"{s['median'] * 1e6:.2f} us (min {s['min'] * 1e6:.2f}, max {s['max'] * 1e6:.2f})"
 
 
 def fmt_ms(s):
@@ -269,15 +284,132 @@ def _bitlinear_caches(obj):
     return found
 
 
+def bench_checks(config_kw, gemv_n, step_repeats=30, check_repeats=2000):
+    """Seconds of the O(1) input checks of Engine.step and ternary_matvec (each timed over many calls)
+    beside the work they guard (a decoding step without its checks; the GEMV kernel alone)."""
+    from .packing import check_activations
+    from .products import _check_packed, matmul_best
+    cfg = mmf.MMfreeConfig(**config_kw)
+    engine = Engine(mmf.MMfreeLM(cfg, seed=0))
+    state = engine.new_state(1)
+    toks = iter(np.random.default_rng(1).integers(0, cfg.vocab_size, 10**6))
+    tok = np.array([5])
+
+    def checks_only():
+        for _ in range(100):
+            engine._check_step(tok, state)
+
+    ts = alternating_blocks({"step": lambda: engine._step_unchecked(np.array([next(toks)]), state),
+                             "checks x100": checks_only}, rounds=3, per_block=max(1, step_repeats // 3))
+    step, checks = stats(ts["step"]), stats(np.array(ts["checks x100"]) / 100)
+    rng = np.random.default_rng(0)
+    packed = pack_ternary(rng.integers(-1, 2, (gemv_n, gemv_n)).astype(np.int8))
+    x = rng.integers(-128, 128, gemv_n).astype(np.int8)
+
+    def gemv_checks_only():
+        for _ in range(100):
+            _check_packed(packed)
+            check_activations("x_q", x, packed.shape[1], ndim=1)
+
+    tg = alternating_blocks({"gemv": lambda: matmul_best(packed, x.reshape(1, -1)),
+                             "checks x100": gemv_checks_only}, rounds=3, per_block=max(1, check_repeats // 300))
+    gemv, gchecks = stats(tg["gemv"]), stats(np.array(tg["checks x100"]) / 100)
+    return {"config": config_kw, "step": step, "step_checks": checks,
+            "step_ratio": checks["median"] / step["median"], "gemv": gemv, "gemv_checks": gchecks,
+            "gemv_ratio": gchecks["median"] / gemv["median"]}
+
+
 # ----------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------
+# 6. loading a Hugging Face checkpoint
+
+def rss_anon_bytes():
+    """This process's anonymous resident memory (RssAnon in /proc/self/status), or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class PeakSampler:
+    """Samples RssAnon every `interval` seconds on a thread until stopped; .peak is the largest seen
+    (a lower bound of the true peak; NumPy's large operations release the GIL, so the thread runs)."""
+
+    def __init__(self, interval=0.001):
+        self.interval, self.peak, self._stop = interval, rss_anon_bytes() or 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_anon_bytes() or 0)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_anon_bytes() or 0)
+
+
+def _load_in_this_process(path, what):
+    """The child side of bench_pretrained: build `what` ('engine' or 'model') from `path`, print JSON."""
+    from mmf.interop.pretrained import load_pretrained
+    np.zeros(1)                                                      # everything imported before the baseline
+    before = rss_anon_bytes()
+    tracemalloc.start()                                              # NumPy reports its buffers to it
+    with PeakSampler() as sampler:
+        t0 = time.perf_counter()
+        obj = Engine.from_pretrained(path) if what == "engine" else load_pretrained(path)
+        seconds = time.perf_counter() - t0
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out = dict(seconds=seconds, before=before, peak=sampler.peak, after=rss_anon_bytes(), traced_peak=traced_peak)
+    if what == "engine":
+        out.update(engine_bytes=obj.nbytes, embedding_bytes=obj.emb.nbytes)
+    print(json.dumps(out))
+
+
+def bench_pretrained(config_kw):
+    """Export a random model of this shape as BF16 (save_pretrained), then load it in two fresh
+    processes: Engine.from_pretrained and MMfreeLM.from_pretrained."""
+    model = mmf.MMfreeLM(mmf.MMfreeConfig(**config_kw), seed=0)
+    largest = max(v.size for v in model.params.values()) * 4        # one float32 copy of the largest tensor
+    float_bytes = model.num_params() * 4
+    with tempfile.TemporaryDirectory(prefix="mmf-bench-hf-") as d:
+        t0 = time.perf_counter()
+        model.save_pretrained(d, dtype="bfloat16")
+        export_s = time.perf_counter() - t0
+        del model
+        file_bytes = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+        runs = {}
+        for what in ("engine", "model"):
+            code = f"from kernels_numba.bench import _load_in_this_process; _load_in_this_process({d!r}, {what!r})"
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            runs[what] = json.loads(r.stdout.strip().splitlines()[-1])
+    e = runs["engine"]
+    budget = e["engine_bytes"] + largest + 100 * 2**20
+    return dict(export_s=export_s, file_bytes=file_bytes, float_bytes=float_bytes, largest=largest,
+                engine=e, model=runs["model"], budget=budget, grown=e["peak"] - e["before"])
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory"])
+    ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
+                                                                  "checks"])
+    ap.add_argument("--pretrained", action="store_true",
+                    help="also section 6: export a 370M-shaped BF16 checkpoint, load it (about a minute, 3 GB)")
     args = ap.parse_args(argv)
     S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
-    want = set(args.only or ["gemv", "decode", "train", "memory"])
+    want = set(args.only or ["gemv", "decode", "train", "memory"]) | ({"pretrained"} if args.pretrained else set())
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
@@ -323,6 +455,25 @@ def main(argv=None):
               f"{c['bitlinear_bytes'] / 2**20:.1f} -> {f['bitlinear_bytes'] / 2**20:.1f} MiB "
               f"({100 * r['bitlinear_saving']:.0f}% less); tracemalloc peak {c['peak_bytes'] / 2**20:.1f} -> "
               f"{f['peak_bytes'] / 2**20:.1f} MiB ({100 * r['peak_saving']:.0f}% less) (target >= 40%)")
+    if "pretrained" in want:
+        r = bench_pretrained(S["decode"])
+        e, m, MiB = r["engine"], r["model"], 2**20
+        print(f"[6] HF checkpoint {S['decode']}: save_pretrained BF16 {r['export_s']:.1f} s, "
+              f"{r['file_bytes'] / MiB:.0f} MiB on disk (float32 model {r['float_bytes'] / MiB:.0f} MiB)")
+        print(f"[6] Engine.from_pretrained: {e['seconds']:.1f} s (page cache warm: the file was just written); "
+              f"peak RssAnon {e['peak'] / MiB:.0f} MiB, {r['grown'] / MiB:.0f} MiB above the "
+              f"{e['before'] / MiB:.0f} MiB before loading (sampled every ms; NumPy's own peak by tracemalloc "
+              f"{e['traced_peak'] / MiB:.0f} MiB); budget = engine {e['engine_bytes'] / MiB:.0f} MiB (embedding "
+              f"{e['embedding_bytes'] / MiB:.0f}) + largest tensor in float32 {r['largest'] / MiB:.0f} MiB + 100 MiB "
+              f"= {r['budget'] / MiB:.0f} MiB: {'within' if r['grown'] <= r['budget'] else 'OVER'}")
+        print(f"[6] MMfreeLM.from_pretrained (the float32 model, for contrast): {m['seconds']:.1f} s; peak RssAnon "
+              f"{(m['peak'] - m['before']) / MiB:.0f} MiB above the {m['before'] / MiB:.0f} MiB before loading")
+    if "checks" in want:
+        r = bench_checks(S["decode"], S["gemv"])
+        print(f"[7] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "
+              f"the step without them {fmt_ms(r['step'])} = {100 * r['step_ratio']:.3f}% (target < 2%)")
+        print(f"[7] input checks of ternary_matvec {S['gemv']}x{S['gemv']}: {fmt_us(r['gemv_checks'])} per call vs "
+              f"the kernel {fmt_ms(r['gemv'])} = {100 * r['gemv_ratio']:.3f}%")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -31,6 +31,7 @@ from numba import njit, prange
 
 from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.models.generate import _check_options, sample_next
+from mmf.layers.mlgru import lower_bounds_forward
 from mmf.models.mmfree import MMfreeLM
 from mmf.models.registry import require
 
@@ -96,19 +97,21 @@ def _norm_quant_words(x, g, u, simd_on):
 
 
 @njit(error_model="numpy", cache=True)
-def _step(tokens, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
+def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
           p_nz, p_ng, p_off, o_nz, o_ng, o_off, p_beta, p_gain,
           u_nz, u_ng, u_off, u_beta, u_gain,
           d_nz, d_ng, d_off, d_beta, d_gain,
           head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
           u_d, u_i, simd_on, logits):
-    """One token of each of B sequences: tokens (B,), h (B, L, D) updated in place, logits (B, V).
-    u_d (3, B padded, 64 NB_D) and u_i (1, B padded, 64 NB_I) are the activation-byte buffers."""
+    """One token of each of B sequences: x (B, D) their embeddings (E10), the residual streams from
+    here on; h (B, L, D) updated in place; logits (B, V). u_d (3, B padded, 64 NB_D) and u_i (1, B
+    padded, 64 NB_I) are the activation-byte buffers.
+    The embedding rows are gathered by the caller so that this function has ONE signature whatever
+    the embedding (float32, read-only memory map, int8): Numba's on-disk cache of a function that
+    calls a parallel one (`_product_segments`) crashed the interpreter once it held two
+    specializations (measured: a float32 engine after an mmap one in an earlier process, SIGSEGV)."""
     B, L, D = h.shape
     I = d_gain.shape[1]
-    x = np.empty((B, D), np.float32)                                 # residual streams
-    for b in range(B):
-        x[b] = emb[tokens[b]].astype(np.float32) * emb_scale[tokens[b]]   # embedding (E10)
     acc_p, acc_d = np.empty((B, 3 * D), np.int32), np.empty((B, D), np.int32)
     acc_u, acc_v = np.empty((B, 2 * I), np.int32), np.empty((B, logits.shape[1]), np.int32)
     s = np.empty((3, B), np.float32)                                 # activation scales (E2)
@@ -151,19 +154,32 @@ def _step(tokens, h, emb, emb_scale, attn_norm, mlp_norm, g_norm, lb,
             for d in range(D):
                 x[b, d] += acc_d[b, d] * c_d                         # residual 2
     # ---- head (E10)
+    finite = np.ones(B, np.bool_)
     for b in range(B):
         xn = x[b] * _rms_inv(x[b], eps) * final_norm
+        finite[b] = np.isfinite(np.sum(xn))                          # an overflow upstream reaches here
         s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], simd_on)
     _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, simd_on, acc_v)
     for b in range(B):
-        c_h = head_beta / s[0, b]
-        for v in range(logits.shape[1]):
+        c_h = head_beta / s[0, b] if finite[b] else np.float32(np.nan)   # int8 codes of inf/NaN are
+        for v in range(logits.shape[1]):                             # garbage: say NaN, not a finite lie
             logits[b, v] = acc_v[b, v] * c_h
 
 
 # ----------------------------------------------------------------------------
 
 EMBEDDINGS = ("float32", "mmap", "int8")
+
+
+def _check_finite(E, engine):
+    """Refuse NaN/inf weights: the int8 codes of NaN are garbage, so they would decode to finite
+    nonsense. E (the embedding) and every float array the engine holds so far (gains, bounds, betas)."""
+    arrays = {"model.embeddings.weight": E,
+              **{k: v for k, v in vars(engine).items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}}
+    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    if bad:
+        raise ValueError(f"the model's parameters hold NaN/inf (in {', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}): a diverged run? Use an earlier checkpoint")
 
 
 def mapped_resident_bytes(path):
@@ -178,7 +194,8 @@ def mapped_resident_bytes(path):
     for line in lines:
         head = line.split()
         if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):   # a mapping's first line
-            inside = line.rstrip().endswith(str(path))
+            name = line.rstrip().removesuffix(" (deleted)")         # the engine unlinks its file at once
+            inside = name.endswith(str(path))
         elif inside and head and head[0] == "Rss:":
             total += int(head[1]) * 1024
     return total
@@ -190,8 +207,12 @@ def _mapped_copy(E):
     Made so that a row read maps one 4 KiB page and nothing else: the file's pages are dropped from
     the page cache after writing (else the kernel maps the 2 MiB folios they were written in) and
     the mapping is marked random-access (no read-ahead, no fault-around). Measured on Linux 6.18:
-    3 rows of a (32000, 1024) table -> 12 KiB resident. The file is deleted with the engine."""
-    file = tempfile.NamedTemporaryFile(prefix="mmf-embedding-", suffix=".f32")
+    3 rows of a (32000, 1024) table -> 12 KiB resident. The file is unlinked as soon as it is open
+    (POSIX keeps its data while the descriptor and the mapping live), so no exit, crash or kill -9
+    can leave it behind in the temporary directory."""
+    fd, name = tempfile.mkstemp(prefix="mmf-embedding-", suffix=".f32")
+    os.unlink(name)                                                  # nameless from now on: no litter
+    file = os.fdopen(fd, "w+b")
     E.tofile(file)
     file.flush()
     os.fsync(file.fileno())
@@ -200,7 +221,7 @@ def _mapped_copy(E):
     view = mmap.mmap(file.fileno(), E.nbytes, access=mmap.ACCESS_READ)
     if hasattr(mmap, "MADV_RANDOM"):
         view.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(view, np.float32).reshape(E.shape), file
+    return np.frombuffer(view, np.float32).reshape(E.shape), (file, name)
 
 
 SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the packed engine runs
@@ -208,57 +229,86 @@ SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the p
 
 class Engine:
     """Engine(model) packs an mmf.MMfreeLM once; .generate(ids, max_new_tokens, temperature=0.0, ...)
-    produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'."""
+    produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'.
+    Engine.from_pretrained(dir) packs a Hugging Face checkpoint straight from its files."""
 
     def __init__(self, model, embedding="float32"):
+        if hasattr(model, "config") and hasattr(type(model.config), "arch"):
+            require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        require(model, "kernels_numba.Engine", SUPPORTED)
+        self._build(model.config, model.params.__getitem__, embedding)
+
+    @classmethod
+    def from_pretrained(cls, path, embedding="float32"):
+        """An engine from a Hugging Face directory (config.json + model.safetensors or shards), without
+        ever holding the float model: each tensor is read through the file's memory map and packed
+        before the next one is touched, so the float32 copies alive at once are the embedding (kept)
+        and one weight being packed. Decodes exactly as Engine(MMfreeLM.from_pretrained(path))."""
+        from mmf.interop.pretrained import open_pretrained
+        config, weights = open_pretrained(path)
+        engine = cls.__new__(cls)
+        engine._build(config, weights.view, embedding)
+        return engine
+
+    def _build(self, cfg, tensor, embedding):
+        """Pack and keep everything decoding needs. tensor(name) returns the parameter of that
+        state-dict name: a model's own array, or a read-only view of a checkpoint file (any float dtype)."""
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
-        cfg, P = model.config, model.params
         if cfg.output_gate != "official":
             raise ValueError(f"Engine runs the official output gate rms(g)*SiLU(h) only; this model has "
                              f"output_gate={cfg.output_gate!r} (run it with mmf: model.generate)")
         L, D, I, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
         self.config, self.eps = cfg, np.float32(cfg.rms_norm_eps)
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)    # noqa: E731
-        layer = lambda l, name: P[f"model.layers.{l}.{name}"]         # noqa: E731
+        layer = lambda l, name: tensor(f"model.layers.{l}.{name}")    # noqa: E731
 
-        def stack(names_per_layer):
-            """Pack the weights named for each layer and stack: planes (L, rows, NB), offsets, betas."""
-            packed = [[pack_model_weight(f32(layer(l, n))) for n in names] for l, names in names_per_layer]
-            nz = np.stack([np.concatenate([p.nonzero for p in ps]) for ps in packed])
-            ng = np.stack([np.concatenate([p.negative for p in ps]) for ps in packed])
-            off = np.stack([np.concatenate([p.offset for p in ps]) for ps in packed])
-            beta = np.array([[p.scale for p in ps] for ps in packed], np.float32)
+        def stack(names, n_in):
+            """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
+            planes (L, rows, NB) and offsets (L, rows); one float weight alive at a time. -> + betas (L, k)"""
+            rows = sum(tensor(f"model.layers.0.{n}").shape[0] for n in names)
+            nz = np.empty((L, rows, n_blocks(n_in)), np.uint64)
+            ng, off = np.empty_like(nz), np.empty((L, rows), np.int64)
+            beta = np.empty((L, len(names)), np.float32)
+            for l in range(L):
+                r = 0
+                for k, n in enumerate(names):
+                    p = pack_model_weight(layer(l, n))
+                    nz[l, r:r + p.shape[0]], ng[l, r:r + p.shape[0]] = p.nonzero, p.negative
+                    off[l, r:r + p.shape[0]], beta[l, k] = p.offset, p.scale
+                    r += p.shape[0]
             return nz, ng, off, beta
 
         # i, f, g stacked as rows [0, 3D) of one matrix (one kernel launch): (L, 3D, NB); o_proj (L, D, NB)
-        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([(l, [f"attn.{n}_proj.weight" for n in "ifg"])
-                                                             for l in range(L)])
-        self.o_nz, self.o_ng, self.o_off, o_beta = stack([(l, ["attn.o_proj.weight"]) for l in range(L)])
+        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([f"attn.{n}_proj.weight" for n in "ifg"], D)
+        self.o_nz, self.o_ng, self.o_off, o_beta = stack(["attn.o_proj.weight"], D)
         self.p_beta = np.concatenate([ifg_beta, o_beta], axis=1)     # (L, 4): i, f, g, o
         self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
-        self.u_nz, self.u_ng, self.u_off, ub = stack([(l, ["mlp.gate_proj.weight"]) for l in range(L)])
-        self.d_nz, self.d_ng, self.d_off, db = stack([(l, ["mlp.down_proj.weight"]) for l in range(L)])
+        self.u_nz, self.u_ng, self.u_off, ub = stack(["mlp.gate_proj.weight"], D)
+        self.d_nz, self.d_ng, self.d_off, db = stack(["mlp.down_proj.weight"], I)
         self.u_beta, self.d_beta = ub[:, 0].copy(), db[:, 0].copy()
         self.u_gain = f32([layer(l, "mlp.gate_proj.norm.weight") for l in range(L)])
         self.d_gain = f32([layer(l, "mlp.down_proj.norm.weight") for l in range(L)])
         self.attn_norm = f32([layer(l, "attn_norm.weight") for l in range(L)])
         self.mlp_norm = f32([layer(l, "mlp_norm.weight") for l in range(L)])
         self.g_norm = f32([layer(l, "attn.g_norm.weight") for l in range(L)])
-        lb = model.lower_bounds()
-        self.lb = np.zeros((L, D), np.float32) if lb is None else f32(lb)
+        if cfg.use_lower_bound:                                      # E7, in the model's precision
+            raw = tensor("model.lower_bounds")
+            raw = np.asarray(raw, np.float64 if raw.dtype == np.float64 else np.float32)
+            self.lb = f32(lower_bounds_forward(raw)[0])
+        else:
+            self.lb = np.zeros((L, D), np.float32)
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
-        head = pack_model_weight(f32(P["lm_head.weight"]))
-        self.head_nz, self.head_ng, self.head_off = head.nonzero, head.negative, head.offset
+        head = pack_model_weight(tensor("lm_head.weight"))
+        self.head_nz, self.head_ng, self.head_off = (np.array(a) for a in (head.nonzero, head.negative, head.offset))
         self.head_beta = np.float32(head.scale)
-        self.head_gain = f32(P["lm_head.norm.weight"])
-        self.final_norm = f32(P["model.norm.weight"])
-        E = f32(P["model.embeddings.weight"])
-        self._emb_file = None                                        # the file behind embedding="mmap"
+        self.head_gain = f32(tensor("lm_head.norm.weight"))
+        self.final_norm = f32(tensor("model.norm.weight"))
+        E = f32(tensor("model.embeddings.weight"))
+        _check_finite(E, self)                                       # before the table is mapped or quantized
+        self._emb_file = None                                        # (open file, its former name) of "mmap"
         if embedding == "int8":                                      # per-row absmax int8
             scale = np.maximum(np.abs(E).max(axis=1), 1e-12) / 127.0
             self.emb = np.round(E / scale[:, None]).astype(np.int8)
@@ -270,7 +320,6 @@ class Engine:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.simd = simd.AVAILABLE                                   # GEMV version 4 (else 3: same integers)
 
-
     # ------------------------------------------------------------------------
     @property
     def nbytes(self):
@@ -278,23 +327,57 @@ class Engine:
         memory-mapped embedding counts with the pages of it that are resident now (Linux), else whole."""
         arrays = [v for v in vars(self).values() if isinstance(v, np.ndarray)]
         total = sum(v.nbytes for v in arrays if v is not self.emb)
-        rss = mapped_resident_bytes(self._emb_file.name) if self._emb_file is not None else None
+        rss = mapped_resident_bytes(self._emb_file[1]) if self._emb_file is not None else None
         return int(total + (self.emb.nbytes if rss is None else rss))
 
     def new_state(self, batch):
-        return np.zeros((batch, self.config.num_layers, self.config.hidden_size), np.float32)
+        """Zero MLGRU states for `batch` sequences: (batch, L, D) float32."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1 (sequences decoded together), got {batch!r}")
+        return np.zeros((int(batch), self.config.num_layers, self.config.hidden_size), np.float32)
+
+    def _check_step(self, tokens, state):
+        """O(1) checks (shapes, dtypes, flags) plus one min/max over the B ids: the compiled step
+        indexes the embedding with the ids and writes the state in place without bounds checks."""
+        cfg = self.config
+        if not isinstance(tokens, np.ndarray) or not np.issubdtype(tokens.dtype, np.integer):
+            raise TypeError(f"tokens must be a numpy integer array (B,), got "
+                            f"{tokens.dtype if isinstance(tokens, np.ndarray) else type(tokens).__name__}")
+        if tokens.ndim != 1 or tokens.shape[0] < 1:
+            raise ValueError(f"tokens must have shape (B,) with B >= 1, got {tokens.shape}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"tokens hold ids in [{lo}, {hi}] but the vocabulary is [0, {cfg.vocab_size})")
+        want = (tokens.shape[0], cfg.num_layers, cfg.hidden_size)
+        if not isinstance(state, np.ndarray) or state.dtype != np.float32:
+            raise TypeError(f"state must be a float32 numpy array {want} (Engine.new_state(B) makes one), got "
+                            f"{state.dtype if isinstance(state, np.ndarray) else type(state).__name__}")
+        if state.shape != want:
+            raise ValueError(f"state must have shape (B, L, D) = {want} for {tokens.shape[0]} token(s), got "
+                             f"{state.shape}; make it with Engine.new_state(B)")
+        if not (state.flags.c_contiguous and state.flags.writeable and state.flags.aligned):
+            raise ValueError("state must be a C-contiguous, aligned, writable array (it is updated in place); "
+                             "make it with Engine.new_state(B)")
+        if not np.isfinite(state).all():                            # B*L*D floats: cheap beside the step
+            raise ValueError("state holds NaN/inf; start from Engine.new_state(B) or a state a step returned")
 
     def step(self, tokens, state):
         """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32.
         The B sequences share every weight read: each BitLinear is one GEMV (B = 1) or one small
         GEMM over the B tokens."""
+        self._check_step(tokens, state)
+        return self._step_unchecked(tokens, state)
+
+    def _step_unchecked(self, tokens, state):
         cfg = self.config
         B = tokens.shape[0]
         padded = -(-B // TOKENS) * TOKENS                            # the GEMM reads TOKENS tokens at a time
         u_d = np.zeros((3, padded, 64 * n_blocks(cfg.hidden_size)), np.uint8)
         u_i = np.zeros((1, padded, 64 * n_blocks(cfg.intermediate_size)), np.uint8)
         logits = np.empty((B, cfg.vocab_size), np.float32)
-        _step(np.ascontiguousarray(tokens, dtype=np.int64), state, self.emb, self.emb_scale, self.attn_norm,
+        x = np.ascontiguousarray(self.emb[tokens], dtype=np.float32)   # (B,) -> (B, D) embedding rows (E10)
+        x *= self.emb_scale[tokens][:, None]                         # the int8 table's row scales (else 1)
+        _step(x, state, self.attn_norm,
               self.mlp_norm, self.g_norm, self.lb, self.p_nz, self.p_ng, self.p_off, self.o_nz, self.o_ng,
               self.o_off, self.p_beta, self.p_gain,
               self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
@@ -303,8 +386,20 @@ class Engine:
               self.final_norm, self.eps, u_d, u_i, self.simd, logits)
         return logits
 
+    def _check_ids(self, ids):
+        """ids (B, T) integer with B, T >= 1 and every id in [0, V)."""
+        if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a numpy integer array (B, T), got "
+                            f"{ids.dtype if isinstance(ids, np.ndarray) else type(ids).__name__}")
+        if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+            raise ValueError(f"ids must have shape (B, T) with B, T >= 1, got {ids.shape}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"ids hold token ids in [{lo}, {hi}] but the vocabulary is [0, {self.config.vocab_size})")
+
     def prefill_stepwise(self, ids):
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)), one decoding step per token."""
+        self._check_ids(ids)
         state = self.new_state(ids.shape[0])
         for t in range(ids.shape[1]):
             logits = self.step(ids[:, t], state)
@@ -313,7 +408,7 @@ class Engine:
     def _bitlinear_rows(self, x2, nonzero, negative, offset, beta, gain):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
-        packed = PackedTernary(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
+        packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
         product = matmul_v4 if self.simd else matmul_v3
         return np.multiply(product(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
 
@@ -326,6 +421,7 @@ class Engine:
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)). The projections of all
         B*T prompt tokens run as ternary GEMMs (the matrix-matrix kernel); only the recurrence walks
         over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding."""
+        self._check_ids(ids)
         B, T = ids.shape
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
@@ -353,6 +449,7 @@ class Engine:
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
         logits = self._bitlinear_rows(xn, self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain)
+        logits[~np.isfinite(xn).all(axis=1)] = np.nan                # int8 codes of inf/NaN are garbage
         return logits, state
 
     def generate(self, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None):
@@ -361,10 +458,7 @@ class Engine:
         ids = np.asarray(ids)
         squeeze = ids.ndim == 1
         ids = ids[None, :] if squeeze else ids
-        if ids.ndim != 2 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be integer (B, T) or (T,) with T >= 1, got {ids.dtype} {ids.shape}")
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
-            raise ValueError(f"ids must lie in [0, {self.config.vocab_size})")
+        self._check_ids(ids)
         rng = np.random.default_rng(seed)
         logits, state = self.prefill(ids)
         out = [ids.astype(np.int64)]
@@ -372,6 +466,6 @@ class Engine:
             tok = sample_next(logits, temperature, top_k, top_p, rng)   # (B,)
             out.append(tok[:, None])
             if k + 1 < max_new_tokens:
-                logits = self.step(tok, state)
+                logits = self._step_unchecked(tok, state)           # ids from sample_next are in range
         result = np.concatenate(out, axis=1)
         return result[0] if squeeze else result

@@ -41,12 +41,30 @@ if sys.byteorder != "little":   # the uint8 <-> uint64 views below assume byte j
 
 @dataclass(frozen=True)
 class PackedTernary:
-    """A ternary matrix (out, in) in the bit-plane layout above, plus its scale beta."""
+    """A ternary matrix (out, in) in the bit-plane layout above, plus its scale beta.
+
+    The kernels read these arrays without bounds checks, so a PackedTernary is validated once, when
+    it is made (shapes, dtypes, padding, offsets: see `_validate`), and is immutable afterwards: its
+    fields cannot be reassigned and its arrays are private read-only copies. Every public product
+    then needs only O(1) checks per call. Build one with `pack_ternary`; the constructor accepts
+    hand-made planes too, but refuses any that disagree with each other."""
     nonzero: np.ndarray     # (out, n_blocks) uint64
     negative: np.ndarray    # (out, n_blocks) uint64
     offset: np.ndarray      # (out,) int64: 128 * n_plus + 127 * n_minus
     shape: tuple            # (out, in) of the unpacked matrix
     scale: float = 1.0      # beta, the E3 per-tensor scale (1.0 when packing bare ternary codes)
+
+    def __post_init__(self):
+        _validate(self)
+
+    @classmethod
+    def _trusted(cls, nonzero, negative, offset, shape, scale=1.0):
+        """Internal: wrap planes this package made itself (already valid) without copying or checking."""
+        p = object.__new__(cls)
+        for name, value in (("nonzero", nonzero), ("negative", negative), ("offset", offset),
+                            ("shape", shape), ("scale", scale)):
+            object.__setattr__(p, name, value)
+        return p
 
     @property
     def n_blocks(self):
@@ -56,6 +74,74 @@ class PackedTernary:
     def nbytes(self):
         """Resident bytes of the packed weights (both planes and the row offsets)."""
         return self.nonzero.nbytes + self.negative.nbytes + self.offset.nbytes
+
+
+def _frozen_copy(a, dtype):
+    return _read_only(np.asarray(a, dtype=dtype))
+
+
+def _read_only(a):
+    """A private read-only copy of a, over an immutable bytes object: even `setflags(write=True)`
+    is refused (NumPy lets an array that owns its memory become writable again)."""
+    return np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape)
+
+
+def _popcount_rows(plane):
+    """(out, nb) uint64 -> (out,) int64 set bits per row (np.bitwise_count needs NumPy 2)."""
+    return np.unpackbits(plane.view(np.uint8), axis=1).sum(axis=1, dtype=np.int64)
+
+
+def _validate(p):
+    """Every invariant the kernels rely on (memory safety) or that makes their result right."""
+    shape = p.shape
+    if (not isinstance(shape, tuple) or len(shape) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shape)
+            or shape[0] < 1 or shape[1] < 1):
+        raise ValueError(f"PackedTernary.shape must be a tuple (out, in) of two positive ints, got {shape!r}")
+    out, n_in = int(shape[0]), int(shape[1])
+    nb = n_blocks(n_in)
+    for name, want_dtype, want_shape in (("nonzero", np.uint64, (out, nb)), ("negative", np.uint64, (out, nb)),
+                                         ("offset", np.int64, (out,))):
+        a = getattr(p, name)
+        if not isinstance(a, np.ndarray) or a.dtype != want_dtype:
+            got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+            raise TypeError(f"PackedTernary.{name} must be a numpy {np.dtype(want_dtype)} array, got {got}; "
+                            "make packed matrices with kernels_numba.pack_ternary")
+        if a.shape != want_shape:
+            raise ValueError(f"PackedTernary.{name} must have shape {want_shape} for a matrix of shape "
+                             f"{(out, n_in)} ({nb} blocks of {BLOCK} columns per row), got {a.shape}; "
+                             "make packed matrices with kernels_numba.pack_ternary")
+    scale = p.scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(scale):
+        raise ValueError(f"PackedTernary.scale must be a finite number, got {scale!r}")
+    nonzero, negative = _frozen_copy(p.nonzero, np.uint64), _frozen_copy(p.negative, np.uint64)
+    offset = _frozen_copy(p.offset, np.int64)
+    if np.any(negative & ~nonzero):
+        raise ValueError("PackedTernary.negative has bits where nonzero has none (a -1 weight must be nonzero); "
+                         "make packed matrices with kernels_numba.pack_ternary")
+    pad = _padding_mask(n_in, nb)                                    # (nb,) bits of columns >= in
+    if np.any(nonzero & pad):
+        raise ValueError(f"PackedTernary.nonzero has bits in the padding columns >= {n_in}; "
+                         "make packed matrices with kernels_numba.pack_ternary")
+    n_minus = _popcount_rows(negative)
+    n_plus = _popcount_rows(nonzero) - n_minus
+    if not np.array_equal(offset, 128 * n_plus + 127 * n_minus):
+        bad = int(np.flatnonzero(offset != 128 * n_plus + 127 * n_minus)[0])
+        raise ValueError(f"PackedTernary.offset[{bad}] = {int(offset[bad])} does not match its row's planes "
+                         f"(128 * n_plus + 127 * n_minus = {int(128 * n_plus[bad] + 127 * n_minus[bad])}); "
+                         "make packed matrices with kernels_numba.pack_ternary")
+    for name, value in (("nonzero", nonzero), ("negative", negative), ("offset", offset),
+                        ("shape", (out, n_in)), ("scale", float(scale))):
+        object.__setattr__(p, name, value)
+
+
+def _padding_mask(n_in, nb):
+    """(nb,) uint64: for each block, the plane bits (8j + i) of columns 64b + 8i + j >= n_in."""
+    cols = np.arange(nb * BLOCK).reshape(nb, WORD, WORD)             # [b, i, j] -> column 64b + 8i + j
+    bit = (8 * np.arange(WORD)[None, None, :] + np.arange(WORD)[None, :, None]).astype(np.uint64)
+    mask = np.where(cols >= n_in, np.left_shift(np.uint64(1), bit), np.uint64(0))
+    return np.bitwise_or.reduce(mask.reshape(nb, -1), axis=1).astype(np.uint64)
 
 
 VECTOR_BLOCKS = 8               # a 512-bit vector holds 8 plane words
@@ -101,9 +187,13 @@ def pack_ternary(w, scale=1.0):
     wp[:, :n_in] = w
     n_plus = np.count_nonzero(wp == 1, axis=1)
     n_minus = np.count_nonzero(wp == -1, axis=1)
-    return PackedTernary(nonzero=_plane(wp != 0), negative=_plane(wp == -1),
-                         offset=(128 * n_plus + 127 * n_minus).astype(np.int64),
-                         shape=(out, n_in), scale=float(scale))
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    nonzero, negative = _plane(wp != 0), _plane(wp == -1)
+    offset = (128 * n_plus + 127 * n_minus).astype(np.int64)
+    return PackedTernary._trusted(_read_only(nonzero), _read_only(negative), _read_only(offset),
+                                  (out, n_in), float(scale))          # valid by construction: freeze only
 
 
 def unpack_ternary(p):
@@ -119,11 +209,32 @@ def unpack_ternary(p):
     return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
 
 
-def pack_model_weight(W):
-    """A float latent weight (out, in) -> PackedTernary with its E3 scale beta (uses mmf's quantizer)."""
-    from mmf.layers.quant import weight_quant_int
-    Wt, beta = weight_quant_int(W)
-    return pack_ternary(Wt, beta)
+def pack_model_weight(W, rows_per_chunk=1024):
+    """A float latent weight (out, in) -> PackedTernary with its E3 scale beta, equal to packing
+    mmf's weight_quant_int of W in float32.
+
+    W may be an array in memory or a read-only memory map of a checkpoint's BF16/F16/F32 tensor
+    (Engine.from_pretrained). beta = mean|W| needs |W| once in float32, the one temporary as large as
+    the matrix (its sum is NumPy's pairwise float32 sum, the same as weight_scale's); the codes are
+    then made and packed `rows_per_chunk` rows at a time into the preallocated planes, so nothing
+    else grows with the matrix."""
+    from mmf.layers.quant import WEIGHT_EPS, ternary_codes
+    out, n_in = W.shape
+    magnitude = np.array(W, dtype=np.float32)                       # (out, in) the one full-size copy
+    np.abs(magnitude, out=magnitude)
+    beta = max(float(np.mean(magnitude)), WEIGHT_EPS)               # = weight_scale(W as float32)
+    del magnitude
+    if not np.isfinite(beta):                                        # mean |W| is finite iff every entry is
+        raise ValueError(f"a weight matrix of shape {W.shape} holds NaN/inf: a diverged run? Use an earlier checkpoint")
+    nb = n_blocks(n_in)
+    nonzero, negative = np.empty((out, nb), np.uint64), np.empty((out, nb), np.uint64)
+    offset = np.empty(out, np.int64)
+    for r in range(0, out, rows_per_chunk):
+        rows = slice(r, min(r + rows_per_chunk, out))
+        p = pack_ternary(ternary_codes(np.asarray(W[rows], dtype=np.float32), beta))
+        nonzero[rows], negative[rows], offset[rows] = p.nonzero, p.negative, p.offset
+    return PackedTernary._trusted(_read_only(nonzero), _read_only(negative), _read_only(offset),
+                                  (out, n_in), beta)                 # valid by construction: freeze only
 
 
 # ----------------------------------------------------------------------------

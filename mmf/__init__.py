@@ -5,14 +5,20 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
   models/     E9, E10     configs, parameter tables keyed by checkpoint names, models, generation
   training/               AdamW, checkpoints, the training loop
   text/                   corpora and tokenizers
+  interop/                the Hugging Face format of the released models, both ways (from_pretrained,
+                          save_pretrained; safetensors/ml_dtypes/tokenizers imported only when used)
   backend                 the switch between this reference and kernels_numba
   gradcheck               finite-difference checks (python -m mmf.gradcheck)
   loading                 mmf.load(path): any checkpoint back as its model
-  train, sample           the command lines (python -m mmf.train, python -m mmf.sample)
+  train, sample, export   the command lines (python -m mmf.train, python -m mmf.sample, python -m mmf.export)
+  cli                     how every command line reports a mistake (one line, exit code 2; --debug)
+  atomic                  write-then-rename files, and removing the temp files of killed writers
 mmf imports NumPy only.
 """
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.transformer_config import TransformerConfig
+from mmf.models.transformer import TransformerLM
 from mmf.loading import load
 
-__all__ = ["MMfreeConfig", "MMfreeLM", "load"]
+__all__ = ["MMfreeConfig", "MMfreeLM", "TransformerConfig", "TransformerLM", "load"]

@@ -19,7 +19,7 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
-from mmf.layers import activations, bitlinear, loss, recurrence, rmsnorm
+from mmf.layers import activations, bitlinear, linear, loss, recurrence, rmsnorm
 from mmf.layers.quant import resolve_weights
 
 
@@ -53,6 +53,13 @@ class NumpyBackend:
 
     def bitlinear_backward(self, dy, cache):
         return bitlinear.bitlinear_backward(dy, cache)
+
+    # plain float linear (the float Transformer++'s projections, and the Transformer's float LM head)
+    def linear_forward(self, x, W):
+        return linear.linear_forward(x, W)
+
+    def linear_backward(self, dy, cache):
+        return linear.linear_backward(dy, cache)
 
     # E6/E8 gate nonlinearities (elementwise)
     def sigmoid(self, z):

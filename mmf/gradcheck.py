@@ -1,5 +1,6 @@
 """Finite-difference gradient checks (docs/equations.md, "Numerics"): float64, quantization off, centred differences,
-relative error, every input and every parameter tensor of every layer.
+relative error, every input and every parameter tensor of every layer (the MatMul-free model's and the
+Transformer++ baseline's, docs/attention.md).
 
     rel_error(a, b) = ||a - b|| / (||a|| + ||b||)      (a norm-wise relative error: one number per
                                                          tensor, robust to entries that are ~0)
@@ -159,6 +160,86 @@ def _layer_cases(rng):
         "E8 glu": case_glu,
         "E9 block": case_block,
         "E11 cross-entropy": case_cross_entropy,
+        **_transformer_layer_cases(rng),
+    }
+
+
+def _transformer_layer_cases(rng):
+    """RoPE, attention (plain and BitLinear projections, with a KV-cache past), SwiGLU, the Llama block."""
+    from mmf.backend import NumpyBackend
+    from mmf.layers import attention, rope, swiglu
+    from mmf.models import transformer_block
+
+    B, T, D, H, I, S_past = 2, 3, 8, 2, 6, 2
+    hd = D // H
+    ops = NumpyBackend(weights="float", fused=True)
+    r = lambda *s: rng.standard_normal(s)
+
+    def projections(names, shapes, bitlinear, prefix=""):
+        p = {}
+        for name in names:
+            p[prefix + name + ".weight"] = 0.4 * r(*shapes[name])
+            if bitlinear:
+                p[prefix + name + ".norm.weight"] = 1 + 0.1 * r(shapes[name][1])
+        return p
+
+    attn_shapes = {name: (D, D) for name in attention.PROJECTIONS}
+    mlp_shapes = {"gate_proj": (I, D), "up_proj": (I, D), "down_proj": (D, I)}
+
+    def case_rope():
+        cos, sin = rope.rope_tables(np.arange(5, 5 + T), hd, 10000.0)   # positions as after a 5-token past
+        t = {"x": r(B, H, T, hd)}
+        dout = r(B, H, T, hd)
+        f = lambda: float(np.sum(rope.rope_forward(t["x"], cos, sin)[0] * dout))
+        return f, t, {"x": rope.rope_backward(dout, rope.rope_forward(t["x"], cos, sin)[1])}
+
+    def case_attention(bitlinear, past, ternary_qk=False):
+        def make():
+            t = {"xn": r(B, T, D), **projections(attention.PROJECTIONS, attn_shapes, bitlinear)}
+            if past:
+                t["past K"], t["past V"] = r(B, H, S_past, hd), r(B, H, S_past, hd)
+            dout = r(B, T, D)
+            p = lambda: {k: v for k, v in t.items() if k.endswith("weight")}
+            kv = lambda: (t["past K"], t["past V"]) if past else None
+            fwd = lambda: attention.attention_forward(t["xn"], p(), H, kv(), 10000.0, ternary_qk, ops)
+            f = lambda: float(np.sum(fwd()[0] * dout))
+            dxn, dp, dK, dV = attention.attention_backward(dout, fwd()[2], ops)
+            an = {"xn": dxn, **dp}
+            if past:
+                an["past K"], an["past V"] = dK, dV
+            return f, t, an
+        return make
+
+    def case_swiglu(bitlinear):
+        def make():
+            t = {"xn": r(B, T, D), **projections(swiglu.PROJECTIONS, mlp_shapes, bitlinear)}
+            dout = r(B, T, D)
+            p = lambda: {k: v for k, v in t.items() if k != "xn"}
+            f = lambda: float(np.sum(swiglu.swiglu_forward(t["xn"], p(), ops)[0] * dout))
+            dxn, dp = swiglu.swiglu_backward(dout, swiglu.swiglu_forward(t["xn"], p(), ops)[1], ops)
+            return f, t, {"xn": dxn, **dp}
+        return make
+
+    def case_block():
+        t = {"x": r(B, T, D), "input_layernorm.weight": 1 + 0.1 * r(D),
+             "post_attention_layernorm.weight": 1 + 0.1 * r(D),
+             **projections(attention.PROJECTIONS, attn_shapes, False, "self_attn."),
+             **projections(swiglu.PROJECTIONS, mlp_shapes, False, "mlp.")}
+        dout = r(B, T, D)
+        p = lambda: {k: v for k, v in t.items() if k != "x"}
+        fwd = lambda: transformer_block.transformer_block_forward(t["x"], p(), H, None, 1e-6, 10000.0, False, ops)
+        f = lambda: float(np.sum(fwd()[0] * dout))
+        dx, dp, _, _ = transformer_block.transformer_block_backward(dout, fwd()[2], ops)
+        return f, t, {"x": dx, **dp}
+
+    return {
+        "RoPE": case_rope,
+        "attention (linear projections)": case_attention(False, False),
+        "attention (linear projections, KV-cache past)": case_attention(False, True),
+        "attention (BitLinear projections, KV-cache past)": case_attention(True, True),
+        "SwiGLU (linear projections)": case_swiglu(False),
+        "SwiGLU (BitLinear projections)": case_swiglu(True),
+        "Transformer++ block": case_block,
     }
 
 
@@ -177,8 +258,26 @@ def model_case(seed=0, output_gate="official"):
     return f, model.params, model.loss_and_grads(ids, targets)[1]
 
 
+def transformer_model_case(weights="float", seed=0):
+    """Every parameter tensor of a 2-layer float64 TransformerLM with its quantizers off: weights='float'
+    is the Transformer++ (plain projections); 'ternary' checks the BitNet layout (a BitLinear with its own
+    norm per projection) with the quantizers off."""
+    from mmf.layers.loss import cross_entropy_forward
+    from mmf.models.transformer import TransformerLM
+    from mmf.models.transformer_config import TransformerConfig
+    cfg = TransformerConfig(vocab_size=11, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=6,
+                            weights=weights)
+    model = TransformerLM(cfg, seed=seed, dtype=np.float64, quantize=False)
+    rng = np.random.default_rng(seed)
+    for name, p in model.params.items():          # move away from the symmetric init (gains = 1)
+        p += 0.1 * rng.standard_normal(p.shape)
+    ids, targets = rng.integers(0, 11, (2, 4)), rng.integers(0, 11, (2, 4))
+    f = lambda: cross_entropy_forward(model.forward(ids), targets)[0]
+    return f, model.params, model.loss_and_grads(ids, targets)[1]
+
+
 def run_all(seed=0):
-    """{(layer, tensor): relative error} for every layer and the whole model."""
+    """{(layer, tensor): relative error} for every layer and the whole models."""
     rng = np.random.default_rng(seed)
     results = {}
     for layer, make in _layer_cases(rng).items():
@@ -188,6 +287,10 @@ def run_all(seed=0):
         results[("E10 model (2 layers)", tensor)] = err
     for tensor, err in check_gradients(*model_case(seed, output_gate="paper")).items():
         results[("E10 model (2 layers, paper output gate)", tensor)] = err
+    for tensor, err in check_gradients(*transformer_model_case("float", seed)).items():
+        results[("Transformer++ model (2 layers)", tensor)] = err
+    for tensor, err in check_gradients(*transformer_model_case("ternary", seed)).items():
+        results[("BitNet b1.58 layout, quantizers off (2 layers)", tensor)] = err
     return results
 
 

@@ -63,6 +63,61 @@ def test_numerical_gradient_refuses_float32():
         gradcheck.numerical_gradient(lambda: 0.0, np.zeros(3, np.float32))
 
 
+# ----------------------------------------------------------------------------
+# The Transformer++ baseline: its layers and both parameter layouts
+
+def test_every_transformer_layer_and_parameter_is_checked(results):
+    layers = {layer for layer, _ in results}
+    for name in ("RoPE", "attention (linear projections)", "attention (linear projections, KV-cache past)",
+                 "attention (BitLinear projections, KV-cache past)", "SwiGLU (linear projections)",
+                 "SwiGLU (BitLinear projections)", "Transformer++ block"):
+        assert name in layers, name
+    for model, weights, per_block in (("Transformer++ model (2 layers)", "float", 2 + 4 + 3),
+                                      ("BitNet b1.58 layout, quantizers off (2 layers)", "ternary", 2 + 2 * 7)):
+        checked = {t for (layer, t) in results if layer == model}
+        _, params, _ = gradcheck.transformer_model_case(weights)
+        assert checked == set(params)
+        assert len(checked) == 1 + 2 * per_block + 2       # embedding, blocks, final norm, LM head
+
+
+def test_negative_control_rope_backward_with_the_wrong_sign_is_rejected():
+    """A classic mistake: backpropagating through RoPE by rotating forward (+angle) instead of by -angle."""
+    from mmf.layers import rope
+    rng = np.random.default_rng(0)
+    cos, sin = rope.rope_tables(np.arange(3, 7), 6)
+    t = {"x": rng.standard_normal((2, 2, 4, 6))}
+    dout = rng.standard_normal((2, 2, 4, 6))
+    f = lambda: float(np.sum(rope.rope_forward(t["x"], cos, sin)[0] * dout))
+    right = rope.rope_backward(dout, (cos, sin))
+    wrong = rope.rope_forward(dout, cos, sin)[0]                 # rotation by +angle
+    assert gradcheck.check_gradients(f, t, {"x": right})["x"] < gradcheck.TOLERANCE
+    assert gradcheck.check_gradients(f, t, {"x": wrong})["x"] > 1e-2
+
+
+def test_negative_control_softmax_backward_without_the_row_term_is_rejected():
+    """Attention's softmax backward without the - rowsum(dP * P) term must fail the check (on W_q here)."""
+    from mmf.backend import NumpyBackend
+    from mmf.layers import attention
+    rng = np.random.default_rng(1)
+    ops = NumpyBackend(weights="float")
+    t = {"xn": rng.standard_normal((2, 3, 8)),
+         **{f"{n}.weight": 0.4 * rng.standard_normal((8, 8)) for n in attention.PROJECTIONS}}
+    dout = rng.standard_normal((2, 3, 8))
+    p = lambda: {k: v for k, v in t.items() if k != "xn"}
+    f = lambda: float(np.sum(attention.attention_forward(t["xn"], p(), 2, ops=ops)[0] * dout))
+    cache = attention.attention_forward(t["xn"], p(), 2, ops=ops)[2]
+    _, dp, _, _ = attention.attention_backward(dout, cache, ops)
+    Wq = {"q_proj.weight": t["q_proj.weight"]}
+    assert gradcheck.check_gradients(f, Wq, dp)["q_proj.weight"] < gradcheck.TOLERANCE   # the right one
+    # the wrong one, rebuilt from the same cache: dS = P * dP * scale, the row term dropped
+    c_q, c_k, c_v, c_rq, c_rk, q, K, V, P, scale, pos0, c_o = cache
+    dctx, _ = attention.projection_backward(dout, c_o, ops)
+    dP = attention.split_heads(dctx, 2) @ V.transpose(0, 1, 3, 2)          # (B, H, T, S)
+    dq = attention.rope_backward((P * dP * scale) @ K, c_rq)
+    _, wrong = attention.projection_backward(attention.merge_heads(dq), c_q, ops)
+    assert gradcheck.check_gradients(f, Wq, wrong)["q_proj.weight"] > 1e-3
+
+
 def test_paper_output_gate_checks_every_parameter_and_differs_from_official(results):
     """The paper gate's model case covers the same tensors, and its gradients are not the official ones
     (so the switch really changes the math the checker sees)."""

@@ -1,7 +1,10 @@
 """mmf runs on NumPy alone: importing it (and using it) pulls in neither numba nor torch, and no mmf
 module imports a higher tier (kernels_numba, fpga_model) or matplotlib at module level."""
+import os
 import subprocess
 import sys
+
+F32_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "official-hf", "tiny_float32")
 
 
 def test_mmf_imports_with_numpy_alone():
@@ -49,4 +52,17 @@ def test_backend_numba_still_reaches_the_kernels_by_name():
             "assert 'kernels_numba' not in sys.modules\n"
             "ops = mmf.backend.get_backend('numba')\n"
             "assert type(ops).__module__ == 'kernels_numba.backend', type(ops).__module__\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hf_interop_imports_safetensors_ml_dtypes_and_tokenizers_only_when_used():
+    # an F32 checkpoint is read with NumPy's memory map alone; BF16 needs ml_dtypes, writing needs
+    # safetensors, tokenizer.json needs tokenizers: each is imported inside the function that uses it
+    code = ("import sys, numpy as np, mmf\n"
+            "import mmf.interop.pretrained, mmf.interop.hf_tokenizer, mmf.interop.safetensors_io\n"
+            f"m = mmf.MMfreeLM.from_pretrained({F32_CHECKPOINT!r})\n"
+            "m.forward(np.zeros((1, 3), int))\n"
+            "bad = [k for k in ('safetensors', 'ml_dtypes', 'tokenizers', 'numba', 'torch', 'tiktoken')\n"
+            "       if k in sys.modules]\n"
+            "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,6 +9,10 @@ an explicit cache. Layers import NumPy, `mmf.checks` and `mmf.backend` only -- n
   mlgru        E6, E7   the MLGRU token mixer and the per-layer lower bounds of its forget gate
   glu          E8       the GLU channel mixer
   loss         E11      softmax cross-entropy
+  linear                plain float linear, and `projection`: a plain linear or a BitLinear by its parameters
+  rope                  rotary position embeddings (Hugging Face Llama convention), forward and backward
+  attention             causal multi-head softmax attention with RoPE, a KV cache, optional ternary Q and K
+  swiglu                the Llama MLP: gate, up and down projections (E8's GLU with two separate halves)
 
 No eager imports here: `mmf.backend` imports some layers and some layers import the backend.
 """

@@ -44,11 +44,16 @@ def weight_scale(W):
     return max(float(np.mean(np.abs(W))), WEIGHT_EPS)
 
 
+def ternary_codes(W, beta):
+    """E3's codes for a given scale: clip(round(W / beta), -1, 1) as int8. Like the official code, W is
+    multiplied by 1/beta. Elementwise, so a matrix can be coded a block of rows at a time."""
+    return np.clip(np.round(W * (1.0 / beta)), -1, 1).astype(np.int8)
+
+
 def weight_quant_int(W):
-    """E3 integer form: (Wt int8 in {-1,0,1}, beta). Like the official code, W is multiplied by 1/beta."""
+    """E3 integer form: (Wt int8 in {-1,0,1}, beta)."""
     beta = weight_scale(W)
-    Wt = np.clip(np.round(W * (1.0 / beta)), -1, 1).astype(np.int8)
-    return Wt, beta
+    return ternary_codes(W, beta), beta
 
 
 def weight_quant(W):

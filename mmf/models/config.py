@@ -9,9 +9,10 @@ from typing import ClassVar, Optional
 from mmf.layers.quant import check_weights
 
 
-def glu_intermediate_size(hidden_size: int) -> int:
-    """E8 rule: I = 256 * ceil(int(D * 4 * 2/3) / 256); D=1024 -> 2816, D=2048 -> 5632."""
-    return 256 * math.ceil(int(hidden_size * 4 * 2 / 3) / 256)
+def glu_intermediate_size(hidden_size: int, hidden_ratio=4) -> int:
+    """E8 rule: I = 256 * ceil(int(D * r * 2/3) / 256) with r = hidden_ratio (4 unless a released
+    config says otherwise); D=1024 -> 2816, D=2048 -> 5632."""
+    return 256 * math.ceil(int(hidden_size * hidden_ratio * 2 / 3) / 256)
 
 
 @dataclass

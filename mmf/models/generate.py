@@ -14,6 +14,21 @@ from __future__ import annotations
 import numpy as np
 
 
+class NonFiniteLogitsError(FloatingPointError):
+    """The model produced NaN or inf logits: no token can be drawn from them (argmax of NaN is 0,
+    a silent wrong answer). Usually NaN/inf parameters (a diverged run) or a corrupted state."""
+
+
+def check_finite_logits(logits: np.ndarray, where: str = "generate") -> None:
+    """Raise NonFiniteLogitsError unless every logit is finite."""
+    if not np.isfinite(logits).all():
+        bad = np.argwhere(~np.isfinite(logits))[0]
+        raise NonFiniteLogitsError(
+            f"{where}: the model produced non-finite logits (e.g. {logits[tuple(bad)]} at row {bad[0]}, "
+            f"token {bad[-1]}); its parameters or state hold NaN/inf. Check them with "
+            "np.isfinite(p).all() for p in model.params.values(), or use an earlier checkpoint")
+
+
 def _check_options(max_new_tokens, temperature, top_k, top_p):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
             or max_new_tokens < 0:
@@ -50,7 +65,8 @@ def next_token_probs(logits: np.ndarray, temperature: float, top_k: int | None =
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k, top_p, rng: np.random.Generator) -> np.ndarray:
-    """One token per row of logits (B, V) -> (B,) int64."""
+    """One token per row of logits (B, V) -> (B,) int64. Non-finite logits raise NonFiniteLogitsError."""
+    check_finite_logits(logits, "sample_next")
     if temperature == 0:
         return logits.argmax(axis=-1).astype(np.int64)                 # greedy
     p = next_token_probs(logits, temperature, top_k, top_p)

@@ -27,9 +27,15 @@ class MMfreeLM:
                 which is what finite-difference checks need
     backend  -- 'numpy' (this package), 'numba' (kernels_numba) or a backend instance
     fused    -- recompute the quantized BitLinear input in backward instead of caching it (E5)
+    params   -- {state-dict name: array of `dtype`} to start from instead of the seeded initialisation
+                (every parameter of the config, nothing else)
+
+    `MMfreeLM.from_pretrained(dir)` / `model.save_pretrained(dir)` read and write the Hugging Face
+    format of the released models (mmf.interop).
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32, quantize=None, backend="numpy", fused=True):
+    def __init__(self, config, seed=0, dtype=np.float32, quantize=None, backend="numpy", fused=True,
+                 params=None):
         if not isinstance(config, MMfreeConfig):
             raise TypeError(f"config must be an mmf.MMfreeConfig, got {type(config).__name__}")
         if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -42,7 +48,28 @@ class MMfreeLM:
         if self.backend.weights != config.weights:
             raise ValueError(f"the backend instance runs weights={self.backend.weights!r} but the config says "
                              f"{config.weights!r}; build the backend with weights={config.weights!r}")
-        self.params = ParamDict(param_shapes(config), self.dtype, init_params(config, seed, self.dtype))
+        shapes = param_shapes(config)
+        if params is None:
+            params = init_params(config, seed, self.dtype)
+        elif set(params) != set(shapes):
+            missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+            raise KeyError(f"params must hold exactly this config's parameters: missing {missing[:3]}, "
+                           f"unexpected {extra[:3]}")
+        self.params = ParamDict(shapes, self.dtype, params)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, backend="numpy"):
+        """A model from a Hugging Face directory (config.json with model_type hgrn_bit + model.safetensors
+        or shards): the released MMfreeLM-370M/1.3B/2.7B, or one exported by save_pretrained."""
+        from mmf.interop.pretrained import load_pretrained
+        return load_pretrained(path, dtype=dtype, backend=backend)
+
+    def save_pretrained(self, path, dtype="bfloat16", tokenizer=None, max_shard_bytes=None):
+        """Write this model as a Hugging Face directory the official GPU package loads (config.json,
+        model.safetensors or shards + index; `tokenizer` an mmf tokenizer -> tokenizer.json).
+        Only ternary MatMul-free models have that format."""
+        from mmf.interop.pretrained import save_pretrained
+        return save_pretrained(self, path, dtype=dtype, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
 
     @property
     def weights(self):

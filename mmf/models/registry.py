@@ -12,10 +12,13 @@ import dataclasses
 
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
+from mmf.models.transformer import TransformerLM
+from mmf.models.transformer_config import TransformerConfig
 
 # name -> (config class, model class); later architectures register themselves here
 ARCHITECTURES: dict[str, tuple[type, type]] = {
     "mmfree": (MMfreeConfig, MMfreeLM),
+    "transformer": (TransformerConfig, TransformerLM),
 }
 
 

@@ -6,8 +6,15 @@ A prepared dataset is four files in one directory (default `data/`, gitignored):
     {name}_tokenizer.json              the tokenizer (mmf/tokenizer.py)
     {name}_meta.json                   sizes, bytes per token, and for stories the entropy floor
 
-`name` is e.g. "stories1000k-seed1337_bpe512" or "tinyshakespeare_char". `prepare()` builds them (or reuses them when
-they already exist with the same settings); `data/prepare.py` is its command line.
+`name` is e.g. "stories1000k-seed1337_bpe512" or "tinyshakespeare_char": it holds every setting that
+changes the files' contents (a val_fraction other than 0.1 is appended, e.g. "..._bpe512-val0.2"), so
+two runs with different settings never share files. `prepare()` builds them (or reuses them when they
+already exist with the same settings); `data/prepare.py` is its command line (--force rebuilds).
+
+The four files are committed as one unit: meta.json is the commit record. It is deleted before any
+other file is rewritten and written (atomically) last, holding the size and sha256 of the other
+three; `load_dataset` verifies them and names the file that disagrees. A run that dies between files
+therefore leaves no meta.json (the next `prepare` rebuilds), never a mixture that looks valid.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmf.atomic import remove_stale_temp_files, temp_name
 from mmf.text.storygrammar import generate_story_corpus
 from mmf.text.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
@@ -119,7 +127,7 @@ def write_tokens(path: str, ids) -> None:
     arr = np.asarray(ids)
     if arr.size and (arr.min() < 0 or arr.max() >= 2**16):
         raise ValueError(f"token ids must be in [0, 65535] for a uint16 file, got [{arr.min()}, {arr.max()}]")
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     arr.astype("<u2").tofile(tmp)
     os.replace(tmp, path)
 
@@ -186,11 +194,15 @@ class Dataset:
         return nats_per_token / math.log(2) * self.meta["val_tokens"] / self.meta["val_chars"]
 
 
-def dataset_name(corpus: str, tokenizer: str, vocab_size: int, story_bytes: int = 0, seed: int = 0) -> str:
+def dataset_name(corpus: str, tokenizer: str, vocab_size: int, story_bytes: int = 0, seed: int = 0,
+                 val_fraction: float = 0.1) -> str:
     """e.g. "stories1000k-seed1337_bpe512", "tinyshakespeare_char"."""
     if corpus == "stories":
         corpus = f"stories{story_bytes // 1000}k-seed{seed}"
-    return f"{corpus}_{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
+        if story_bytes % 1000:
+            corpus = f"stories{story_bytes}b-seed{seed}"             # exact when not whole kilobytes
+    name = f"{corpus}_{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
+    return name if val_fraction == 0.1 else f"{name}-val{val_fraction:g}"
 
 
 def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 512,
@@ -206,18 +218,18 @@ def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 5
     """
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {CORPORA}")
-    name = dataset_name(corpus, tokenizer, vocab_size, story_bytes, seed)
+    name = dataset_name(corpus, tokenizer, vocab_size, story_bytes, seed, val_fraction)
     settings = {"corpus": corpus, "tokenizer": tokenizer, "vocab_size": vocab_size,
                 "val_fraction": val_fraction}
     if corpus == "stories":
         settings.update(seed=seed, story_bytes=story_bytes)
     paths = {k: os.path.join(out_dir, f"{name}_{k}") for k in
              ("train.bin", "val.bin", "tokenizer.json", "meta.json")}
-    if not force and all(os.path.isfile(p) for p in paths.values()):
-        with open(paths["meta.json"]) as f:
-            meta = json.load(f)
+    remove_stale_temp_files(out_dir)                                 # files of writers that were killed
+    if not force and os.path.isfile(paths["meta.json"]):
+        meta = _read_meta(paths["meta.json"])
         if meta.get("settings") == settings:
-            return load_dataset(name, out_dir)
+            return load_dataset(name, out_dir)                       # verifies every file against meta
 
     # ---- text and split
     meta: dict = {"settings": settings}
@@ -233,9 +245,12 @@ def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 5
     tok = build_tokenizer(tokenizer, train_text, vocab_size, progress=progress)
     train_ids, val_ids = tok.encode(train_text), tok.encode(val_text)
     os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(paths["meta.json"]):
+        os.remove(paths["meta.json"])                                # uncommit: the files are about to change
     write_tokens(paths["train.bin"], train_ids)
     write_tokens(paths["val.bin"], val_ids)
     save_tokenizer(tok, paths["tokenizer.json"])
+    meta["files"] = {k: _file_record(paths[k]) for k in ("train.bin", "val.bin", "tokenizer.json")}
     meta.update(vocab_size=tok.vocab_size, train_tokens=len(train_ids), val_tokens=len(val_ids),
                 train_bytes=len(train_text.encode()), val_bytes=len(val_text.encode()),
                 val_chars=len(val_text))
@@ -243,11 +258,50 @@ def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 5
         # the entropy of the val text spread over its tokens: the floor in the loss's own unit
         meta["val_floor_nats_per_token"] = (meta["val_floor_bits_per_byte"] * math.log(2)
                                             * meta["val_bytes"] / meta["val_tokens"])
-    tmp = f"{paths['meta.json']}.tmp-{os.getpid()}"
+    tmp = temp_name(paths["meta.json"])
     with open(tmp, "w") as f:
         json.dump(meta, f, indent=1)
-    os.replace(tmp, paths["meta.json"])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, paths["meta.json"])                               # the commit
     return load_dataset(name, out_dir)
+
+
+def _file_record(path: str) -> dict:
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"bytes": len(data), "sha256": _sha256(data)}
+
+
+def _read_meta(path: str) -> dict:
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"data cache file {path!r} is corrupt ({e}); rebuild it with "
+                         "`python data/prepare.py --force` or train with --rebuild_data=True") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"data cache file {path!r} is not a meta record; rebuild it with "
+                         "`python data/prepare.py --force` or train with --rebuild_data=True")
+    return meta
+
+
+def verify_dataset_files(base: str, meta: dict) -> None:
+    """Each file's size and sha256 must be the ones meta.json recorded when the cache was committed."""
+    rebuild = "rebuild the cache with `python data/prepare.py --force` or train with --rebuild_data=True"
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise ValueError(f"data cache file {base}_meta.json records no file sizes or hashes (made by an older "
+                         f"version, or damaged); {rebuild}")
+    for kind in ("train.bin", "val.bin", "tokenizer.json"):
+        path, want = f"{base}_{kind}", files.get(kind)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"data cache file {path!r} is missing; {rebuild}")
+        if not isinstance(want, dict) or os.path.getsize(path) != want.get("bytes") \
+                or _file_record(path)["sha256"] != want.get("sha256"):
+            raise ValueError(f"data cache file {path!r} does not match {base}_meta.json (size "
+                             f"{os.path.getsize(path):,} bytes, recorded {want.get('bytes') if isinstance(want, dict) else '?'}"
+                             f"; or its sha256 differs): it was damaged or overwritten; {rebuild}")
 
 
 def load_dataset(name: str, data_dir: str = DATA_DIR) -> Dataset:
@@ -257,7 +311,12 @@ def load_dataset(name: str, data_dir: str = DATA_DIR) -> Dataset:
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"dataset {name!r} is not prepared in {data_dir!r}; "
                                 f"run `python data/prepare.py` (see data/README.md)")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    return Dataset(name, read_tokens(f"{base}_train.bin"), read_tokens(f"{base}_val.bin"),
-                   load_tokenizer(f"{base}_tokenizer.json"), meta)
+    meta = _read_meta(meta_path)
+    verify_dataset_files(base, meta)
+    d = Dataset(name, read_tokens(f"{base}_train.bin"), read_tokens(f"{base}_val.bin"),
+                load_tokenizer(f"{base}_tokenizer.json"), meta)
+    if len(d.train) != meta.get("train_tokens") or len(d.val) != meta.get("val_tokens") \
+            or d.tokenizer.vocab_size != meta.get("vocab_size"):
+        raise ValueError(f"data cache {base}_*: token counts or vocabulary disagree with {meta_path}; rebuild "
+                         "with `python data/prepare.py --force` or train with --rebuild_data=True")
+    return d

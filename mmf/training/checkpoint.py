@@ -19,7 +19,9 @@ Safety: the file is written to a temporary name in the same directory and rename
 (os.replace is atomic), so a crash mid-write never leaves a half-written checkpoint under the real
 name. `load_checkpoint` refuses a file that is truncated (no zip directory), corrupt (zip CRC or our
 sha256 of the payload disagree), of another format version, or not a checkpoint at all, and says which
-file and why.
+file and why. Files are untrusted: compressed members, sizes the file cannot back, a header with
+missing keys or wrong types, and array tables that disagree with the payload are refused before any
+array is read (`_check_members`, `_check_header`); NaN/inf parameters are never saved.
 """
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mmf.atomic import remove_stale_temp_files, temp_name
 
 MAGIC = "mmf-checkpoint"
 FORMAT_VERSION = 2
@@ -86,6 +91,8 @@ def save_checkpoint(path: str, *, params: dict, model_config: dict, optimizer_st
     step            optimizer steps done            rng_state     np.random.Generator.bit_generator.state
     extra           any JSON-able dict (e.g. the loss history so a resumed run keeps its curve)
     """
+    _check_finite_params(path, params)
+    remove_stale_temp_files(os.path.dirname(os.path.abspath(path)))   # leftovers of killed writers
     arrays: dict[str, np.ndarray] = {}
     scalars: dict = {}
     _flatten({"params": dict(params)}, "", arrays, scalars)
@@ -96,7 +103,7 @@ def save_checkpoint(path: str, *, params: dict, model_config: dict, optimizer_st
 
     entries, offset = [], 0
     digest = hashlib.sha256()
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             with zf.open("payload.bin", "w", force_zip64=True) as f:
@@ -155,13 +162,16 @@ class Checkpoint:
     def build_model(self, backend: str = "numpy"):
         """The model this checkpoint holds (its architecture, weight format, dtype and parameters)."""
         from mmf.models.registry import build_model
-        dtype = next(iter(self.params.values())).dtype
+        dtype = _params_dtype(self.path, self.params)
         model = build_model(self.config, dtype=dtype, backend=backend)
         missing = set(model.params) ^ set(self.params)
         if missing:
             raise CheckpointError(f"{self.path}: parameter names do not match the model config "
                                   f"(e.g. {sorted(missing)[:3]})")
         for k, v in self.params.items():
+            if v.shape != model.params[k].shape:
+                raise CheckpointError(f"{self.path}: parameter {k!r} has shape {v.shape}, but its model config "
+                                      f"needs {model.params[k].shape}")
             model.params[k] = v
         return model
 
@@ -172,15 +182,28 @@ class Checkpoint:
         return tokenizer_from_dict(self.tokenizer)
 
 
+def _params_dtype(path: str, params: dict):
+    dtypes = {np.asarray(v).dtype for v in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        raise CheckpointError(f"{path}: parameters must all be float32 or all float64, got {sorted(map(str, dtypes))}")
+    return next(iter(dtypes))
+
+
 def load_checkpoint(path: str) -> Checkpoint:
-    """Read and verify a checkpoint; CheckpointError (a ValueError) names the file and the reason."""
+    """Read and verify a checkpoint; CheckpointError (a ValueError) names the file and the reason.
+    The file is untrusted: its zip members, header and array table are checked before any array
+    is read, so a small crafted file cannot demand gigabytes or fail with a bare KeyError."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path!r} is a directory; pass the checkpoint file in it "
+                                f"(e.g. {os.path.join(path, 'ckpt.ckpt')!r})")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            if names != {"header.json", "payload.bin"}:
+            if names != {"header.json", "payload.bin"} or len(zf.infolist()) != 2:
                 raise CheckpointError(f"{path}: not an mmf checkpoint (zip members {sorted(names)})")
+            _check_members(path, zf)
             header = json.loads(zf.read("header.json"))
             if not isinstance(header, dict) or header.get("magic") != MAGIC:
                 raise CheckpointError(f"{path}: not an mmf checkpoint (no {MAGIC!r} magic in header)")
@@ -188,12 +211,13 @@ def load_checkpoint(path: str) -> Checkpoint:
             if version not in READABLE_VERSIONS:
                 raise CheckpointError(f"{path}: checkpoint format version {version!r}, but this code "
                                       f"reads versions {READABLE_VERSIONS}; re-create it with this version")
+            _check_header(path, header, zf.getinfo("payload.bin").file_size)
             payload = zf.read("payload.bin")               # zipfile checks the member's CRC-32 here
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint header ({e})") from None
-    except (EOFError, OSError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint header ({type(e).__name__}: {e})") from None
+    except (EOFError, OSError, zlib.error, NotImplementedError) as e:
         raise CheckpointError(f"{path}: truncated or unreadable checkpoint file ({e})") from None
 
     digest = hashlib.sha256(payload).hexdigest()
@@ -202,8 +226,6 @@ def load_checkpoint(path: str) -> Checkpoint:
                               f"match the header's {header['payload_sha256'][:16]}...")
     arrays = {}
     for e in header["arrays"]:
-        if e["offset"] + e["nbytes"] > len(payload):
-            raise CheckpointError(f"{path}: corrupt checkpoint: array {e['name']!r} runs past the payload")
         a = np.frombuffer(payload, dtype=np.dtype(e["dtype"]), count=int(np.prod(e["shape"], dtype=np.int64)),
                           offset=e["offset"])
         arrays[e["name"]] = a.reshape(e["shape"]).astype(a.dtype.newbyteorder("="))   # own, writable copy
@@ -213,3 +235,79 @@ def load_checkpoint(path: str) -> Checkpoint:
                       optimizer_state=optimizer, train_config=header["train_config"],
                       tokenizer=header["tokenizer"], step=header["step"], rng_state=header["rng_state"],
                       extra=header.get("extra") or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# validation of what is written and of what is read (files are untrusted)
+
+MAX_HEADER_BYTES = 64 << 20                    # a header is a few KiB; refuse to inflate more
+ARRAY_DTYPES = {"<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "|i1", "<u8", "<u4", "<u2", "|u1", "|b1"}
+HEADER_FIELDS = {                              # key: allowed JSON types
+    "magic": (str,), "format_version": (int,), "model_config": (dict,), "train_config": (dict, type(None)),
+    "tokenizer": (dict, type(None)), "step": (int,), "rng_state": (dict, type(None)), "scalars": (dict,),
+    "arrays": (list,), "payload_sha256": (str,)}
+
+
+def _check_finite_params(path: str, params: dict) -> None:
+    """A checkpoint never stores NaN/inf parameters: it would look loadable and sample garbage."""
+    bad = [k for k, v in params.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+           and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: refusing to save non-finite parameters ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); the run diverged")
+
+
+def _check_members(path: str, zf: zipfile.ZipFile) -> None:
+    """Stored (uncompressed) members no larger than the file itself: nothing can inflate."""
+    size = os.path.getsize(path)
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: zip member {info.filename!r} is compressed (method "
+                                  f"{info.compress_type}); mmf checkpoints store members uncompressed")
+        if info.file_size != info.compress_size or info.file_size > size:
+            raise CheckpointError(f"{path}: zip member {info.filename!r} claims {info.file_size:,} bytes "
+                                  f"in a file of {size:,} bytes; truncated or crafted file")
+    if zf.getinfo("header.json").file_size > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: header.json of {zf.getinfo('header.json').file_size:,} bytes is too large")
+
+
+def _check_header(path: str, header: dict, payload_size: int) -> None:
+    """Every key with its JSON type; every array entry consistent with its dtype, shape and the
+    payload's real size (so reading it cannot run past the payload or allocate more than it holds)."""
+    for key, types in HEADER_FIELDS.items():
+        if key not in header:
+            raise CheckpointError(f"{path}: corrupt header: key {key!r} is missing")
+        if not isinstance(header[key], types) or isinstance(header[key], bool):
+            raise CheckpointError(f"{path}: corrupt header: {key!r} is a {type(header[key]).__name__}, "
+                                  f"expected {' or '.join(t.__name__ for t in types)}")
+    if not isinstance(header.get("extra", {}), dict):
+        raise CheckpointError(f"{path}: corrupt header: 'extra' must be a dict")
+    if header["step"] < 0:
+        raise CheckpointError(f"{path}: corrupt header: step {header['step']} < 0")
+    end = 0
+    names = set()
+    for k, e in enumerate(header["arrays"]):
+        if not isinstance(e, dict) or set(e) != {"name", "dtype", "shape", "offset", "nbytes"}:
+            raise CheckpointError(f"{path}: corrupt header: array entry {k} must have exactly the keys "
+                                  f"name, dtype, shape, offset, nbytes")
+        name, dtype, shape = e["name"], e["dtype"], e["shape"]
+        ints = [e["offset"], e["nbytes"], *(shape if isinstance(shape, list) else [None])]
+        if (not isinstance(name, str) or not name.startswith(("params/", "optimizer/")) or name in names
+                or dtype not in ARRAY_DTYPES or not isinstance(shape, list) or len(shape) > 8
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints)):
+            raise CheckpointError(f"{path}: corrupt header: array entry {k} ({str(name)[:60]!r}) has a bad "
+                                  f"name, dtype, shape, offset or size")
+        names.add(name)
+        count = 1
+        for v in shape:
+            count *= v
+        if count * np.dtype(dtype).itemsize != e["nbytes"] or e["offset"] != end:
+            raise CheckpointError(f"{path}: corrupt header: array {name!r} of shape {shape} {dtype} does "
+                                  f"not match its byte count {e['nbytes']} or offset {e['offset']}")
+        end += e["nbytes"]
+    if end != payload_size:
+        raise CheckpointError(f"{path}: corrupt checkpoint: the arrays need {end:,} bytes but the payload "
+                              f"holds {payload_size:,}")
+    if set(header["scalars"]) and not all(isinstance(k, str) and k.startswith("optimizer/")
+                                          for k in header["scalars"]):
+        raise CheckpointError(f"{path}: corrupt header: scalars must be optimizer/... entries")

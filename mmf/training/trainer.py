@@ -1,8 +1,10 @@
-"""Train a MatMul-free LM on a CPU: config, schedule, loop, evaluation, logs, checkpoints, CLI.
+"""Train a MatMul-free LM (or a baseline, --arch) on a CPU: config, schedule, loop, evaluation, logs,
+checkpoints, CLI.
 
     python -m mmf.train --preset=tiny                     # the main job (embedded story corpus)
     python -m mmf.train --preset=shakespeare --max_steps=500
     python -m mmf.train --preset=tiny --resume=runs/tiny/ckpt.ckpt
+    python -m mmf.train --preset=tiny --arch=transformer --weights=float --num_heads=2   # the Transformer++
 
 Recipe (docs/equations.md, "Training recipe"): AdamW (β = 0.9, 0.95), linear warmup, cosine decay,
 learning rate halved at the midpoint (the paper's two-stage schedule for ternary models), optionally
@@ -28,16 +30,18 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmf import MMfreeConfig
+from mmf import MMfreeConfig, TransformerConfig
 from mmf.layers.quant import check_weights
 from mmf.models.registry import build_model, check_arch, config_to_dict
 from mmf.training.adamw import AdamW
-from mmf.training.checkpoint import load_checkpoint, save_checkpoint
+from mmf.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mmf.text.corpus import DATA_DIR, eval_windows, get_batch, prepare
 from mmf.layers.loss import cross_entropy_forward
 
 # ----------------------------------------------------------------------------------------------
 # configuration
+
+TRANSFORMER_MAX_POSITIONS = TransformerConfig.max_position_embeddings   # what max_position_embeddings=0 means
 
 
 @dataclass
@@ -52,12 +56,15 @@ class TrainConfig:
     ts_path: str = ""                # local Tiny Shakespeare file ("" = search default places, then download)
     data_dir: str = DATA_DIR         # where token files and the tokenizer are written
     # ---- model (the architecture's config: MMfreeConfig, ...)
-    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", ...
-    weights: str = "ternary"         # BitLinear weight format: "ternary" (E3), "binary" (E3b), "float"
+    arch: str = "mmfree"             # architecture (mmf.models.registry.ARCHITECTURES): "mmfree", "transformer"
+    weights: str = "ternary"         # weight format: "ternary" (E3), "binary" (E3b), "float" (transformer: Llama)
     hidden_size: int = 128           # D
     num_layers: int = 2              # L
-    intermediate_size: int = 0       # I of the GLU; 0 = the official E8 rounding rule
-    output_gate: str = "official"    # MLGRU output gate: "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
+    intermediate_size: int = 0       # I of the GLU / SwiGLU; 0 = the official E8 rounding rule
+    output_gate: str = "official"    # mmfree only: MLGRU output gate, "official" rms(g)*SiLU(h) or "paper" sigmoid(g)*h (E6)
+    num_heads: int = 0               # transformer only: attention heads; 0 = hidden_size // 64 (64-wide, as Llama), >= 1
+    ternary_qk: bool = False         # transformer only: ternary Q and K (the paper's "MatMul-free Transformer++")
+    max_position_embeddings: int = 0     # transformer only: longest context (KV cache, RoPE); 0 = 2048
     backend: str = "numpy"           # "numpy" (reference) or "numba" (kernels_numba, faster)
     dtype: str = "float32"           # parameter/activation dtype
     # ---- optimisation
@@ -88,9 +95,25 @@ class TrainConfig:
     sample_top_k: int = 0            # 0 = no top-k cut
     # ---- resuming
     resume: str = ""                 # checkpoint file to continue from ("" = fresh run)
+    allow_changed_optim: bool = False    # --resume may change the RESUME_OPTIM settings (not exact then)
+    rebuild_data: bool = False       # rebuild the data cache even if a valid one exists
+
+    # What --resume may change. Every field in neither set must equal the checkpoint's (data,
+    # tokenizer, model, batch shape, seeds; fields added later are covered by default), so that
+    # N steps == k steps + resume + (N - k) steps holds bit for bit.
+    RESUME_MAY_CHANGE = frozenset({   # no effect on the parameters a step produces
+        "stop_at", "out_dir", "data_dir", "ts_path", "progress", "eval_interval", "eval_windows",
+        "checkpoint_interval", "sample_prompts", "sample_tokens", "sample_temperature", "sample_top_k",
+        "resume", "allow_changed_optim", "rebuild_data"})
+    RESUME_OPTIM = frozenset({        # change the optimisation: refused unless allow_changed_optim
+        "lr", "min_lr_ratio", "warmup_steps", "halve_lr_at_midpoint", "weight_decay",
+        "wd_zero_at_midpoint", "beta1", "beta2", "grad_clip", "backend"})
+    # max_steps may change when the schedule (lr, weight decay) of the steps already done is the same
+    # under both values, i.e. the checkpoint is a valid prefix of the new run (see resume_differences).
 
     def __post_init__(self):
         _check_types(self)
+        _check_values(self)
         if self.corpus not in ("stories", "tinyshakespeare"):
             raise ValueError(f"corpus must be 'stories' or 'tinyshakespeare', got {self.corpus!r}")
         if self.tokenizer not in ("bpe", "char"):
@@ -99,6 +122,19 @@ class TrainConfig:
         check_weights(self.weights, "weights")
         if self.output_gate not in ("official", "paper"):
             raise ValueError(f"output_gate must be 'official' or 'paper', got {self.output_gate!r}")
+        if self.arch != "transformer":
+            for name in ("num_heads", "ternary_qk", "max_position_embeddings"):
+                if getattr(self, name):
+                    raise ValueError(f"--{name} applies to --arch=transformer only; arch={self.arch!r} has no "
+                                     "attention (MMfree's MLGRU has one head and no positions): drop it")
+        elif self.output_gate != "official":
+            raise ValueError(f"--output_gate applies to --arch=mmfree only (the MLGRU's gate); "
+                             f"arch='transformer' has none: drop it")
+        elif self.block_size > (self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS):
+            raise ValueError(f"block_size={self.block_size} exceeds the transformer's max_position_embeddings="
+                             f"{self.max_position_embeddings or TRANSFORMER_MAX_POSITIONS}; raise "
+                             "--max_position_embeddings or lower --block_size")
+        model_config_of(self, vocab_size=1)        # the model fields' own checks, before any data work
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "block_size", "max_steps", "eval_interval", "eval_windows"):
@@ -122,6 +158,64 @@ PRESETS: dict[str, dict] = {
                   max_steps=20, warmup_steps=5, eval_interval=10, eval_windows=4,
                   checkpoint_interval=10, out_dir="runs/smoke", sample_tokens=20, progress=False),
 }
+
+
+def _check_values(cfg) -> None:
+    """Ranges of the fields (types are checked already), so that nothing fails after the work."""
+    def need(ok, field, what):
+        if not ok:
+            raise ValueError(f"{field} must be {what}, got {getattr(cfg, field)!r}")
+    need(0.0 < cfg.lr < 1.0, "lr", "in (0, 1)")                     # first: the checks below divide by it
+    need(cfg.backend in ("numpy", "numba"), "backend", "'numpy' or 'numba'")
+    if cfg.backend == "numba":
+        import importlib.util
+        if importlib.util.find_spec("numba") is None:
+            raise ValueError("backend='numba' needs the numba package (pip install -r requirements.txt)")
+    need(0.0 < cfg.val_fraction < 1.0, "val_fraction", "in (0, 1)")
+    need(cfg.story_bytes >= 1000, "story_bytes", ">= 1000")
+    need(cfg.tokenizer != "bpe" or 256 < cfg.vocab_size <= 65536, "vocab_size", "in (256, 65536] for BPE")
+    need(cfg.hidden_size >= 1 and cfg.num_layers >= 1, "hidden_size" if cfg.hidden_size < 1 else "num_layers", ">= 1")
+    need(cfg.intermediate_size >= 0, "intermediate_size", ">= 0 (0 = the E8 rule)")
+    need(0 <= cfg.stop_at <= cfg.max_steps, "stop_at", f"in [0, max_steps={cfg.max_steps}] (0 = max_steps)")
+    need(0 <= cfg.warmup_steps, "warmup_steps", ">= 0")
+    need(0.0 <= cfg.beta1 < 1.0, "beta1", "in [0, 1)")
+    need(0.0 <= cfg.beta2 < 1.0, "beta2", "in [0, 1)")
+    need(0.0 <= cfg.weight_decay < 1.0 / cfg.lr, "weight_decay", f"in [0, 1/lr = {1.0 / cfg.lr:g}) (each step "
+         "multiplies the weights by 1 - lr * weight_decay)")
+    need(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0.0, "grad_clip", "a finite number >= 0 (0 = off)")
+    need(cfg.checkpoint_interval >= 0, "checkpoint_interval", ">= 0 (0 = only at the end)")
+    need(cfg.out_dir != "", "out_dir", "a directory name")
+    need(cfg.sample_tokens >= 0, "sample_tokens", ">= 0")
+    need(math.isfinite(cfg.sample_temperature) and cfg.sample_temperature >= 0.0, "sample_temperature",
+         "a finite number >= 0 (0 = greedy)")
+    need(cfg.sample_top_k >= 0, "sample_top_k", ">= 0 (0 = no cut)")
+    need(cfg.resume == "" or os.path.isfile(cfg.resume), "resume", "an existing checkpoint file (or '')")
+
+
+def resume_differences(stored: dict, cfg: TrainConfig, step: int) -> tuple[list[str], list[str]]:
+    """Compare a checkpoint's train_config with this run's: (settings that may never change,
+    optimisation settings that may change only with allow_changed_optim), as 'name: old -> new'."""
+    fixed, optim = [], []
+    for f in dataclasses.fields(cfg):
+        name = f.name
+        if name in cfg.RESUME_MAY_CHANGE or name not in stored or stored[name] == getattr(cfg, name):
+            continue
+        line = f"{name}: {stored[name]!r} -> {getattr(cfg, name)!r}"
+        if name == "max_steps":
+            try:
+                old = dataclasses.replace(cfg, max_steps=stored[name], stop_at=0, resume="")
+            except (TypeError, ValueError):
+                fixed.append(line)
+                continue
+            same = all(lr_at(k, old) == lr_at(k, cfg) and weight_decay_at(k, old) == weight_decay_at(k, cfg)
+                       for k in range(step))
+            if not same:
+                optim.append(line + f" (the schedule of the {step} steps done would change)")
+        elif name in cfg.RESUME_OPTIM:
+            optim.append(line)
+        else:
+            fixed.append(line)
+    return fixed, optim
 
 
 def _check_types(cfg) -> None:
@@ -222,26 +316,115 @@ def evaluate(model, tokens: np.ndarray, cfg: TrainConfig) -> float:
 
 def model_config_of(cfg: TrainConfig, vocab_size: int):
     """The model config of the run's architecture, from the TrainConfig's model fields."""
-    return MMfreeConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                        intermediate_size=cfg.intermediate_size or None, weights=cfg.weights,
-                        output_gate=cfg.output_gate)
+    common = dict(vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                  intermediate_size=cfg.intermediate_size or None, weights=cfg.weights)
+    if cfg.arch == "transformer":
+        return TransformerConfig(**common, num_heads=cfg.num_heads or max(1, cfg.hidden_size // 64),
+                                 ternary_qk=cfg.ternary_qk,
+                                 max_position_embeddings=cfg.max_position_embeddings or TRANSFORMER_MAX_POSITIONS)
+    return MMfreeConfig(**common, output_gate=cfg.output_gate)
 
 
-def _restore(path, model, opt, rng, history):
+def _check_resume(ck, cfg: TrainConfig) -> None:
+    """Refuse a resume that could not be exact (the list of differences says what to change back)."""
+    if ck.optimizer_state is None or ck.rng_state is None or ck.train_config is None:
+        raise ValueError(f"{ck.path}: this checkpoint holds no optimizer state, data position or training "
+                         "config (saved for sampling only?), so a run cannot resume from it exactly")
+    if ck.arch != cfg.arch:                          # the most likely mistake: say it first
+        raise CheckpointError(f"{ck.path} holds an arch={ck.arch!r} model but this run trains arch="
+                              f"{cfg.arch!r}; resume it with --arch={ck.arch} (and its other model "
+                              "options), or start a fresh run")
+    fixed, optim = resume_differences(ck.train_config, cfg, ck.step)
+    if fixed or (optim and not cfg.allow_changed_optim):
+        lines = fixed + optim
+        raise ValueError(f"{ck.path}: cannot resume exactly: these settings differ from the checkpoint's "
+                         f"(data, tokenizer, model config, batch shape and seeds must stay; optimisation "
+                         f"settings may change only with --allow_changed_optim=True):\n  "
+                         + "\n  ".join(lines))
+    if optim:
+        print(f"resuming with changed optimisation settings (--allow_changed_optim): {'; '.join(optim)}")
+
+
+def _restore(ck, model, opt, rng, history, tok):
     """Load params, optimizer moments and the batch generator's state; returns (step, history)."""
-    ck = load_checkpoint(path)
+    path = ck.path
+    if ck.arch != type(model.config).arch:
+        raise CheckpointError(f"{path} holds an arch={ck.arch!r} model but this run trains arch="
+                              f"{type(model.config).arch!r}; resume it with --arch={ck.arch} (and its other model "
+                              "options), or start a fresh run")
     if ck.config != model.config:
-        raise ValueError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
-                         f"run's {config_to_dict(model.config)}")
+        raise CheckpointError(f"{path}: its model config {config_to_dict(ck.config)} differs from this "
+                              f"run's {config_to_dict(model.config)}")
+    if ck.tokenizer != tok.to_dict():
+        raise ValueError(f"{path}: its tokenizer differs from the one of this run's data; token ids would "
+                         "change meaning. Use the checkpoint's data settings (or --rebuild_data=True if the "
+                         "data cache was damaged)")
     for k, v in ck.params.items():
+        if k not in model.params or v.shape != model.params[k].shape:
+            raise ValueError(f"{path}: parameter {k!r} does not fit this run's model")
         model.params[k] = v
-    opt.load_state_dict(ck.optimizer_state)
-    rng.bit_generator.state = ck.rng_state
+    try:
+        opt.load_state_dict(ck.optimizer_state)
+        rng.bit_generator.state = ck.rng_state
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its optimizer state or data position cannot be restored ({e})") from None
     return ck.step, ck.extra.get("history", history)
 
 
+def _checkpoint_bytes(cfg: TrainConfig) -> int:
+    """Bytes of one checkpoint of this run: params + AdamW's two moments, plus the temporary copy."""
+    from mmf.models.params import param_shapes
+    from mmf.models.transformer_params import transformer_param_shapes
+    vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 1024      # a char vocabulary is smaller than this
+    mc = model_config_of(cfg, vocab)
+    shapes = transformer_param_shapes(mc) if cfg.arch == "transformer" else param_shapes(mc)
+    n = sum(int(np.prod(s)) for s in shapes.values())
+    return 3 * n * np.dtype(cfg.dtype).itemsize + (1 << 20)
+
+
+def check_output_dir(out_dir: str, bytes_needed: int) -> None:
+    """Create out_dir, prove it writable and that it has room for a checkpoint written beside the
+    previous one, before any work is done (else the first save fails after all the training)."""
+    import shutil
+    from mmf.atomic import remove_stale_temp_files, temp_name
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = temp_name(os.path.join(out_dir, ".write-test"))
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"out_dir {out_dir!r} is not a writable directory ({e.strerror or e}); "
+                         "choose another --out_dir") from None
+    remove_stale_temp_files(out_dir)                 # checkpoints half-written by killed runs
+    free = shutil.disk_usage(out_dir).free
+    if free < 2 * bytes_needed:
+        raise ValueError(f"out_dir {out_dir!r} has {free / 1e6:.1f} MB free, but a checkpoint needs "
+                         f"{bytes_needed / 1e6:.1f} MB (twice that while it replaces the previous one)")
+
+
+def _checkpoint_is_good(model, data, cfg: TrainConfig) -> float:
+    """Loss on one validation batch; a checkpoint is written only if it is finite (finite parameters
+    can still overflow to a NaN forward, e.g. |param| ~ 1e21 after a huge weight decay)."""
+    x, y = eval_windows(data.val, cfg.block_size, cfg.batch_size)
+    with np.errstate(all="ignore"):
+        loss, _ = cross_entropy_forward(model.forward(x), y)
+    return float(loss)
+
+
+def _check_sample_prompts(cfg: TrainConfig, tok) -> None:
+    """The prompts printed after training must encode with this run's tokenizer: found now, not then."""
+    for prompt in (p for p in cfg.sample_prompts.split("|") if p):
+        try:
+            ids = tok.encode(prompt)
+        except ValueError as e:
+            raise ValueError(f"sample_prompts: {prompt!r} cannot be encoded ({e}); change --sample_prompts") from None
+        if not ids:
+            raise ValueError(f"sample_prompts: {prompt!r} encodes to no tokens; change --sample_prompts")
+
+
 def _last_good(ckpt_path):
-    return ckpt_path if os.path.exists(ckpt_path) else "none yet"
+    return ckpt_path or "none yet"
 
 
 def _save(path, model, opt, tok, cfg, step, rng, history):
@@ -258,10 +441,17 @@ def _save(path, model, opt, tok, cfg, step, rng, history):
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training; returns a summary dict (also written to out_dir/log.json)."""
     t_start = time.time()
+    # ---- everything that can be checked before the work: settings, resume, output directory
+    ck = None
+    if cfg.resume:
+        ck = load_checkpoint(cfg.resume)
+        _check_resume(ck, cfg)
+    check_output_dir(cfg.out_dir, _checkpoint_bytes(cfg))
     data = prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, out_dir=cfg.data_dir, seed=cfg.data_seed,
                    story_bytes=cfg.story_bytes, val_fraction=cfg.val_fraction,
-                   ts_path=cfg.ts_path or None, progress=cfg.progress)
+                   ts_path=cfg.ts_path or None, force=cfg.rebuild_data, progress=cfg.progress)
     tok = data.tokenizer
+    _check_sample_prompts(cfg, tok)
     model = build_model(model_config_of(cfg, tok.vocab_size), seed=cfg.seed, dtype=np.dtype(cfg.dtype),
                         backend=cfg.backend)
     opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -269,9 +459,10 @@ def train(cfg: TrainConfig) -> dict:
     history = {"step": [], "train_loss": [], "lr": [], "val_step": [], "val_loss": [], "val_bpb": [],
                "val_seconds": []}                     # wall-clock training seconds at each evaluation
     step = 0
-    if cfg.resume:
-        step, history = _restore(cfg.resume, model, opt, rng, history)
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    last_good = None                                 # a checkpoint this run verified (never someone else's)
+    if ck is not None:
+        step, history = _restore(ck, model, opt, rng, history, tok)
+        last_good = cfg.resume
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.ckpt")
 
     floor = data.meta.get("val_floor_nats_per_token")
@@ -279,7 +470,9 @@ def train(cfg: TrainConfig) -> dict:
           f"vocab {tok.vocab_size}, {data.bytes_per_token:.2f} bytes/token"
           + (f", entropy floor {floor:.4f} nats/token ({data.meta['val_floor_bits_per_byte']:.4f} bits/byte)"
              if floor is not None else ""))
-    print(f"model: D={cfg.hidden_size} L={cfg.num_layers} I={model.config.intermediate_size} "
+    mc = model.config
+    shape = (f"H={mc.num_heads}{' ternary-QK' if mc.ternary_qk else ''} " if cfg.arch == "transformer" else "")
+    print(f"model: {cfg.arch} weights={mc.weights} {shape}D={cfg.hidden_size} L={cfg.num_layers} I={mc.intermediate_size} "
           f"-> {model.num_params():,} params, backend={cfg.backend}; {cfg.max_steps} steps of "
           f"{cfg.batch_size}x{cfg.block_size} tokens")
 
@@ -303,8 +496,9 @@ def train(cfg: TrainConfig) -> dict:
             bar.close()
             raise NonFiniteLossError(
                 f"non-finite loss ({loss}) or gradient at step {step}; stopped without updating. "
-                f"Last good checkpoint: {_last_good(ckpt_path)}. "
-                f"Try a lower lr (now {cfg.lr}) or grad_clip, or resume from that checkpoint.")
+                f"Last good checkpoint: {_last_good(last_good)}. "
+                f"Try a lower lr (now {cfg.lr}) or grad_clip" + (", or resume from that checkpoint." if last_good
+                                                                 else "."))
         clip_grads(grads, cfg.grad_clip)
         lr = lr_at(step, cfg)
         opt.step(grads, lr=lr, weight_decay=weight_decay_at(step, cfg))
@@ -322,11 +516,16 @@ def train(cfg: TrainConfig) -> dict:
                       f"{data.bits_per_byte(val):.4f} bits/byte, {data.bits_per_char(val):.4f} bits/char"
                       + (f" (floor {floor:.4f} nats/token)" if floor is not None else ""))
         if step == last or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
-            if not all(np.isfinite(p).all() for p in model.params.values()):
+            finite = all(np.isfinite(p).all() for p in model.params.values())
+            val_batch_loss = _checkpoint_is_good(model, data, cfg) if finite else float("nan")
+            if not math.isfinite(val_batch_loss):
                 bar.close()                          # never overwrite the last good checkpoint with this
-                raise NonFiniteLossError(f"non-finite parameters after step {step}; last good checkpoint "
-                                         f"{_last_good(ckpt_path)} kept")
+                raise NonFiniteLossError(
+                    f"after step {step} the " + ("parameters are" if not finite else "loss on a validation "
+                    "batch is") + f" not finite, so no checkpoint was written; last good checkpoint: "
+                    f"{_last_good(last_good)}" + (" (kept)" if last_good else ""))
             _save(ckpt_path, model, opt, tok, cfg, step, rng, history)
+            last_good = ckpt_path
     bar.close()
     train_seconds = time.time() - t_loop
 
@@ -393,7 +592,12 @@ def print_samples(model, tok, cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; errors become one-line messages (exit 2 for usage, 1 for a failed run)."""
+    from mmf.cli import run
+    return run(_main, argv, "python -m mmf.train")
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         print("options (--key=value):")
@@ -401,11 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  --{f.name}={f.default!r}")
         print(f"presets: {', '.join(PRESETS)}")
         return 0
-    try:
-        cfg = config_from_args(argv)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(argv)
     s = train(cfg)
     meta = s["meta"]
     line = (f"final: val loss {s['val_loss']:.4f} nats/token = {s['val_bits_per_byte']:.4f} bits/byte"
