@@ -183,7 +183,8 @@ display(Markdown(f"Across these three shapes ternarization loses a relative erro
 # ternary. The latent float weights $W$ are what the optimizer updates; the forward pass only ever sees
 # $\tilde W$. That needs a gradient through `round`, which is the next section.
 #
-# **Try this.** Give the Gaussian matrix a few outliers (1% of its entries ×20) and ternarize again.
+# **Try this.** Give the Gaussian matrix a few outliers (a small fraction of its entries made much larger)
+# and ternarize again.
 # *Expect* β = mean|W| to grow with the outliers, so the zero band ±β/2 widens: more weights become 0
 # and the relative error grows. The cell checks exactly that; change the fraction or the factor and watch.
 

@@ -384,5 +384,7 @@ print(f"float weights {float_run['val_loss']:.3f} vs ternary {gate_runs['officia
 # %% [markdown]
 # **Summary.** The MLGRU mixes tokens with a per-channel leaky recurrence whose forget gates are bounded
 # from below more strongly in deeper layers; the GLU mixes channels with one fused ternary projection.
-# Both are four or three BitLinears around element-wise operations, so the whole block is additions,
-# subtractions and element-wise math, and every gradient is checked.
+# Both are BitLinears (four in the MLGRU, two in the GLU) around element-wise operations, so the block's
+# matrix products are additions and subtractions, and every gradient is checked. The output gate is the
+# code's by default and the paper's on request; notebook `06_baselines` compares the carried state with a
+# Transformer's KV cache.

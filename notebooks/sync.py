@@ -60,8 +60,8 @@ def notebook_from_source(py_path):
     return nbformat.writes(nb) + "\n"
 
 
-def sources():
-    return sorted(glob.glob(os.path.join(HERE, SOURCE_PATTERN)))
+def sources(folder=HERE):
+    return sorted(glob.glob(os.path.join(folder, SOURCE_PATTERN)))
 
 
 def problems_with(py_path):
@@ -88,25 +88,26 @@ def problems_with(py_path):
     return found
 
 
-def orphans():
+def orphans(folder=HERE):
     """Committed notebooks with no .py source (they would silently drift)."""
-    have_source = {os.path.splitext(p)[0] for p in sources()}
+    have_source = {os.path.splitext(p)[0] for p in sources(folder)}
     return [f"{os.path.basename(p)}: no source {os.path.basename(os.path.splitext(p)[0])}.py"
-            for p in sorted(glob.glob(os.path.join(HERE, "*.ipynb")))
+            for p in sorted(glob.glob(os.path.join(folder, "*.ipynb")))
             if os.path.splitext(p)[0] not in have_source]
 
 
-def main(argv=None):
+def main(argv=None, folder=HERE):
+    """The command line; `folder` (the notebooks/ directory by default) lets tests run it on a copy."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if any .ipynb is out of date or has outputs")
     args = parser.parse_args(argv)
-    paths = sources()
+    paths = sources(folder)
     if not paths:
-        print(f"no notebook sources matching {SOURCE_PATTERN} in {HERE}", file=sys.stderr)
+        print(f"no notebook sources matching {SOURCE_PATTERN} in {folder}", file=sys.stderr)
         return 1
     if args.check:
-        found = [p for path in paths for p in problems_with(path)] + orphans()
+        found = [p for path in paths for p in problems_with(path)] + orphans(folder)
         for problem in found:
             print(problem, file=sys.stderr)
         if found:
@@ -121,7 +122,7 @@ def main(argv=None):
             with open(ipynb_path, "w", encoding="utf-8") as f:
                 f.write(text)
             print(f"wrote {os.path.relpath(ipynb_path)}")
-    for problem in orphans():
+    for problem in orphans(folder):
         print(problem, file=sys.stderr)
     return 0
 

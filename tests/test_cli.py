@@ -32,6 +32,7 @@ def test_overrides_apply_with_their_types():
     (["--hidden_size=True"], TypeError, "hidden_size must be int, got bool"),
     (["--corpus=3"], TypeError, "corpus must be str, got int"),
     (["--corpus=wiki"], ValueError, "corpus must be"),
+    (["--output_gate=sigmoid"], ValueError, "output_gate must be 'official' or 'paper', got 'sigmoid'"),
     (["--preset=huge"], ValueError, "unknown preset 'huge'"),
     (["max_steps=5"], ValueError, "use --key=value"),
     (["--max_steps"], ValueError, "use --key=value"),

@@ -125,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"tokenizer must be 'bpe' or 'char', got {self.tokenizer!r}")
         check_arch(self.arch)
         check_weights(self.weights, "weights")
+        if self.output_gate not in ("official", "paper"):
+            raise ValueError(f"output_gate must be 'official' or 'paper', got {self.output_gate!r}")
         if self.arch != "transformer":
             for name in ("num_heads", "ternary_qk", "max_position_embeddings"):
                 if getattr(self, name):
