@@ -42,9 +42,8 @@ CONSTANTS = {
            "360": "AMD's published TDP of the EPYC 9654, the stated power source"},
     "06": {"3e-4": "the paper's Transformer++ learning rate", "4e-3": "the paper's MMfree learning rate at 370M",
            "2": "counts in the text (K and V, two seeds), not measurements"},
-    "06b": {"40.0": "the paper's Table 1: MatMul-free RWKV-4 average accuracy at 370M",
-            "40.3": "the paper's Table 1: MatMul-free LM at 370M", "45.5": "the paper's Table 1: RWKV-4 at 1.3B",
-            "46.2": "the paper's Table 1: MatMul-free LM at 1.3B"},
+    "06b": {v: "the paper's Table 1 average accuracies (MatMul-free RWKV-4 and MMfree, 370M and 1.3B)"
+            for v in ("40.0", "40.3", "45.5", "46.2")},
     "07": {"0.03": "Horowitz (ISSCC 2014, 45 nm): int8 add, pJ", "0.4": "Horowitz: fp16 add, pJ",
            "1.1": "Horowitz: fp16 multiply, pJ", "1.3": "Horowitz: DRAM nJ per 64-bit access, low end",
            "2.6": "Horowitz: DRAM nJ per 64-bit access, high end", "8": "16-bit over 2-bit weights: a ratio of definitions"},
