@@ -104,16 +104,24 @@ def time_mixing_backward(dout, cache, dstate_last=None, ops=None):
     dxr = _project_backward(ops, dr, c_r, dp, "receptance")
     dxv = _project_backward(ops, dv, c_v, dp, "value")
     dxk = _project_backward(ops, dk, c_k, dp, "key")
+    dxn, dshift0 = _mixes_backward(((dxr, "time_mix_r"), (dxv, "time_mix_v"), (dxk, "time_mix_k")),
+                                   xn, xx, p, dp, dshift_last)
+    return dxn, dp, (dshift0, dwkv0)
+
+
+def _mixes_backward(dmixed_by_name, xn, xx, p, dp, dshift_last):
+    """Back through each token-shift mix (dp[name] filled in) and through the shift itself, for both mixers:
+    returns dxn (B, T, D) and dshift0 (B, D). dshift_last is the carried shift's gradient (it is xn[:, -1])."""
     dxn, dxx = np.zeros_like(xn), np.zeros_like(xn)
-    for dmixed, name in ((dxr, "time_mix_r"), (dxv, "time_mix_v"), (dxk, "time_mix_k")):
+    for dmixed, name in dmixed_by_name:
         dx_m, dxx_m, dp[name] = mix_backward(dmixed, xn, xx, p[name])
         dxn += dx_m
         dxx += dxx_m
     dxn_shift, dshift0 = token_shift_backward(dxx)
     dxn += dxn_shift
     if dshift_last is not None:
-        dxn[:, -1] += dshift_last                                    # the carried shift is xn[:, -1]
-    return dxn, dp, (dshift0, dwkv0)
+        dxn[:, -1] += dshift_last
+    return dxn, dshift0
 
 
 # ----------------------------------------------------------------------------
@@ -149,13 +157,5 @@ def channel_mixing_backward(dout, cache, dshift_last=None, ops=None):
     dsquared = _project_backward(ops, dkv, c_v, dp, "value")        # (B, T, F)
     dk = dsquared * 2.0 * relu_k                                     # d relu(k)^2 / dk = 2 relu(k)
     dxk = _project_backward(ops, dk, c_k, dp, "key")
-    dxn, dxx = np.zeros_like(xn), np.zeros_like(xn)
-    for dmixed, name in ((dxr, "time_mix_r"), (dxk, "time_mix_k")):
-        dx_m, dxx_m, dp[name] = mix_backward(dmixed, xn, xx, p[name])
-        dxn += dx_m
-        dxx += dxx_m
-    dxn_shift, dshift0 = token_shift_backward(dxx)
-    dxn += dxn_shift
-    if dshift_last is not None:
-        dxn[:, -1] += dshift_last
+    dxn, dshift0 = _mixes_backward(((dxr, "time_mix_r"), (dxk, "time_mix_k")), xn, xx, p, dp, dshift_last)
     return dxn, dp, dshift0
