@@ -20,7 +20,13 @@ Methods (block projections only; embedding and LM head stay float):
   billm, billm-no-obc                BiLLM-style, with / without the OBC error compensation
   onebit-svd, onebit-nmf             OneBit's SVID alone (rank-1 of |W| by SVD / by NMF)
   onebit                             OneBit: SVID (NMF, as the reference code) + knowledge distillation;
-                                     also reports the row before distillation
+                                     also reports the row before distillation (onebit-nmf)
+  onebit-ln                          the same with OneBit's whole layer: a parameter-free LayerNorm on
+                                     every block projection's output (mmf/layers/output_norm.py), in the
+                                     distillation, the evaluation and the saved model; before: onebit-nmf-ln
+
+Every row records which model it came from (`model`: architecture and weights, `float_seed`: the float
+model's training seed) and its own `seed` (calibration windows, distillation batches, QAT training).
 """
 from __future__ import annotations
 
@@ -34,10 +40,10 @@ import time
 import numpy as np
 
 METHODS = ("rtn-ternary", "rtn-ternary-channel", "rtn-binary", "rtn-binary-channel", "rtn-ternary-native",
-           "billm", "billm-no-obc", "onebit-svd", "onebit-nmf", "onebit")
-SEEDED = ("billm", "billm-no-obc", "onebit")              # use calibration or training data: one row per seed
+           "billm", "billm-no-obc", "onebit-svd", "onebit-nmf", "onebit", "onebit-ln")
+SEEDED = ("billm", "billm-no-obc", "onebit", "onebit-ln")  # use calibration or training data: one row per seed
 FLOAT_BITS = 32                                           # mmf stores float32 weights
-COLUMNS = ("method", "seed", "bits_per_weight", "val_loss", "bits_per_char", "bits_per_char_int8_act",
+COLUMNS = ("model", "float_seed", "method", "seed", "bits_per_weight", "val_loss", "bits_per_char", "bits_per_char_int8_act",
            "seconds", "total_seconds", "extra_train_tokens", "note")
 
 
@@ -135,27 +141,33 @@ def run_method(method, float_model, data, opts: Options, seed=0, progress=False)
         results = onebit.compress_onebit(model, method.split("-")[1])
         common.apply(model, results)
         return [(method, model, common.summary(results), time.time() - t0)]
-    if method == "onebit":
+    if method in ("onebit", "onebit-ln"):
         results = onebit.compress_onebit(model, "nmf")
+        suffix = "-ln" if method == "onebit-ln" else ""
+        if suffix:                              # OneBit's whole layer: the output norm on every projection
+            model = _copy(model, projection_output_norm=True)
         before = _copy(common.apply(model, results))
-        rows = [("onebit-nmf", before, common.summary(results), time.time() - t0)]
+        summary = common.summary(results)
+        summary["output_norm"] = "layernorm, no parameters (0 bits)" if suffix else "none"
+        rows = [("onebit-nmf" + suffix, before, dict(summary), time.time() - t0)]
         svid = {n: (c.info["a"], c.info["b"], common.sign(float_model.params[n].astype(np.float64)))
                 for n, c in results.items()}
         cfg = distill.DistillConfig(steps=opts.kd_steps, batch_size=opts.batch_size,
                                     block_size=opts.block_size, lr=opts.kd_lr, seed=seed)
         student = distill.OneBitStudent(model, svid)
         history = distill.distill(float_model, student, data.train, cfg, progress=progress)
-        s = common.summary(results)                       # same storage: signs + the two scale vectors
+        s = dict(summary)                                 # same storage: signs + the two scale vectors
         s.update(kd_steps=cfg.steps, kd_loss_first=history["loss"][0], kd_loss_last=history["loss"][-1],
                  extra_train_tokens=cfg.steps * cfg.batch_size * cfg.block_size)
-        rows.append(("onebit", model, s, time.time() - t0))
+        rows.append((method, model, s, time.time() - t0))
         return rows
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def _copy(model):
+def _copy(model, **config_changes):
+    """A new model with model's parameters (copied); config_changes e.g. projection_output_norm=True."""
     from mmf.models.registry import build_model
-    out = build_model(model.config, dtype=model.dtype)
+    out = build_model(dataclasses.replace(model.config, **config_changes), dtype=model.dtype)
     for k, v in model.params.items():
         out.params[k] = v.copy()
     return out
@@ -177,11 +189,17 @@ def train_seconds(ck) -> float:
     return float(h["val_seconds"][-1]) if h.get("val_seconds") else float("nan")
 
 
-def evaluate_row(label, model, data, opts, seed, seconds, total_seconds, extra_tokens, bpw, note):
+def model_label(model) -> str:
+    """The table's `model` column: the architecture ('mmfree', 'transformer')."""
+    return type(model.config).arch
+
+
+def evaluate_row(label, model, data, opts, seed, seconds, total_seconds, extra_tokens, bpw, note,
+                 arch="", float_seed=""):
     from mmf.compression.evaluation import validation_loss
     windows = opts.eval_windows or None
     loss = validation_loss(model, data.val, opts.block_size, windows, opts.batch_size)
-    row = {"method": label, "seed": seed, "bits_per_weight": bpw, "val_loss": loss,
+    row = {"model": arch or model_label(model), "float_seed": float_seed, "method": label, "seed": seed, "bits_per_weight": bpw, "val_loss": loss,
            "bits_per_char": data.bits_per_char(loss), "bits_per_char_int8_act": "",
            "seconds": seconds, "total_seconds": total_seconds, "extra_train_tokens": extra_tokens,
            "note": note}
@@ -225,32 +243,60 @@ def write_table(rows, out_dir):
         f.write(markdown_table(rows))
 
 
+def group_rows(rows) -> list[list[dict]]:
+    """Rows of the same (model, method), in order of first appearance: one method's runs (float seeds and
+    seeds), which the markdown table and the plot show as one line with their mean."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    return list(groups.values())
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
 def markdown_table(rows) -> str:
-    head = ("| method | seed | bits/weight | val bits/char | bits/char, int8 act. | seconds | "
-            "incl. float training | extra training tokens |\n|---|---|---|---|---|---|---|---|\n")
-    fmt = lambda v, p: f"{v:.{p}f}" if isinstance(v, float) else str(v)
-    return head + "".join(
-        f"| {r['method']} | {r['seed']} | {fmt(r['bits_per_weight'], 2)} | {fmt(r['bits_per_char'], 3)} | "
-        f"{fmt(r['bits_per_char_int8_act'], 3) if r['bits_per_char_int8_act'] != '' else '='} | "
-        f"{fmt(r['seconds'], 0)} | {fmt(r['total_seconds'], 0)} | {r['extra_train_tokens']} |\n" for r in rows)
+    """One line per (model, method): runs as `float seed·seed` ('–' where none applies), the mean over
+    the runs and, with more than one run, every run's bits/char in the order of the runs column."""
+    head = ("| model | method | runs (float seed·seed) | bits/weight | val bits/char: mean (each run) | "
+            "bits/char, int8 act. | seconds | incl. float training | extra training tokens |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for g in group_rows(rows):
+        runs = ", ".join(f"{r['float_seed'] if r['float_seed'] != '' else '–'}·"
+                         f"{r['seed'] if r['seed'] != '' else '–'}" for r in g)
+        bpc = f"{_mean([r['bits_per_char'] for r in g]):.3f}"
+        if len(g) > 1:
+            bpc += " (" + " / ".join(f"{r['bits_per_char']:.3f}" for r in g) + ")"
+        int8 = [r["bits_per_char_int8_act"] for r in g]
+        int8 = "=" if "" in int8 else f"{_mean(int8):.3f}"
+        lines.append(f"| {g[0]['model']} | {g[0]['method']} | {runs} | {_mean([r['bits_per_weight'] for r in g]):.2f} "
+                     f"| {bpc} | {int8} | {_mean([r['seconds'] for r in g]):.0f} | "
+                     f"{_mean([r['total_seconds'] for r in g]):.0f} | {g[0]['extra_train_tokens']} |\n")
+    return head + "".join(lines)
 
 
 def plot(rows, path):
+    """Bits/char against bits/weight, one point per (model, method) at the mean of its runs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        qat = r["method"].startswith("qat")
-        ax.scatter(r["bits_per_weight"], r["bits_per_char"], marker="s" if qat else "o",
-                   color="tab:red" if qat else "tab:blue")
-        ax.annotate(f"{r['method']} ({r['total_seconds']:.0f} s)", (r["bits_per_weight"], r["bits_per_char"]),
-                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for g in group_rows(rows):
+        qat = g[0]["method"].startswith("qat")
+        x, y = _mean([r["bits_per_weight"] for r in g]), _mean([r["bits_per_char"] for r in g])
+        color = "tab:red" if qat else "tab:blue"
+        filled = g[0]["model"] == "mmfree"
+        ax.scatter(x, y, marker="s" if qat else "o", color=color if filled else "none", edgecolors=color)
+        ax.annotate(f"{g[0]['method']} ({_mean([r['total_seconds'] for r in g]):.0f} s)", (x, y),
+                    fontsize=6, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bits per block weight (codes + scales + masks; log scale)")
-    ax.set_ylabel("validation bits/char (lower is better)")
+    ax.set_ylabel("validation bits/char, mean of the runs (lower is better)")
     ax.set_title("quality vs size; label: compute seconds incl. the float model's training\n"
-                 "circles: compress after training, squares: trained quantized (QAT)")
+                 "circles: compress after training, squares: trained quantized (QAT); "
+                 "filled: MatMul-free LM, open: Transformer++", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -293,8 +339,8 @@ def _main(argv) -> int:
     ck, float_model = load_float_checkpoint(args.checkpoint)
     data = load_data(ck, args.calib_data)
     qat_models = []
+    from mmf.training.checkpoint import load_checkpoint
     for label, path in qat:
-        from mmf.training.checkpoint import load_checkpoint
         qck = load_checkpoint(path)
         qat_models.append((label, qck, qck.build_model()))
         if qck.config.vocab_size != ck.config.vocab_size:
@@ -303,31 +349,39 @@ def _main(argv) -> int:
 
     os.makedirs(args.out_dir, exist_ok=True)
     float_seconds = train_seconds(ck)
-    old = read_table(os.path.join(args.out_dir, "results.csv")) if args.append else []
-    rows = old or [evaluate_row("float", float_model, data, opts, "", 0.0, float_seconds, 0,
-                                float(FLOAT_BITS), "the trained float model")]
+    arch, float_seed = model_label(float_model), (ck.train_config or {}).get("seed", "")
+    rows = read_table(os.path.join(args.out_dir, "results.csv")) if args.append else []
+    if not any(r["method"] == "float" and r["model"] == arch and str(r["float_seed"]) == str(float_seed)
+               for r in rows):                              # this float model's own row, once
+        rows.append(evaluate_row("float", float_model, data, opts, "", 0.0, float_seconds, 0,
+                                 float(FLOAT_BITS), "the trained float model", arch, float_seed))
     for method in methods:
         for seed in (seeds if method in SEEDED else [""]):
             for label, model, summary, secs in run_method(method, float_model, data, opts, seed or 0,
                                                           args.progress):
                 row_seed = seed if label in SEEDED else ""      # onebit's row before distillation: no seed
-                if row_seed == "" and any(r["method"] == label for r in rows):
+                if row_seed == "" and any(r["method"] == label and r["model"] == arch
+                                          and str(r["float_seed"]) == str(float_seed) for r in rows):
                     continue                                    # deterministic, already in the table
                 name = label + (f"-s{row_seed}" if row_seed != "" else "")
                 save_compressed(os.path.join(args.out_dir, name + ".ckpt"), model, ck,
                                 {"method": label, "seed": row_seed, **summary})
                 rows.append(evaluate_row(label, model, data, opts, row_seed, secs, float_seconds + secs,
                                          summary.get("extra_train_tokens", 0), summary["bits_per_weight"],
-                                         "LM head ternary, int8 act." if label == "rtn-ternary-native" else ""))
+                                         "LM head ternary, int8 act." if label == "rtn-ternary-native" else "",
+                                         arch, float_seed))
                 print(f"{name}: {rows[-1]['bits_per_weight']:.3f} bits/weight, "
                       f"{rows[-1]['bits_per_char']:.4f} bits/char ({secs:.1f} s)", flush=True)
     for label, qck, model in qat_models:
         secs = train_seconds(qck)
         init = (qck.train_config or {}).get("init_from")
         tokens = qck.step * qck.train_config["batch_size"] * qck.train_config["block_size"] if init else 0
+        init_seed = (load_checkpoint(init).train_config or {}).get("seed", "") if init else ""
+        init_seconds = train_seconds(load_checkpoint(init)) if init else 0.0
         rows.append(evaluate_row(label, model, data, opts, qck.train_config.get("seed", ""), secs,
-                                 secs + (float_seconds if init else 0.0), tokens, qat_bits(model),
-                                 f"trained {qck.config.weights}; LM head {qck.config.weights}, int8 act."))
+                                 secs + init_seconds, tokens, qat_bits(model),
+                                 f"trained {qck.config.weights}; LM head {qck.config.weights}, int8 act.",
+                                 model_label(model), init_seed))
         print(f"{label}: {rows[-1]['bits_per_char']:.4f} bits/char", flush=True)
     write_table(rows, args.out_dir)
     plot(rows, os.path.join(args.out_dir, "quality_vs_bits.png"))

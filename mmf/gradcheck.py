@@ -70,6 +70,14 @@ def _layer_cases(rng):
         dx, dg = rmsnorm.rmsnorm_backward(dout, c)
         return f, t, {"x": dx, "g": dg}
 
+    def case_output_norm():                  # OneBit's parameter-free LayerNorm on a projection's output
+        from mmf.layers import output_norm
+        t = {"x": r(B, T, I)}
+        dout = r(B, T, I)
+        f = lambda: float(np.sum(output_norm.output_norm_forward(t["x"])[0] * dout))
+        dx = output_norm.output_norm_backward(dout, output_norm.output_norm_forward(t["x"])[1])
+        return f, t, {"x": dx}
+
     def case_bitlinear(fused):
         def make():
             t = {"x": r(B, T, D), "W": 0.3 * r(I, D), "g": 1 + 0.1 * r(D)}
@@ -160,6 +168,7 @@ def _layer_cases(rng):
         "E8 glu": case_glu,
         "E9 block": case_block,
         "E11 cross-entropy": case_cross_entropy,
+        "OneBit output LayerNorm (no parameters)": case_output_norm,
         **_transformer_layer_cases(rng),
     }
 
@@ -243,13 +252,17 @@ def _transformer_layer_cases(rng):
     }
 
 
-def model_case(seed=0, output_gate="official"):
-    """E10: every parameter tensor of a 2-layer float64 model with quantization off."""
+def model_case(seed=0, output_gate="official", projection_output_norm=False):
+    """E10: every parameter tensor of a 2-layer float64 model with quantization off. With
+    projection_output_norm, OneBit's parameter-free LayerNorm ends every block projection (a wider
+    model then: normalising 4 or 6 features makes the loss curved enough that centred differences
+    with h=1e-5 carry ~1e-6 of truncation error)."""
     from mmf.models.config import MMfreeConfig
     from mmf.models.mmfree import MMfreeLM
-    cfg = MMfreeConfig(vocab_size=11, hidden_size=6, num_layers=2, intermediate_size=4,
-                       output_gate=output_gate)
-    model = MMfreeLM(cfg, seed=seed, dtype=np.float64, quantize=False)
+    D, I = (8, 8) if projection_output_norm else (6, 4)
+    cfg = MMfreeConfig(vocab_size=11, hidden_size=D, num_layers=2, intermediate_size=I,
+                       output_gate=output_gate, weights="float", projection_output_norm=projection_output_norm)
+    model = MMfreeLM(cfg, seed=seed, dtype=np.float64)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():          # move away from the symmetric init (gains = 1, P = 0)
         p += 0.1 * rng.standard_normal(p.shape)
@@ -371,7 +384,7 @@ def run_rwkv4(seed=0):
     return results
 
 
-def transformer_model_case(weights="float", seed=0):
+def transformer_model_case(weights="float", seed=0, projection_output_norm=False):
     """Every parameter tensor of a 2-layer float64 TransformerLM with its quantizers off: weights='float'
     is the Transformer++ (plain projections); 'ternary' checks the BitNet layout (a BitLinear with its own
     norm per projection) with the quantizers off."""
@@ -379,7 +392,7 @@ def transformer_model_case(weights="float", seed=0):
     from mmf.models.transformer import TransformerLM
     from mmf.models.transformer_config import TransformerConfig
     cfg = TransformerConfig(vocab_size=11, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=6,
-                            weights=weights)
+                            weights=weights, projection_output_norm=projection_output_norm)
     model = TransformerLM(cfg, seed=seed, dtype=np.float64, quantize=False)
     rng = np.random.default_rng(seed)
     for name, p in model.params.items():          # move away from the symmetric init (gains = 1)
@@ -404,6 +417,10 @@ def run_all(seed=0):
         results[("Transformer++ model (2 layers)", tensor)] = err
     for tensor, err in check_gradients(*transformer_model_case("ternary", seed)).items():
         results[("BitNet b1.58 layout, quantizers off (2 layers)", tensor)] = err
+    for tensor, err in check_gradients(*model_case(seed, projection_output_norm=True)).items():
+        results[("E10 model, OneBit output LayerNorm on every projection (2 layers)", tensor)] = err
+    for tensor, err in check_gradients(*transformer_model_case("float", seed, True)).items():
+        results[("Transformer++ model, OneBit output LayerNorm on every projection (2 layers)", tensor)] = err
     return results
 
 

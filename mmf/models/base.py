@@ -56,6 +56,16 @@ class LanguageModel:
         self.config = dataclasses.replace(self.config, weights=resolve_weights(weights))
         self.backend.weights = self.config.weights
 
+    def _block_ops(self):
+        """The backend the blocks run on: the model's own, or -- when the config says
+        projection_output_norm (a OneBit-compressed model) -- a view of it that ends every block
+        projection with a parameter-free LayerNorm (mmf/layers/output_norm.py). The LM head keeps
+        the model's own backend."""
+        if not getattr(self.config, "projection_output_norm", False):
+            return self.backend
+        from mmf.layers.output_norm import OutputNormOps
+        return OutputNormOps(self.backend)
+
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))
 

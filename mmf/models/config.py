@@ -15,6 +15,18 @@ def glu_intermediate_size(hidden_size: int, hidden_ratio=4) -> int:
     return 256 * math.ceil(int(hidden_size * hidden_ratio * 2 / 3) / 256)
 
 
+def check_projection_output_norm(config, where: str):
+    """projection_output_norm is a bool, and only float models carry it: the quantized engines and the
+    exporters do not implement OneBit's output norm, so a quantized model with it would run wrongly."""
+    value = config.projection_output_norm
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}.projection_output_norm must be a bool, got {value!r}")
+    if value and config.weights != "float":
+        raise ValueError(f"{where}.projection_output_norm=True needs weights='float' (OneBit's compressed "
+                         f"models are float models), got weights={config.weights!r}; drop the output norm "
+                         "or use float weights")
+
+
 @dataclass
 class MMfreeConfig:
     arch: ClassVar[str] = "mmfree"            # the architecture's name in checkpoints and on the command line
@@ -29,6 +41,10 @@ class MMfreeConfig:
     # "paper" o' = sigmoid(g) * h, the paper's first version (for comparison; the Numba engine and the
     # FPGA model run the official gate only). docs/equations.md, E6, lists all four published versions.
     output_gate: str = "official"
+    # OneBit (Xu et al. 2024): a LayerNorm without parameters on every block projection's output
+    # (mmf/layers/output_norm.py). Only a model compressed by `python -m mmf.compress --methods=onebit-ln`
+    # has it; it stores nothing and needs weights='float' (no quantized tool implements it).
+    projection_output_norm: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -54,3 +70,4 @@ class MMfreeConfig:
         if self.output_gate not in ("official", "paper"):
             raise ValueError(f"MMfreeConfig.output_gate must be 'official' (the released models' "
                              f"rms(g)*SiLU(h)) or 'paper' (sigmoid(g)*h), got {self.output_gate!r}")
+        check_projection_output_norm(self, "MMfreeConfig")

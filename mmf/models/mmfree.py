@@ -78,12 +78,13 @@ class MMfreeLM(LanguageModel):
                 raise ValueError(f"state must be a list of {cfg.num_layers} arrays of shape "
                                  f"({B}, {cfg.hidden_size}), one carried MLGRU state per layer")
         lb, S = (lower_bounds_forward(P["model.lower_bounds"]) if cfg.use_lower_bound else (None, None))
+        block_ops = self._block_ops()
         x = P["model.embeddings.weight"][ids]                                   # (B, T) -> (B, T, D)
         new_state, block_caches = [], []
         for l in range(cfg.num_layers):
             h0 = state[l] if state is not None else np.zeros((B, cfg.hidden_size), self.dtype)
             lb_l = lb[l] if (lb is not None and l > 0) else None              # layer 0 is unbounded
-            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, ops,
+            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, block_ops,
                                          cfg.output_gate)
             new_state.append(h_last)
             block_caches.append(c)
@@ -111,10 +112,11 @@ class MMfreeLM(LanguageModel):
         dx, dg = ops.rmsnorm_backward(dxn, c_norm)
         grads["model.norm.weight"] += dg
         dlb = np.zeros((cfg.num_layers, cfg.hidden_size), self.dtype) if S is not None else None
+        block_ops = self._block_ops()
         for l in reversed(range(cfg.num_layers)):
             if dhidden is not None:
                 dx = dx + dhidden[l]                                  # the block output's own gradient
-            dx, dp, dlb_l = block_backward(dx, block_caches[l], ops)
+            dx, dp, dlb_l = block_backward(dx, block_caches[l], block_ops)
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v
             if dlb_l is not None:

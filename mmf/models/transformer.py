@@ -89,10 +89,11 @@ class TransformerLM(LanguageModel):
         x = P["model.embed_tokens.weight"][ids]                                # (B, T) -> (B, T, D)
         present, block_caches = [], []
         ternary_qk = cfg.ternary_qk and self._quantize
+        block_ops = self._block_ops()
         for l in range(cfg.num_layers):
             past = None if state is None else tuple(state[l])
             x, kv, c = transformer_block_forward(x, self.layer_params(l), cfg.num_heads, past, cfg.rms_norm_eps,
-                                                 cfg.rope_theta, ternary_qk, ops)
+                                                 cfg.rope_theta, ternary_qk, block_ops)
             present.append(kv)
             block_caches.append(c)
         xn, c_norm = ops.rmsnorm_forward(x, P["model.norm.weight"], cfg.rms_norm_eps)
@@ -116,10 +117,11 @@ class TransformerLM(LanguageModel):
         grads["lm_head.weight"] += dW
         dx, dg = ops.rmsnorm_backward(dxn, c_norm)
         grads["model.norm.weight"] += dg
+        block_ops = self._block_ops()
         for l in reversed(range(cfg.num_layers)):
             if dhidden is not None:
                 dx = dx + dhidden[l]                                  # the block output's own gradient
-            dx, dp, _, _ = transformer_block_backward(dx, block_caches[l], ops)   # training has no past
+            dx, dp, _, _ = transformer_block_backward(dx, block_caches[l], block_ops)   # training has no past
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v
         np.add.at(grads["model.embed_tokens.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from mmf.layers.quant import check_weights
-from mmf.models.config import glu_intermediate_size
+from mmf.models.config import check_projection_output_norm, glu_intermediate_size
 
 
 @dataclass
@@ -36,6 +36,8 @@ class TransformerConfig:
     weights: str = "float"                    # projection weights: 'float' (Llama), 'ternary' (b1.58), 'binary' (BitNet)
     ternary_qk: bool = False                  # ternarize Q and K per token and head after RoPE (STE)
     max_position_embeddings: int = 2048       # longest context (prompt + generated): the KV cache / RoPE limit
+    projection_output_norm: bool = False      # OneBit's parameter-free LayerNorm on every block projection's
+                                              # output (mmf/layers/output_norm.py); compressed float models only
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
@@ -66,6 +68,7 @@ class TransformerConfig:
         check_weights(self.weights, "TransformerConfig.weights")
         if not isinstance(self.ternary_qk, bool):
             raise TypeError(f"TransformerConfig.ternary_qk must be a bool, got {self.ternary_qk!r}")
+        check_projection_output_norm(self, "TransformerConfig")
 
     @property
     def head_dim(self) -> int:
