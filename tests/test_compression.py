@@ -111,19 +111,24 @@ def _tiny_float(seed=0, dtype=np.float32, cfg=CFG):
     return model
 
 
-def _student(teacher):
+def _student(teacher, output_norm=False):
     results = onebit.compress_onebit(teacher)
     svid = {n: (c.info["a"], c.info["b"], common.sign(teacher.params[n].astype(np.float64)))
             for n, c in results.items()}
-    model = mmf.MMfreeLM(teacher.config, dtype=teacher.dtype)
+    model = mmf.MMfreeLM(dataclasses.replace(teacher.config, projection_output_norm=output_norm),
+                         dtype=teacher.dtype)
     for k, v in teacher.params.items():
         model.params[k] = v.copy()
     return distill.OneBitStudent(model, svid)
 
 
-def test_distillation_gradients_match_finite_differences():
-    teacher = _tiny_float(0, np.float64, dict(vocab_size=7, hidden_size=4, num_layers=2, intermediate_size=4))
-    student = _student(teacher)
+@pytest.mark.parametrize("output_norm", [False, True])
+def test_distillation_gradients_match_finite_differences(output_norm):
+    """The student's gradients (scales a, b and every shared parameter) against finite differences, with
+    and without OneBit's output LayerNorm (there the scales reach the loss only through the norm)."""
+    size = dict(hidden_size=8, intermediate_size=8) if output_norm else dict(hidden_size=4, intermediate_size=4)
+    teacher = _tiny_float(0, np.float64, dict(vocab_size=7, num_layers=2, **size))
+    student = _student(teacher, output_norm)
     ids = np.random.default_rng(2).integers(0, 7, (1, 3))
     for p in student.params.values():                     # student differs from teacher everywhere
         if p.ndim == 1:
@@ -148,6 +153,33 @@ def test_distillation_gradients_match_finite_differences():
     wrong = student.chain(student.model._backward(dlogits, c_s, None))
     assert max(check_gradients(f, {"model.embeddings.weight": smooth["model.embeddings.weight"]},
                                wrong).values()) > 1e-3
+
+
+def test_output_norm_is_a_parameter_free_layernorm_and_a_wrong_backward_is_caught():
+    from mmf.layers.output_norm import OUTPUT_NORM_EPS, output_norm_backward, output_norm_forward
+    rng = np.random.default_rng(7)
+    x = 3.0 + 2.0 * rng.standard_normal((2, 3, 6))
+    y, cache = output_norm_forward(x)
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + OUTPUT_NORM_EPS)   # nn.LayerNorm
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)                                      # no affine
+    dout = rng.standard_normal(x.shape)
+    t = {"x": x}
+    f = lambda: float(np.sum(output_norm_forward(t["x"])[0] * dout))
+    assert check_gradients(f, t, {"x": output_norm_backward(dout, cache)})["x"] < TOLERANCE
+    y_, rstd = cache                                      # negative control: the mean's path forgotten
+    wrong = rstd * (dout - y_ * np.mean(dout * y_, axis=-1, keepdims=True))
+    assert check_gradients(f, t, {"x": wrong})["x"] > 1e-3
+
+
+def test_output_norm_config_needs_a_float_model():
+    with pytest.raises(ValueError, match="projection_output_norm=True needs weights='float'"):
+        mmf.MMfreeConfig(**CFG, weights="ternary", projection_output_norm=True)
+    with pytest.raises(TypeError, match="projection_output_norm must be a bool"):
+        mmf.MMfreeConfig(**CFG, weights="float", projection_output_norm=1)
+    from mmf.models.transformer_config import TransformerConfig
+    with pytest.raises(ValueError, match="projection_output_norm=True needs weights='float'"):
+        TransformerConfig(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, weights="binary",
+                          projection_output_norm=True)
 
 
 def test_latent_gradient_is_the_ste_of_the_materialised_weight():

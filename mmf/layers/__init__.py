@@ -14,6 +14,8 @@ an explicit cache. Layers import NumPy, `mmf.checks` and `mmf.backend` only -- n
   attention             causal multi-head softmax attention with RoPE, a KV cache, optional ternary Q and K
   swiglu                the Llama MLP: gate, up and down projections (E8's GLU with two separate halves)
   layernorm             LayerNorm (gain and bias), RWKV-4's block norm
+  output_norm           OneBit's parameter-free LayerNorm on a projection's output, and the backend view
+                        that puts it after every block projection (compressed float models)
   wkv          R2       RWKV-4's WKV recurrence in the stable running-max form (step, scan, backward)
   rwkv4_mixing R1,R3,R4 RWKV-4's token shift, time mixing (around WKV) and channel mixing, on BitLinears
 
