@@ -48,7 +48,7 @@ np.set_printoptions(precision=4, suppress=True)
 # %% [markdown]
 # ## 1. A trained float model
 #
-# The README's experiment trains a 4.5M-parameter float model on Tiny Shakespeare
+# The README's experiment trains a float model on Tiny Shakespeare
 # (`python -m mmf.train --preset=shakespeare --weights=float --out_dir=runs/compress/float`). If that
 # checkpoint exists it is used; otherwise (and always in smoke mode) a tiny float model is trained here
 # on the embedded story corpus in seconds, and every number below is that small model's.
@@ -197,15 +197,34 @@ axes[1].set_title("Sign(W) ⊙ a bᵀ: every row and column its own magnitude")
 fig.tight_layout()
 
 # %% [markdown]
+# OneBit's layer has one more piece: a **LayerNorm without parameters on the projection's output**,
+# y = LN( ((x ⊙ b) Sign(W)ᵀ) ⊙ a ), over the layer's output features. It stores nothing (0 bits/weight),
+# but it changes what the layer computes: every token's output gets mean 0 and variance 1, whatever the
+# float layer produced. `mmf.compress --methods=onebit-ln` puts it on every block projection
+# (`projection_output_norm=True` in the model's config, so `mmf.load` rebuilds it); `onebit` leaves it
+# out. Below: the same calibration inputs through the float layer, through SVID, and through SVID with the
+# output norm (`mmf/layers/output_norm.py`).
+
+# %%
+from mmf.layers.output_norm import output_norm_forward
+Z_float, Z_svid = X @ W.T, X @ ob.W_hat.T                       # (n, K) -> (n, N)
+Y_ln = output_norm_forward(Z_svid)[0]
+for label, Z in (("float layer", Z_float), ("SVID", Z_svid), ("SVID + output LayerNorm", Y_ln)):
+    print(f"{label:24s} per-token mean {Z.mean(-1).mean():+.4f}   per-token std {Z.std(-1).mean():.4f}")
+assert np.allclose(Y_ln.std(-1), 1.0, atol=1e-2)                # what the norm guarantees (up to its eps)
+
+# %% [markdown]
 # ## 5. The whole model
 #
 # `run_method` is what `python -m mmf.compress` runs per method: compress a copy of the float model,
 # time it, and hand back an ordinary model. OneBit's row after distillation trains the signs (through the
-# straight-through estimator) and the scales to imitate the float model (logits KL + hidden-state MSE).
+# straight-through estimator) and the scales to imitate the float model (logits KL + hidden-state MSE);
+# `onebit-ln` does the same with the output LayerNorm on every projection (its row before distillation is
+# `onebit-nmf-ln`).
 
 # %%
 tab = [("float", model, 32.0, 0.0)]
-for method in ("rtn-ternary", "rtn-binary", "billm", "onebit"):
+for method in ("rtn-ternary", "rtn-binary", "billm", "onebit", "onebit-ln"):
     for label, m, summary, secs in run_method(method, model, data, opts, seed=0):
         tab.append((label, m, summary["bits_per_weight"], secs))
 windows = 8 if SMOKE else 100
@@ -221,13 +240,14 @@ for label, m, bits, secs in tab:
 tok = ck.build_tokenizer()
 prompt = np.array(tok.encode("ROMEO:" if "shakespeare" in data.name else "Once upon a time"), dtype=np.int64)
 for label, m, _, _ in tab[:1] + tab[-1:]:
-    print(f"--- {label} ---")
+    print(f"--- {label} (projection_output_norm={m.config.projection_output_norm}) ---")
     print(tok.decode(m.generate(prompt, 40, temperature=0.8, top_k=20, seed=0)))
 
 # %% [markdown]
 # ## 6. The measured table: PTQ against QAT
 #
-# The README's full experiment (Tiny Shakespeare, 4.5M parameters; QAT models trained with
+# The README's full experiment (Tiny Shakespeare, two float MatMul-free models and one float Transformer++;
+# QAT models trained with
 # `python -m mmf.train --weights=ternary|binary`, and "QAT from float" continuing the float checkpoint with
 # quantization on for as many tokens as OneBit's distillation) is committed as
 # `docs/results/compression.csv`. It is shown here as stored (numbers come from that file, not from this
