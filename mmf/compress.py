@@ -278,25 +278,26 @@ def markdown_table(rows) -> str:
 
 
 def plot(rows, path):
-    """Bits/char against bits/weight, one point per (model, method) at the mean of its runs."""
+    """Bits/char against bits/weight, one panel per model, one point per method at the mean of its runs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for g in group_rows(rows):
-        qat = g[0]["method"].startswith("qat")
-        x, y = _mean([r["bits_per_weight"] for r in g]), _mean([r["bits_per_char"] for r in g])
-        color = "tab:red" if qat else "tab:blue"
-        filled = g[0]["model"] == "mmfree"
-        ax.scatter(x, y, marker="s" if qat else "o", color=color if filled else "none", edgecolors=color)
-        ax.annotate(f"{g[0]['method']} ({_mean([r['total_seconds'] for r in g]):.0f} s)", (x, y),
-                    fontsize=6, xytext=(4, 2), textcoords="offset points")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("bits per block weight (codes + scales + masks; log scale)")
-    ax.set_ylabel("validation bits/char, mean of the runs (lower is better)")
-    ax.set_title("quality vs size; label: compute seconds incl. the float model's training\n"
-                 "circles: compress after training, squares: trained quantized (QAT); "
-                 "filled: MatMul-free LM, open: Transformer++", fontsize=9)
+    groups = group_rows(rows)
+    models = list(dict.fromkeys(g[0]["model"] for g in groups))
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5.5), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        for g in (g for g in groups if g[0]["model"] == name):
+            qat = g[0]["method"].startswith("qat")
+            x, y = _mean([r["bits_per_weight"] for r in g]), _mean([r["bits_per_char"] for r in g])
+            ax.scatter(x, y, marker="s" if qat else "o", color="tab:red" if qat else "tab:blue")
+            ax.annotate(f"{g[0]['method']} ({_mean([r['total_seconds'] for r in g]):.0f} s)", (x, y),
+                        fontsize=6, xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log", base=2)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("bits per block weight (codes + scales + masks; log scale)")
+    axes[0][0].set_ylabel("validation bits/char, mean of the runs (lower is better)")
+    fig.suptitle("quality vs size; label: compute seconds incl. the float model's training; "
+                 "circles: compress after training, squares: trained quantized (QAT)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -49,12 +49,12 @@ np.set_printoptions(precision=4, suppress=True)
 # ## 1. A trained float model
 #
 # The README's experiment trains a float model on Tiny Shakespeare
-# (`python -m mmf.train --preset=shakespeare --weights=float --out_dir=runs/compress/float`). If that
+# (`python -m mmf.train --preset=shakespeare --hidden_size=192 --num_layers=3 --weights=float --out_dir=runs/compress/float_s0`). If that
 # checkpoint exists it is used; otherwise (and always in smoke mode) a tiny float model is trained here
 # on the embedded story corpus in seconds, and every number below is that small model's.
 
 # %%
-BIG = os.path.join(REPO_ROOT, "runs", "compress", "float", "ckpt.ckpt")
+BIG = os.path.join(REPO_ROOT, "runs", "compress", "float_s0", "ckpt.ckpt")
 if os.path.exists(BIG) and not SMOKE:
     path = BIG
 else:
