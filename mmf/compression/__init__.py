@@ -6,6 +6,8 @@ compresses the block projections (`compressible_weights`); the token embedding a
 float, as BiLLM and OneBit do. A compressed model is an ordinary `weights="float"` model whose block
 weights were replaced by their reconstructions, so forward, generate, checkpoints and `mmf.load` work
 unchanged; what was done (method, bits/weight) is stored in the checkpoint's `extra["compression"]`.
+OneBit's whole layer (`onebit-ln`) adds a parameter-free LayerNorm after every block projection: the
+model's config then says `projection_output_norm=True` (mmf/layers/output_norm.py).
 
 Files:
   common       which weights are compressed, bits/weight bookkeeping, refusing non-float models
@@ -13,7 +15,8 @@ Files:
   rtn          round-to-nearest: absmean ternary and sign binary, per tensor or per output channel
   billm        BiLLM-style: Hessian-salient columns with residual binarization, split binarization of
                the rest at a searched break point, GPTQ/OBC error compensation block by block
-  onebit       OneBit-style SVID: W ~ sign(W) * (a b^T) from a rank-1 SVD or NMF of |W|
+  onebit       OneBit-style SVID: W ~ sign(W) * (a b^T) from a rank-1 SVD or NMF of |W| (its output
+               LayerNorm is a model option: mmf/layers/output_norm.py)
   distill      OneBit's knowledge distillation: logits KL + hidden-state MSE, STE through the sign
   evaluation   validation loss with float or int8 (E2) activations
 Command line: `python -m mmf.compress` (mmf/compress.py).

@@ -4,7 +4,9 @@ The student keeps, for every compressed weight, a latent float matrix V (N, K) a
 vectors a (N,), b (K,); what its forward runs is the materialised weight
     W_hat = Sign(V) * (a b^T)                                                    (OneBit's layer)
 so the model itself is an ordinary float model whose block weights are rewritten before each step.
-Every other parameter (embedding, norms, LM head, lower bounds) is trained as it is.
+Every other parameter (embedding, norms, LM head, lower bounds) is trained as it is. When the model's
+config says projection_output_norm (OneBit's whole layer, `onebit-ln`), its forward and backward run
+the parameter-free LayerNorm after every W_hat, so dW_hat below already includes its backward.
 
 Loss on a batch of training text (teacher: the float model, frozen; M positions, L blocks):
     KL   = mean over positions of KL(softmax(z_T) || softmax(z_S))

@@ -15,9 +15,10 @@ Two ways to get a, b:
 Storage: 1 bit per sign plus (N + K) scales at 16 bits.
 
 OneBit's layer also puts a LayerNorm without affine parameters on each projection's output, to keep
-training stable at 7B scale. mmf does not add it: a compressed model here stays an ordinary float
-MatMul-free model (so it runs, saves and loads through the normal path), and at this size the
-distillation (distill.py) trains without it. The README says so.
+training stable at 7B scale:  y = LayerNorm( ((x * b) Sign(W)^T) * a ).  It stores nothing (0 bits).
+mmf has it as a model option, `projection_output_norm=True` in the float model's config
+(mmf/layers/output_norm.py); `python -m mmf.compress --methods=onebit-ln` turns it on for the
+distillation (distill.py), the evaluation and the saved checkpoint, `--methods=onebit` leaves it off.
 """
 from __future__ import annotations
 
