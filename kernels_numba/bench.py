@@ -404,11 +404,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
-                                                                  "checks"])
+                                                                  "checks", "infer"],
+                    help="sections to run; with --peers: train and/or infer")
+    ap.add_argument("--peers", action="store_true",
+                    help="instead of sections 1-7: mmf beside PyTorch (eager, torch.compile) and the machine's "
+                         "limits, each contender in its own process (kernels_numba/peers.py; minutes)")
+    ap.add_argument("--no_compile", action="store_true", help="--peers without the torch.compile contender")
+    ap.add_argument("--no_numpy", action="store_true", help="--peers without the NumPy reference contender")
+    ap.add_argument("--rounds", type=int, default=None, help="--peers: alternating rounds (default 4; inference 8)")
+    ap.add_argument("--ratios_anyway", action="store_true",
+                    help="--peers: print the ratios even when the machine looks busy")
     ap.add_argument("--pretrained", action="store_true",
                     help="also section 6: export a 370M-shaped BF16 checkpoint, load it (about a minute, 3 GB)")
     args = ap.parse_args(argv)
-    S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
+    smoke = args.smoke or os.environ.get("MMF_SMOKE") == "1"
+    S = SMOKE if smoke else FULL
+    if args.peers:
+        from . import peers
+        only = [w for w in (args.only or ["train", "infer"]) if w in ("train", "infer")] or ["train", "infer"]
+        peers.main(smoke=smoke, rounds=args.rounds, no_compile=args.no_compile, no_numpy=args.no_numpy,
+                   ratios_anyway=args.ratios_anyway, only=only)
+        return
     want = set(args.only or ["gemv", "decode", "train", "memory"]) | ({"pretrained"} if args.pretrained else set())
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
