@@ -128,15 +128,22 @@ def _train_worker(kind, S):
     return info, step
 
 
+@njit(cache=True)
+def _sum_words(a):
+    s = np.uint64(0)
+    for i in range(a.shape[0]):                                      # vectorized
+        s += a[i]
+    return s
+
+
 @njit(parallel=True, cache=True)
 def read_all(a, n_chunks, out):
-    """out[c] = sum of chunk c of a (uint64); chunk c goes to one thread: a streaming read."""
-    n = a.shape[0]
+    """out[c] = sum of chunk c of a (uint64); chunk c goes to one thread: a streaming read.
+    (The chunk is a slice handed to a serial loop: with the bounds computed inside the prange body
+    LLVM left the loop scalar and the probe read 4.5 GB/s instead of 21.)"""
+    step = a.shape[0] // n_chunks
     for c in prange(n_chunks):
-        s = np.uint64(0)
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):   # vectorized
-            s += a[i]
-        out[c] = s
+        out[c] = _sum_words(a[c * step:(c + 1) * step])
 
 
 def _prompt(S, V):
