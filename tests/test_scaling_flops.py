@@ -48,6 +48,19 @@ def test_bitnet_keeps_a_float_lm_head_and_ternary_qk_moves_forward_qk_to_additio
     assert c.int_add == 24 and c.float_mul == plain.float_mul - 24   # forward Q K^T: 6 pairs x D = 24
 
 
+def test_rwkv4_training_and_inference_counts_equal_a_hand_count():
+    cfg = mmf.RWKV4Config(vocab_size=V, hidden_size=D, num_layers=1, intermediate_size=16)
+    # time mixing: key, value, receptance, output 4 x (4x4) = 64; channel mixing: key (16x4) = 64,
+    # value (4x16) = 64, receptance (4x4) = 16; head 10x4 = 40, ternary like the rest; the embedding is a lookup
+    assert matmul_params(cfg) == {"float": 0, "ternary": 64 + 144 + 40, "binary": 0}
+    c = training_compute(cfg, tokens=10, context=8)
+    assert c.flops == 6 * 248 * 10 and c.flops_attention == 0
+    ops = inference_ops(cfg, context=5)
+    assert ops.int_add == 248
+    # two token-shift inputs and the WKV numerator, denominator and maximum, read and written, fp16
+    assert ops.state_bytes == 2 * 5 * D * 2
+
+
 def test_inference_ops_and_energy_equal_a_hand_count():
     cfg = mmf.MMfreeConfig(vocab_size=V, hidden_size=D, num_layers=1, intermediate_size=I)
     ops = inference_ops(cfg, context=5)

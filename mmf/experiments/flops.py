@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmf.models.params import param_shapes
+from mmf.models.rwkv4 import param_shapes as rwkv4_param_shapes
 from mmf.models.transformer_params import transformer_param_shapes
 
 QUANTIZED = ("ternary", "binary")
@@ -64,6 +65,17 @@ def _transformer_matmuls(config) -> dict[str, tuple[int, str]]:
     return out
 
 
+def _rwkv4_matmuls(config) -> dict[str, tuple[int, str]]:
+    """MatMul-free RWKV-4: the time-mixing key, value, receptance and output projections, the
+    channel-mixing key, value and receptance projections and the head are BitLinears in config.weights;
+    the embedding is a lookup (the WKV recurrence and the token shifts are elementwise)."""
+    out = {}
+    for name, shape in rwkv4_param_shapes(config).items():
+        if len(shape) == 2 and name != "emb.weight":
+            out[name] = (shape[0] * shape[1], config.weights)
+    return out
+
+
 def _transformer_attention(config) -> tuple[int, int, bool]:
     """(layers, width of the attention products, Q and K ternary?)."""
     return config.num_layers, config.hidden_size, bool(config.ternary_qk)
@@ -73,7 +85,13 @@ def _transformer_attention(config) -> tuple[int, int, bool]:
 MATMUL_TABLES = {
     "mmfree": (_mmfree_matmuls, None),
     "transformer": (_transformer_matmuls, _transformer_attention),
+    "rwkv4": (_rwkv4_matmuls, None),
 }
+
+# recurrent architectures: D-wide state vectors carried per layer from one token to the next
+# (MMfree: the MLGRU's hidden state h; RWKV-4: the two token-shift inputs and the WKV numerator,
+# denominator and running maximum)
+STATE_VECTORS_PER_LAYER = {"mmfree": 1, "rwkv4": 5}
 
 
 def _table(config):
@@ -148,7 +166,7 @@ class InferenceOps:
     weight_bytes: float     # weight bytes read: products' weights (2-bit ternary/1-bit binary codes,
                             #   16-bit floats) + one 16-bit embedding row
     state_bytes: float      # carried state read and written: KV cache (read at every step, 16-bit) for
-                            #   attention; the MLGRU hidden state (read + written, 16-bit) for MMfree
+                            #   attention; the recurrent state (read + written, 16-bit) otherwise
 
 
 BITS_PER_WEIGHT = {"float": 16, "ternary": 2, "binary": 1}   # as stored for inference: fp16, mmf's 2-bit
@@ -184,6 +202,7 @@ def inference_ops(config, context: int) -> InferenceOps:
         float_mul, float_add = float_mul + pv, float_add + pv
         state_bytes = 2 * layers * width * context * STATE_BYTES     # K and V of every earlier token
     else:
-        state_bytes = 2 * config.num_layers * D * STATE_BYTES        # h_{t-1} read, h_t written per layer
+        vectors = STATE_VECTORS_PER_LAYER[type(config).arch]
+        state_bytes = 2 * vectors * config.num_layers * D * STATE_BYTES   # read and written per layer
     return InferenceOps(int_add=int_add, float_mul=float_mul, float_add=float_add,
                         weight_bytes=weight_bytes, state_bytes=float(state_bytes))

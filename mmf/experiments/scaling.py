@@ -64,13 +64,15 @@ ARCHS: dict[str, tuple[str, dict]] = {
     "transformer-float": ("Transformer++, float", dict(arch="transformer", weights="float")),
     "bitnet-b1.58": ("BitNet b1.58", dict(arch="transformer", weights="ternary")),
     "bitnet-binary": ("BitNet (binary)", dict(arch="transformer", weights="binary")),
+    "rwkv4-ternary": ("MatMul-free RWKV-4, ternary", dict(arch="rwkv4", weights="ternary")),
 }
 DEFAULT_ARCHS = ("mmfree-ternary", "mmfree-float", "transformer-float")
-FULL_EXTRA = ("bitnet-b1.58", "bitnet-binary")     # RWKV-4 joins here once its architecture is on main
+FULL_EXTRA = ("bitnet-b1.58", "bitnet-binary", "rwkv4-ternary")
 
 # name -> (D, L, transformer heads)
 SIZES: dict[str, tuple[int, int, int]] = {
     "d48l2": (48, 2, 3), "d64l2": (64, 2, 2), "d96l2": (96, 2, 3), "d96l3": (96, 3, 3), "d128l3": (128, 3, 4),
+    "d160l4": (160, 4, 5), "d192l4": (192, 4, 6),
 }
 SMOKE_SIZES: dict[str, tuple[int, int, int]] = {
     "d8l1": (8, 1, 1), "d16l1": (16, 1, 1), "d24l1": (24, 1, 1), "d32l1": (32, 1, 1),
@@ -134,6 +136,9 @@ def _fields(arch: str, size: str, smoke: bool) -> dict:
     f = {**ARCHS[arch][1], "hidden_size": D, "num_layers": L, "intermediate_size": intermediate_size(D)}
     if f["arch"] == "transformer":
         f["num_heads"] = heads
+    if f["arch"] == "rwkv4":
+        f["intermediate_size"] = 4 * D        # RWKV-4's own channel-mixing width (its body is then ~13 D^2
+                                              # per layer against MMfree's and Transformer++'s ~12 D^2)
     return f
 
 
