@@ -13,6 +13,15 @@
   7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
      the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
+  8. (--peers, instead of 1-7; kernels_numba/peers.py) mmf beside real peers and the machine's limits, every
+     contender in its own process, alternated: training against PyTorch eager and torch.compile of the
+     same model (kernels_numba/peer_torch.py) and against its float-GEMM floor; decoding (batch 1, 4, 8,
+     16, through Engine.generate) against the read bandwidth measured with the engine's threads, with
+     the GEMV kernel's in-cache rate beside it (a roofline); a 512-token prefill against PyTorch
+     float32 on the same weights and against its float GEMMs; the 4096^2 and 16384^2 GEMVs in GB/s.
+     Ratios are withheld when the machine is visibly busy. --no_compile skips the torch.compile
+     contender (its first compile takes minutes; later runs reuse PyTorch's on-disk cache).
+
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
 On a loaded machine two-thread BLAS degrades far more than one thread does; for ratios that do not
