@@ -413,8 +413,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
-                                                                  "checks", "infer"],
-                    help="sections to run; with --peers: train and/or infer")
+                                                                  "checks", "infer", "pauses"],
+                    help="sections to run; with --peers: train, infer, pauses")
     ap.add_argument("--peers", action="store_true",
                     help="instead of sections 1-7: mmf beside PyTorch (eager, torch.compile) and the machine's "
                          "limits, each contender in its own process (kernels_numba/peers.py; minutes)")
@@ -430,7 +430,8 @@ def main(argv=None):
     S = SMOKE if smoke else FULL
     if args.peers:
         from . import peers
-        only = [w for w in (args.only or ["train", "infer"]) if w in ("train", "infer")] or ["train", "infer"]
+        sections = ("train", "infer", "pauses")
+        only = [w for w in (args.only or sections) if w in sections] or list(sections)
         peers.main(smoke=smoke, rounds=args.rounds, no_compile=args.no_compile, no_numpy=args.no_numpy,
                    ratios_anyway=args.ratios_anyway, only=only)
         return

@@ -244,6 +244,38 @@ def _gemm_prefill_worker(S):
     return dict(), lambda req: _timed(gemms, 1)
 
 
+def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
+    """Seconds per call of an n x n GEMV (the public ternary_matvec path's kernel) when each call
+    follows a pause of p seconds, for the packed planes on 4 KiB pages (a malloc'd copy) and on
+    transparent huge pages (what pack_ternary makes from 1 MiB on). -> {(pages, pause): stats}.
+
+    The experiment behind the 4096^2 GEMV's two modes: back to back the call takes one time; after
+    an idle pause (the other thread asleep, its CPU lent away, caches and TLB cold) it takes more."""
+    from .packing import huge_page_empty, pack_ternary
+    from .products import _v4_matvec_kernel, activation_bytes
+    rng = np.random.default_rng(seed)
+    p = pack_ternary(rng.integers(-1, 2, (n, n), dtype=np.int8))
+    u = activation_bytes(rng.integers(-128, 128, (1, n)).astype(np.int8), p.n_blocks)
+    out = np.empty(n, np.int32)
+    small = lambda a: np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape)   # noqa: E731 (malloc: 4 KiB pages)
+    huge = lambda a: huge_page_empty(a.shape, a.dtype, read_only_source=a)    # noqa: E731
+    res = {}
+    for pages, copy in (("4 KiB pages", small), ("huge pages", huge)):
+        nz, ng = copy(p.nonzero), copy(p.negative)
+        for _ in range(5):
+            _v4_matvec_kernel(nz, ng, p.offset, u, out)
+        for pause in pauses:
+            ts = []
+            for _ in range(calls):
+                if pause:
+                    time.sleep(pause)
+                t0 = time.perf_counter()
+                _v4_matvec_kernel(nz, ng, p.offset, u, out)
+                ts.append(time.perf_counter() - t0)
+            res[(pages, pause)] = stats(ts)
+    return res, 2 * p.nonzero.nbytes
+
+
 def worker_main(kind, setting_json):
     S = json.loads(setting_json)
     if kind == "engine":
@@ -398,7 +430,7 @@ def busy_reasons(results, cores):
 
 
 def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False, ratios_anyway=False,
-         only=("train", "infer"), log=print):
+         only=("train", "infer", "pauses"), log=print):
     cores = os.cpu_count()
     have_torch = torch_available()
     if not have_torch:
@@ -494,6 +526,13 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         inf.append(f"GEMV {n_out}^2: {100 * e['gemv_bytes'][str(n_out)] / s16['median'] / bw:.0f}% of the read "
                    f"bandwidth (target >= 85%)")
         lines.append(("inference", inf))
+    if "pauses" in only:
+        n = I["gemv"][1]
+        res, nbytes = gemv_after_pauses(n)
+        log(f"[P3] GEMV {n}^2 ({nbytes / 2**20:.1f} MiB of planes) after idle pauses, this process "
+            f"({numba.get_num_threads()} threads):")
+        for (pages, pause), st in res.items():
+            log(f"  {pages:12s} pause {pause * 1e3:4.0f} ms: {_fmt(st)} = {nbytes / st['median'] / 1e9:.1f} GB/s")
     reasons = busy_reasons(all_stats, cores)
     log(f"load average at end {os.getloadavg()[0]:.2f} on {cores} cores")
     if reasons and not ratios_anyway:
