@@ -110,8 +110,10 @@ def test_busy_machine_withholds_ratios(monkeypatch):
     quiet = {"a": peers.stats([1.0, 1.1, 1.05]), "b": peers.stats([2.0, 2.1])}
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert peers.busy_reasons(quiet, cores=2) == []
-    wide = dict(quiet, c=peers.stats([1.0, 1.0, 2.0]))               # spread 100% of the median
+    wide = dict(quiet, c=peers.stats([1.0, 1.0, 1.0, 2.0, 2.0]))     # p10-p90 spread 100% of the median
     assert "c (100%)" in peers.busy_reasons(wide, cores=2)[0]
+    one_outlier = dict(quiet, d=peers.stats([1.0] * 20 + [5.0]))     # one interrupt is not a busy machine
+    assert peers.busy_reasons(one_outlier, cores=2) == []
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 3.0))
     assert "load average 3.50 > 2 cores" in peers.busy_reasons(quiet, cores=2)[0]
 
