@@ -86,8 +86,9 @@ HUGE_PAGE = 2 << 20             # a transparent huge page (x86-64 PMD size)
 
 def huge_page_empty(shape, dtype, read_only_source=None):
     """An uninitialised C-contiguous array on transparent huge pages where the OS gives them (Linux:
-    a private anonymous mapping aligned to 2 MiB and madvise(MADV_HUGEPAGE)); small arrays (< 1 MiB)
-    and systems without madvise get an ordinary np.empty.
+    a private anonymous mapping aligned to 2 MiB, madvise(MADV_HUGEPAGE) on the whole 2 MiB pages it
+    holds, the tail on ordinary pages so nothing beyond the array becomes resident); arrays under
+    2 MiB and systems without madvise get an ordinary np.empty.
 
     Why: the weight planes are streamed by every product. On 4 KiB pages a 4 MiB matrix spans 1024
     pages, and after an idle pause (the CPU lent to other work, its TLB cold) each page costs a
@@ -100,14 +101,15 @@ def huge_page_empty(shape, dtype, read_only_source=None):
     array returned whose write flag cannot be turned back on (its buffer is a read-only view)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes < HUGE_PAGE // 2 or not hasattr(mmap, "MADV_HUGEPAGE"):
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         if read_only_source is None:
             return np.empty(shape, dtype)
         return np.frombuffer(np.ascontiguousarray(read_only_source, dtype).tobytes(), dtype).reshape(shape)
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     whole = np.frombuffer(mapping, np.uint8)
     start = -whole.ctypes.data % HUGE_PAGE                           # first 2 MiB boundary inside
-    mapping.madvise(mmap.MADV_HUGEPAGE, start, -(-nbytes // HUGE_PAGE) * HUGE_PAGE)
+    # whole huge pages only: a partial one at the end would become resident whole
+    mapping.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
     view = whole[start:start + nbytes].view(dtype).reshape(shape)
     del whole
     if read_only_source is None:
@@ -119,7 +121,7 @@ def huge_page_empty(shape, dtype, read_only_source=None):
 def _read_only(a):
     """A private read-only copy of a: even `setflags(write=True)` is refused (NumPy lets an array
     that owns its memory become writable again), because its buffer is read-only (an immutable
-    bytes object, or a read-only view of a huge-page mapping for large arrays)."""
+    bytes object, or a read-only view of a huge-page mapping from 2 MiB on)."""
     return huge_page_empty(a.shape, a.dtype, read_only_source=a)
 
 

@@ -100,9 +100,9 @@ def test_packed_matrices_are_immutable():
 
 
 def test_large_packed_matrices_are_immutable_too_on_huge_pages():
-    """From 1 MiB on the planes live in a 2 MiB-aligned huge-page mapping (packing.huge_page_empty):
+    """From 2 MiB on the planes live in a 2 MiB-aligned huge-page mapping (packing.huge_page_empty):
     the same read-only guarantees, the same integers, and (Linux) an aligned start."""
-    w = np.random.default_rng(0).integers(-1, 2, (4096, 2048)).astype(np.int8)   # 1 MiB per plane
+    w = np.random.default_rng(0).integers(-1, 2, (4096, 4096)).astype(np.int8)   # 2 MiB per plane
     p = kn.pack_ternary(w)
     for a in (p.nonzero, p.negative):
         if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -111,7 +111,7 @@ def test_large_packed_matrices_are_immutable_too_on_huge_pages():
             a[0, 0] = 0
         with pytest.raises(ValueError):
             a.setflags(write=True)
-    x = np.random.default_rng(1).integers(-128, 128, 2048).astype(np.int8)
+    x = np.random.default_rng(1).integers(-128, 128, 4096).astype(np.int8)
     assert np.array_equal(kn.ternary_matvec(p, x), (w.astype(np.int64) @ x).astype(np.int32))
 
 
