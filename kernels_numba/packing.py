@@ -92,10 +92,11 @@ def huge_page_empty(shape, dtype, read_only_source=None):
 
     Why: the weight planes are streamed by every product. On 4 KiB pages a 4 MiB matrix spans 1024
     pages, and after an idle pause (the CPU lent to other work, its TLB cold) each page costs a
-    page walk, which in a virtual machine walks two page tables; measured here, a 4096 x 4096 GEMV
-    took 0.49 ms after a 20 ms pause on 4 KiB pages and 0.14-0.22 ms on huge pages (the
-    README's performance notes give the whole experiment). NumPy itself asks for huge pages only
-    from 4 MiB on, and not at all for memory it does not allocate (the bytes objects below).
+    page walk, which in a virtual machine walks two page tables. Measured on a loaded machine, a
+    4096 x 4096 GEMV took 0.14 ms back to back and 0.49 ms after a 20 ms pause on 4 KiB pages;
+    on huge pages 0.22-0.24 ms after the pause in two of three processes (README, "Beside real
+    peers"; `python -m kernels_numba.bench --peers --only pauses` repeats it). NumPy itself asks for
+    huge pages only from 4 MiB on, and not at all for memory it does not allocate (bytes objects).
 
     read_only_source: if given (an array of this shape), its data is copied in and a read-only
     array returned whose write flag cannot be turned back on (its buffer is a read-only view)."""

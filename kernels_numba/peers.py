@@ -26,6 +26,9 @@ Decoding moves every packed weight (2 bits each) and the MLGRU state through the
 token, so bytes per token / read bandwidth bounds its speed; the roofline line beside it says
 whether the kernel could go that fast even from cache.
 
+What the runs showed (the kernel compute-bound at about the read bandwidth, where a decoding step's
+time goes, the 4096^2 GEMV's two modes) is written down in the README, "Beside real peers".
+
 When the machine is visibly busy (load average above the core count, or a contender whose
 p10-p90 spread exceeds SPREAD_LIMIT of its median) the ratios are withheld and a warning printed
 (--ratios_anyway prints them regardless).
