@@ -19,6 +19,8 @@ Files, one concept each:
     backend.py         NumbaBackend, mmf's switch to all of the above
     engine.py          Engine: a packed model decoding with carried state
     bench.py           the measurements of the README's "Measured" table (python -m kernels_numba.bench)
+    peers.py           bench --peers: mmf beside PyTorch and the machine's limits, one process per contender
+    peer_torch.py      the PyTorch peer: the same MMfree LM as a PyTorch user writes it (imports torch)
 """
 import os
 

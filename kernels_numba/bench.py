@@ -13,6 +13,15 @@
   7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
      the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
+  8. (--peers, instead of 1-7; kernels_numba/peers.py) mmf beside real peers and the machine's limits, every
+     contender in its own process, alternated: training against PyTorch eager and torch.compile of the
+     same model (kernels_numba/peer_torch.py) and against its float-GEMM floor; decoding (batch 1, 4, 8,
+     16, through Engine.generate) against the read bandwidth measured with the engine's threads, with
+     the GEMV kernel's in-cache rate beside it (a roofline); a 512-token prefill against PyTorch
+     float32 on the same weights and against its float GEMMs; the 4096^2 and 16384^2 GEMVs in GB/s.
+     Ratios are withheld when the machine is visibly busy. --no_compile skips the torch.compile
+     contender (its first compile takes minutes; later runs reuse PyTorch's on-disk cache).
+
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
 On a loaded machine two-thread BLAS degrades far more than one thread does; for ratios that do not
@@ -404,11 +413,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
-                                                                  "checks"])
+                                                                  "checks", "infer", "pauses"],
+                    help="sections to run; with --peers: train, infer, pauses")
+    ap.add_argument("--peers", action="store_true",
+                    help="instead of sections 1-7: mmf beside PyTorch (eager, torch.compile) and the machine's "
+                         "limits, each contender in its own process (kernels_numba/peers.py; minutes)")
+    ap.add_argument("--no_compile", action="store_true", help="--peers without the torch.compile contender")
+    ap.add_argument("--no_numpy", action="store_true", help="--peers without the NumPy reference contender")
+    ap.add_argument("--rounds", type=int, default=None, help="--peers: alternating rounds (default 4; inference 8)")
+    ap.add_argument("--ratios_anyway", action="store_true",
+                    help="--peers: print the ratios even when the machine looks busy")
     ap.add_argument("--pretrained", action="store_true",
                     help="also section 6: export a 370M-shaped BF16 checkpoint, load it (about a minute, 3 GB)")
     args = ap.parse_args(argv)
-    S = SMOKE if (args.smoke or os.environ.get("MMF_SMOKE") == "1") else FULL
+    smoke = args.smoke or os.environ.get("MMF_SMOKE") == "1"
+    S = SMOKE if smoke else FULL
+    if args.peers:
+        from . import peers
+        sections = ("train", "infer", "pauses")
+        only = [w for w in (args.only or sections) if w in sections] or list(sections)
+        peers.main(smoke=smoke, rounds=args.rounds, no_compile=args.no_compile, no_numpy=args.no_numpy,
+                   ratios_anyway=args.ratios_anyway, only=only)
+        return
     want = set(args.only or ["gemv", "decode", "train", "memory"]) | ({"pretrained"} if args.pretrained else set())
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "

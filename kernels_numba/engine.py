@@ -37,7 +37,7 @@ from mmf.models.registry import require
 
 from . import fused, scan, simd
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
-from .packing import PackedTernary, n_blocks, pack_model_weight
+from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from .simd import TOKENS, masked_sad
@@ -224,6 +224,12 @@ def _mapped_copy(E):
     return np.frombuffer(view, np.float32).reshape(E.shape), (file, name)
 
 
+def _huge_page_copy(a):
+    out = huge_page_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 SUPPORTED = {("mmfree", "ternary")}                # (arch, weights) pairs the packed engine runs
 
 
@@ -269,8 +275,8 @@ class Engine:
             """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
             planes (L, rows, NB) and offsets (L, rows); one float weight alive at a time. -> + betas (L, k)"""
             rows = sum(tensor(f"model.layers.0.{n}").shape[0] for n in names)
-            nz = np.empty((L, rows, n_blocks(n_in)), np.uint64)
-            ng, off = np.empty_like(nz), np.empty((L, rows), np.int64)
+            nz = huge_page_empty((L, rows, n_blocks(n_in)), np.uint64)   # streamed every token: huge pages
+            ng, off = huge_page_empty(nz.shape, np.uint64), np.empty((L, rows), np.int64)
             beta = np.empty((L, len(names)), np.float32)
             for l in range(L):
                 r = 0
@@ -302,7 +308,8 @@ class Engine:
             self.lb = np.zeros((L, D), np.float32)
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
         head = pack_model_weight(tensor("lm_head.weight"))
-        self.head_nz, self.head_ng, self.head_off = (np.array(a) for a in (head.nonzero, head.negative, head.offset))
+        self.head_nz, self.head_ng = (_huge_page_copy(a) for a in (head.nonzero, head.negative))
+        self.head_off = np.array(head.offset)
         self.head_beta = np.float32(head.scale)
         self.head_gain = f32(tensor("lm_head.norm.weight"))
         self.final_norm = f32(tensor("model.norm.weight"))

@@ -27,6 +27,7 @@ kernel sums unsigned bytes. For a +1 weight it adds u = q + 128, for a -1 weight
 `offset[r]` stores that correction. Padding columns have nonzero = 0, so they add nothing.
 The per-tensor scale beta (E3) is kept beside the planes.
 """
+import mmap
 import sys
 from dataclasses import dataclass
 
@@ -80,10 +81,49 @@ def _frozen_copy(a, dtype):
     return _read_only(np.asarray(a, dtype=dtype))
 
 
+HUGE_PAGE = 2 << 20             # a transparent huge page (x86-64 PMD size)
+
+
+def huge_page_empty(shape, dtype, read_only_source=None):
+    """An uninitialised C-contiguous array on transparent huge pages where the OS gives them (Linux:
+    a private anonymous mapping aligned to 2 MiB, madvise(MADV_HUGEPAGE) on the whole 2 MiB pages it
+    holds, the tail on ordinary pages so nothing beyond the array becomes resident); arrays under
+    2 MiB and systems without madvise get an ordinary np.empty.
+
+    Why: the weight planes are streamed by every product. On 4 KiB pages a 4 MiB matrix spans 1024
+    pages, and after an idle pause (the CPU lent to other work, its TLB cold) each page costs a
+    page walk, which in a virtual machine walks two page tables. Measured on a loaded machine, a
+    4096 x 4096 GEMV took 0.14 ms back to back and 0.49 ms after a 20 ms pause on 4 KiB pages;
+    on huge pages 0.22-0.24 ms after the pause in two of three processes (README, "Beside real
+    peers"; `python -m kernels_numba.bench --peers --only pauses` repeats it). NumPy itself asks for
+    huge pages only from 4 MiB on, and not at all for memory it does not allocate (bytes objects).
+
+    read_only_source: if given (an array of this shape), its data is copied in and a read-only
+    array returned whose write flag cannot be turned back on (its buffer is a read-only view)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        if read_only_source is None:
+            return np.empty(shape, dtype)
+        return np.frombuffer(np.ascontiguousarray(read_only_source, dtype).tobytes(), dtype).reshape(shape)
+    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    whole = np.frombuffer(mapping, np.uint8)
+    start = -whole.ctypes.data % HUGE_PAGE                           # first 2 MiB boundary inside
+    # whole huge pages only: a partial one at the end would become resident whole
+    mapping.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
+    view = whole[start:start + nbytes].view(dtype).reshape(shape)
+    del whole
+    if read_only_source is None:
+        return view
+    view[...] = read_only_source
+    return np.frombuffer(memoryview(mapping)[start:start + nbytes].toreadonly(), dtype).reshape(shape)
+
+
 def _read_only(a):
-    """A private read-only copy of a, over an immutable bytes object: even `setflags(write=True)`
-    is refused (NumPy lets an array that owns its memory become writable again)."""
-    return np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape)
+    """A private read-only copy of a: even `setflags(write=True)` is refused (NumPy lets an array
+    that owns its memory become writable again), because its buffer is read-only (an immutable
+    bytes object, or a read-only view of a huge-page mapping from 2 MiB on)."""
+    return huge_page_empty(a.shape, a.dtype, read_only_source=a)
 
 
 def _popcount_rows(plane):

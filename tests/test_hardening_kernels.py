@@ -2,6 +2,7 @@
 public API, and NaN logits never become a token. The reproductions that used to crash the
 interpreter (heap corruption, SIGSEGV) run in a subprocess (tests/isolated.py)."""
 import dataclasses
+import mmap
 import os
 import re
 
@@ -96,6 +97,22 @@ def test_packed_matrices_are_immutable():
                 a.setflags(write=True)                               # the base is read-only too
     nz[:] = 0                                                        # the caller's arrays were copied
     assert kn.ternary_matvec(p, np.ones(70, np.int8))[0] == 70
+
+
+def test_large_packed_matrices_are_immutable_too_on_huge_pages():
+    """From 2 MiB on the planes live in a 2 MiB-aligned huge-page mapping (packing.huge_page_empty):
+    the same read-only guarantees, the same integers, and (Linux) an aligned start."""
+    w = np.random.default_rng(0).integers(-1, 2, (4096, 4096)).astype(np.int8)   # 2 MiB per plane
+    p = kn.pack_ternary(w)
+    for a in (p.nonzero, p.negative):
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            assert a.ctypes.data % (2 << 20) == 0
+        with pytest.raises(ValueError, match="read-only"):
+            a[0, 0] = 0
+        with pytest.raises(ValueError):
+            a.setflags(write=True)
+    x = np.random.default_rng(1).integers(-128, 128, 4096).astype(np.int8)
+    assert np.array_equal(kn.ternary_matvec(p, x), (w.astype(np.int64) @ x).astype(np.int32))
 
 
 def test_public_products_check_their_activations():
