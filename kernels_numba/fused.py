@@ -205,3 +205,34 @@ def gate(z, kernel):
     out = np.empty_like(flat)
     kernel(flat, out)
     return out.reshape(z.shape)
+
+
+# ----------------------------------------------------------------------------
+# E3 ternary weights W~ = clip(round(W / beta), -1, 1) * beta in one pass (NumPy makes six, with an
+# int8 and a float copy); beta itself stays NumPy's mean, so the codes are the reference's exactly
+
+@njit(parallel=True, cache=True)
+def ternary_weight_kernel(W, inv_beta, beta, Wq):
+    """W (N, K) -> Wq (N, K) = clip(rint(W * inv_beta), -1, 1) * beta, in W's dtype (inv_beta, beta too)."""
+    N, K = W.shape
+    for n in prange(N):
+        for k in range(K):
+            Wq[n, k] = min(max(np.rint(W[n, k] * inv_beta), -1.0), 1.0) * beta
+
+
+# ----------------------------------------------------------------------------
+# E10 embedding gradient: dE[ids[n]] += dx[n], a scatter-add
+
+@njit(parallel=True, cache=True)
+def embedding_backward_kernel(ids, dx, dE):
+    """ids (N,) int64, dx (N, D), dE (V, D) zeroed. Threads split the D columns, and every thread
+    adds the rows in token order: no two threads write one element, and each element receives its
+    additions in np.add.at's order, so the result is the reference's bit for bit."""
+    N, D = dx.shape
+    n_blocks = (D + 31) // 32
+    for blk in prange(n_blocks):
+        lo, hi = blk * 32, min(D, (blk + 1) * 32)
+        for n in range(N):
+            row = ids[n]
+            for d in range(lo, hi):
+                dE[row, d] += dx[n, d]

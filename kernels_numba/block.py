@@ -1,0 +1,143 @@
+"""E9 block (MLGRU token mixer + GLU channel mixer) for training on fused kernels: what
+NumbaBackend.block_forward / block_backward run in fused mode (float32, quantized weights, the
+official output gate). The reference is mmf.models.block with mmf.layers.mlgru and glu; this file
+computes the same numbers (tests/test_kernels_block.py) with
+
+  * one kernel per elementwise stage (mixers.py) instead of chains of NumPy operations;
+  * less memory held for the backward: per layer only the block input x, the pre-activations a_i,
+    a_f, a_g, the states h, the residual r and the GLU input gu = [gate | up], plus per-row
+    statistics. Everything else -- the normed inputs of the BitLinears, x~ (E5), the gates, o, the
+    GLU product -- is recomputed in backward by one cheap pass each. (The caching mode keeps about
+    three times as much: every x~, every gate value, every normed input.)
+
+Shapes: x (B, T, D) viewed as rows (M, D) with M = B * T; I the GLU width.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from . import fused, mixers
+
+ATTN = ("i_proj", "f_proj", "g_proj")
+
+
+class LinearStats(NamedTuple):
+    """What a BitLinear's backward needs besides its input (recomputed): per-row statistics and W~."""
+    rstd: np.ndarray            # (M,) 1 / rms of each input row
+    s: np.ndarray               # (M,) activation scale of each row (E2)
+    Wq: np.ndarray              # (N, K) W~
+
+
+class FusedBlockCache(NamedTuple):
+    attn_norm: tuple            # (x (B, T, D), g, rstd (M,)): the block input first, as the reference's cache
+    T: int
+    lb: np.ndarray              # (D,) this layer's lower bound, zeros for layer 0
+    has_lb: bool
+    h0: np.ndarray              # (B, D)
+    a_i: np.ndarray             # (M, D) i_proj output
+    a_f: np.ndarray             # (M, D) f_proj output
+    a_g: np.ndarray             # (M, D) g_proj output
+    h: np.ndarray               # (M, D) every state
+    rstd_g: np.ndarray          # (M,) g_norm's statistics
+    r: np.ndarray               # (M, D) the residual after the token mixer
+    rstd_mlp: np.ndarray        # (M,)
+    gu: np.ndarray              # (M, 2I) gate_proj output [gate | up]
+    linear: dict                # projection name -> LinearStats
+    p: dict                     # the block's parameters (for the gains)
+
+
+def block_forward(be, x, p, lb, h0, eps):
+    """mmf.models.block.block_forward with the official gate: x (B, T, D), h0 (B, D) ->
+    out (B, T, D), h_last (B, D), cache."""
+    B, T, D = x.shape
+    M = B * T
+    x2 = np.ascontiguousarray(x.reshape(M, D))                      # (B, T, D) -> (M, D)
+    c = fused.constants(x.dtype, eps)
+    linear = {}
+
+    def bitlinear(name, inp):
+        y, rstd, s, _, Wq = be._bitlinear_rows(inp, p[name + ".weight"], p[name + ".norm.weight"], keep_xq=False)
+        linear[name] = LinearStats(rstd, s, Wq)
+        return y
+
+    xn, rstd_a = np.empty_like(x2), np.empty(M, x.dtype)
+    fused.rmsnorm_kernel(x2, p["attn_norm.weight"], c, xn, rstd_a)
+    a_i, a_f, a_g = (bitlinear("attn." + n, xn) for n in ATTN)      # (M, D) each
+    del xn                                                           # recomputed in backward
+    lb_arr = np.zeros(D, x.dtype) if lb is None else np.ascontiguousarray(lb)
+    h, o, rstd_g = np.empty_like(x2), np.empty_like(x2), np.empty(M, x.dtype)
+    mixers.mlgru_forward_kernel(a_i, a_f, a_g, lb_arr, np.ascontiguousarray(h0), p["attn.g_norm.weight"], c, T,
+                                h, o, rstd_g)
+    a = bitlinear("attn.o_proj", o)                                  # token mixer output (M, D)
+    del o
+    r, rn, rstd_mlp = np.empty_like(x2), np.empty_like(x2), np.empty(M, x.dtype)
+    mixers.add_rmsnorm_kernel(x2, a, p["mlp_norm.weight"], c, r, rn, rstd_mlp)   # r = x + a, rn = rms(r)
+    del a
+    gu = bitlinear("mlp.gate_proj", rn)                              # (M, 2I)
+    del rn
+    prod = np.empty((M, gu.shape[1] // 2), x.dtype)
+    mixers.glu_forward_kernel(gu, prod)                              # SiLU(gate) * up, (M, I)
+    out = bitlinear("mlp.down_proj", prod)                           # (M, D)
+    del prod
+    np.add(r, out, out=out)                                          # residual 2: out = r + m
+    cache = FusedBlockCache((x, p["attn_norm.weight"], rstd_a), T, lb_arr, lb is not None, h0,
+                            a_i, a_f, a_g, h, rstd_g, r, rstd_mlp, gu, linear, p)
+    return out.reshape(B, T, D), h.reshape(B, T, D)[:, -1], cache
+
+
+def block_backward(be, dout, cache):
+    """mmf.models.block.block_backward: dout (B, T, D) -> dx (B, T, D), dp (like p), dlb (D,) or None."""
+    x, g_attn, rstd_a = cache.attn_norm
+    p, linear = cache.p, cache.linear
+    B, T, D = x.shape
+    M = B * T
+    x2, dout2 = np.ascontiguousarray(x.reshape(M, D)), np.ascontiguousarray(dout.reshape(M, D))
+    dp = {}
+
+    def bitlinear_grads(name, dy, inp):
+        st = linear[name]
+        dinp, dp[name + ".weight"], dp[name + ".norm.weight"] = be._bitlinear_grads(
+            dy, inp, p[name + ".norm.weight"], st.rstd, st.s, None, st.Wq)
+        return dinp
+
+    # GLU channel mixer (E8), and the norm before it
+    prod = np.empty((M, cache.gu.shape[1] // 2), x.dtype)
+    mixers.glu_forward_kernel(cache.gu, prod)                        # recompute SiLU(gate) * up
+    dprod = bitlinear_grads("mlp.down_proj", dout2, prod)
+    del prod
+    dgu = np.empty_like(cache.gu)
+    mixers.glu_backward_kernel(dprod, cache.gu, dgu)                 # [dgate | dup] (M, 2I)
+    del dprod
+    rn = np.empty_like(x2)
+    mixers.rmsnorm_apply_kernel(cache.r, p["mlp_norm.weight"], cache.rstd_mlp, rn)
+    drn = bitlinear_grads("mlp.gate_proj", dgu, rn)
+    del dgu, rn
+    dr, dp["mlp_norm.weight"] = fused.rmsnorm_backward_rows(drn, cache.r, p["mlp_norm.weight"], cache.rstd_mlp)
+    np.add(dr, dout2, out=dr)                                        # both paths into r
+    # MLGRU token mixer (E6)
+    o = np.empty_like(x2)
+    mixers.mlgru_output_kernel(cache.a_g, cache.rstd_g, p["attn.g_norm.weight"], cache.h, o)
+    do = bitlinear_grads("attn.o_proj", dr, o)
+    del o
+    da_g, dh = np.empty_like(x2), np.empty_like(x2)
+    dgn_partial = np.empty((-(-M // fused.ROWS_PER_CHUNK), D), np.float64)
+    mixers.mlgru_output_backward_kernel(do, cache.a_g, cache.rstd_g, p["attn.g_norm.weight"], cache.h, da_g, dh,
+                                        dgn_partial)
+    dp["attn.g_norm.weight"] = dgn_partial.sum(axis=0).astype(x.dtype)
+    del do
+    xn = np.empty_like(x2)
+    mixers.rmsnorm_apply_kernel(x2, g_attn, rstd_a, xn)             # recompute the mixer's input
+    dxn = bitlinear_grads("attn.g_proj", da_g, xn)
+    del da_g
+    da_i, da_f = np.empty_like(x2), np.empty_like(x2)
+    dlb_partial, dh0 = np.empty((B, D), np.float64), np.empty((B, D), x.dtype)
+    mixers.mlgru_scan_backward_kernel(dh, cache.a_i, cache.a_f, cache.lb, cache.h, np.ascontiguousarray(cache.h0),
+                                      T, da_i, da_f, dlb_partial, dh0)
+    del dh
+    dxn += bitlinear_grads("attn.f_proj", da_f, xn)                 # dxn = dxn_g + dxn_f + dxn_i, in that order
+    dxn += bitlinear_grads("attn.i_proj", da_i, xn)
+    del da_i, da_f, xn
+    dx, dp["attn_norm.weight"] = fused.rmsnorm_backward_rows(dxn, x2, g_attn, rstd_a)
+    np.add(dr, dx, out=dx)                                           # dx = dr + dx_norm
+    dlb = dlb_partial.sum(axis=0).astype(x.dtype) if cache.has_lb else None
+    return dx.reshape(B, T, D), dp, dlb

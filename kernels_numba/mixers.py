@@ -1,0 +1,154 @@
+"""The elementwise parts of a training block (E6 MLGRU, E8 GLU, E9 residual + norm) as one pass each,
+for kernels_numba/block.py. The reference (mmf.layers.mlgru, glu, models.block) computes them as a
+chain of NumPy operations, each one a pass over a (B*T, D) array with a fresh temporary: the MLGRU
+alone makes ~25 such passes forward and backward. Here each kernel reads its inputs once and writes its
+outputs once, and recomputes in backward what is cheap (gates, SiLU(h), g_norm's output) instead of
+keeping it.
+
+The float32 operations are the reference's, in the reference's order (no fastmath), and the sigmoid
+is expf.py's (within 1-2 ulp of NumPy's), so results agree with the reference to float32 rounding;
+only sums over rows (a norm gain's gradient, the lower bounds' gradient) are accumulated in float64 in
+another order. Arrays are 2-D (M, D) with M = B * T rows, row m = b * T + t; lb is (D,), zeros for
+layer 0 (lb + (1 - lb) s = s exactly then).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .expf import sigmoid32
+from .fused import ROWS_PER_CHUNK, _row_rstd
+
+
+# ----------------------------------------------------------------------------
+# E6 forward: gates, the scan and the output gate o = rms(a_g; g_norm) * SiLU(h) in one pass
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def mlgru_forward_kernel(a_i, a_f, a_g, lb, h0, g_norm, c, T, h, o, rstd_g):
+    """a_i, a_f, a_g (M, D) the i/f/g BitLinear outputs; h0 (B, D); c = fused.constants(dtype, eps).
+    Writes h (M, D) every state, o (M, D) the o_proj input and rstd_g (M,) g_norm's statistics.
+        f = lb + (1 - lb) sigmoid(a_f);  i = SiLU(a_i) (1 - f);  h_t = f h_{t-1} + i"""
+    M, D = a_i.shape
+    one = np.float32(1.0)
+    for b in prange(M // T):
+        for t in range(T):
+            m = b * T + t
+            for d in range(D):
+                f = lb[d] + (one - lb[d]) * sigmoid32(a_f[m, d])
+                i = a_i[m, d] * sigmoid32(a_i[m, d]) * (one - f)
+                h_prev = h[m - 1, d] if t > 0 else h0[b, d]
+                h[m, d] = f * h_prev + i
+            r = _row_rstd(a_g, m, D, c, rstd_g)
+            for d in range(D):
+                o[m, d] = a_g[m, d] * r * g_norm[d] * (h[m, d] * sigmoid32(h[m, d]))
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def mlgru_output_kernel(a_g, rstd_g, g_norm, h, o):
+    """The backward's recompute of o = rms(a_g; g_norm) * SiLU(h) from the forward's statistics."""
+    M, D = a_g.shape
+    for m in prange(M):
+        r = rstd_g[m]
+        for d in range(D):
+            o[m, d] = a_g[m, d] * r * g_norm[d] * (h[m, d] * sigmoid32(h[m, d]))
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def mlgru_output_backward_kernel(do, a_g, rstd_g, g_norm, h, da_g, dh, dg_partial):
+    """From do (M, D), the gradient on o: da_g through g_norm's RMSNorm, dh = do * g_n * SiLU'(h), and
+    g_norm's gradient summed per chunk of rows into dg_partial (chunks, D) float64."""
+    M, D = a_g.shape
+    one = np.float32(1.0)
+    for ch in prange(dg_partial.shape[0]):
+        for d in range(D):
+            dg_partial[ch, d] = 0.0
+        for m in range(ch * ROWS_PER_CHUNK, min(M, (ch + 1) * ROWS_PER_CHUNK)):
+            r = rstd_g[m]
+            acc = 0.0
+            for d in range(D):
+                dg_n = do[m, d] * (h[m, d] * sigmoid32(h[m, d]))
+                acc += np.float64(dg_n * g_norm[d]) * np.float64(a_g[m, d] * r)
+            mean = acc / D
+            for d in range(D):
+                s = sigmoid32(h[m, d])
+                dg_n = do[m, d] * (h[m, d] * s)
+                xhat = a_g[m, d] * r
+                da_g[m, d] = r * (dg_n * g_norm[d] - xhat * mean)
+                dg_partial[ch, d] += np.float64(dg_n * xhat)
+                dh[m, d] = do[m, d] * (xhat * g_norm[d]) * (s * (one + h[m, d] * (one - s)))
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def mlgru_scan_backward_kernel(dh, a_i, a_f, lb, h, h0, T, da_i, da_f, dlb_partial, dh0):
+    """Reverse time per sequence: carry = dh_t + f_{t+1} carry; di_t = carry; df_t = carry h_{t-1};
+    then back through i = SiLU(a_i) (1 - f) and f = lb + (1 - lb) sigmoid(a_f) to da_i, da_f (M, D),
+    the lower bound's gradient per sequence dlb_partial (B, D) float64, and dh0 (B, D)."""
+    M, D = dh.shape
+    one = np.float32(1.0)
+    for b in prange(M // T):
+        carry = np.zeros(D, dh.dtype)
+        for d in range(D):
+            dlb_partial[b, d] = 0.0
+        for t in range(T - 1, -1, -1):
+            m = b * T + t
+            for d in range(D):
+                di = carry[d] + dh[m, d]
+                h_prev = h[m - 1, d] if t > 0 else h0[b, d]
+                s_f = sigmoid32(a_f[m, d])
+                f = lb[d] + (one - lb[d]) * s_f
+                sig_i = sigmoid32(a_i[m, d])
+                df = di * h_prev - di * (a_i[m, d] * sig_i)          # f also enters i = SiLU(a_i) (1 - f)
+                da_i[m, d] = di * (one - f) * (sig_i * (one + a_i[m, d] * (one - sig_i)))
+                dlb_partial[b, d] += np.float64(df * (one - s_f))
+                da_f[m, d] = df * (one - lb[d]) * s_f * (one - s_f)
+                carry[d] = di * f
+        for d in range(D):
+            dh0[b, d] = carry[d]
+
+
+# ----------------------------------------------------------------------------
+# E8 GLU: prod = SiLU(gate) * up, with gu = [gate | up] (M, 2I)
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def glu_forward_kernel(gu, prod):
+    M, I = prod.shape
+    for m in prange(M):
+        for k in range(I):
+            gate = gu[m, k]
+            prod[m, k] = gate * sigmoid32(gate) * gu[m, I + k]
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def glu_backward_kernel(dprod, gu, dgu):
+    """dgu = [dgate | dup] (M, 2I): dgate = dprod * up * SiLU'(gate), dup = dprod * SiLU(gate)."""
+    M, I = dprod.shape
+    one = np.float32(1.0)
+    for m in prange(M):
+        for k in range(I):
+            gate = gu[m, k]
+            s = sigmoid32(gate)
+            dgu[m, k] = dprod[m, k] * gu[m, I + k] * (s * (one + gate * (one - s)))
+            dgu[m, I + k] = dprod[m, k] * (gate * s)
+
+
+# ----------------------------------------------------------------------------
+# E9 the residual add and the next norm in one pass; the norm's recompute from its statistics
+
+@njit(parallel=True, cache=True)
+def add_rmsnorm_kernel(x, a, g, c, r, y, rstd):
+    """r = x + a, y = rms(r; g) (all (M, D)), rstd (M,)."""
+    M, D = x.shape
+    for m in prange(M):
+        for d in range(D):
+            r[m, d] = x[m, d] + a[m, d]
+        rm = _row_rstd(r, m, D, c, rstd)
+        for d in range(D):
+            y[m, d] = r[m, d] * rm * g[d]
+
+
+@njit(parallel=True, cache=True)
+def rmsnorm_apply_kernel(x, g, rstd, y):
+    """y = x * rstd * g from stored statistics (the same numbers as the forward's)."""
+    M, D = x.shape
+    for m in prange(M):
+        r = rstd[m]
+        for d in range(D):
+            y[m, d] = x[m, d] * r * g[d]
