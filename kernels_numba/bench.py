@@ -10,6 +10,8 @@
      Engine.from_pretrained's load time and peak anonymous memory (RssAnon: the file's mapped pages do
      not count) against its budget, beside MMfreeLM.from_pretrained (the float model), each in a fresh
      process
+  8. (--only rss) peak resident memory of a training step, fused vs caching, in fresh processes (step_memory.py)
+  9. (--only profile) a training step's time per phase against its float-GEMM floor (step_profile.py)
   7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
      the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
@@ -182,7 +184,7 @@ def bench_train(config_kw, B, T, steps):
     runs = {"numpy": "numpy", "numba": NumbaBackend(True, True, "blas"),
             "numba-ternary": NumbaBackend(True, True, "ternary")}
     models = {k: mmf.MMfreeLM(cfg, seed=0, backend=b) for k, b in runs.items()}
-    opts = {k: AdamW(m.params, lr=1e-3) for k, m in models.items()}
+    opts = {k: AdamW(m.params, lr=1e-3, ops=m.backend) for k, m in models.items()}
     losses = {k: m.loss_and_grads(x, y)[0] for k, m in models.items()}   # warm-up (compiles kernels)
     floor = gemm_floor(cfg, B * T)
     ts = {k: [] for k in list(models) + list(floor)}
@@ -404,7 +406,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
-                                                                  "checks"])
+                                                                  "checks", "rss", "profile"])
     ap.add_argument("--pretrained", action="store_true",
                     help="also section 6: export a 370M-shaped BF16 checkpoint, load it (about a minute, 3 GB)")
     args = ap.parse_args(argv)
@@ -468,6 +470,12 @@ def main(argv=None):
               f"= {r['budget'] / MiB:.0f} MiB: {'within' if r['grown'] <= r['budget'] else 'OVER'}")
         print(f"[6] MMfreeLM.from_pretrained (the float32 model, for contrast): {m['seconds']:.1f} s; peak RssAnon "
               f"{(m['peak'] - m['before']) / MiB:.0f} MiB above the {m['before'] / MiB:.0f} MiB before loading")
+    if "rss" in want:                                                # step_memory.py: fresh processes
+        from .step_memory import format_result, measure
+        print("[8] " + format_result(measure(S["train"], S["batch"], S["seq"]), f"{S['train']} B={S['batch']} T={S['seq']}"))
+    if "profile" in want:                                            # step_profile.py: time per phase
+        from .step_profile import format_profile, profile_step
+        print("[9] " + format_profile(profile_step(S["train"], S["batch"], S["seq"]), "training step by phase"))
     if "checks" in want:
         r = bench_checks(S["decode"], S["gemv"])
         print(f"[7] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "
