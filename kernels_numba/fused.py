@@ -11,12 +11,31 @@ the summation order of the row mean (accumulated in float64 here).
 Shapes: x (M, K) float32 or float64 C-contiguous, g (K,), per-row outputs (M,).
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .expf import exp_native, sigmoid32
 
 ACT_QMAX = 127.0
 ACT_EPS = 1e-5
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) of two floats as LLVM's maxnum, which loops vectorize (a running max written with
+    Python's max or an if does not: measured 10x slower over a row). The same value as max() for
+    every non-NaN input; a NaN operand is ignored instead of propagated."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(sig.return_type)
+        name = "llvm.maxnum.f32" if ty == ir.FloatType() else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty]), name)
+        return builder.call(fn, args)
+    return a(a, b), codegen
 
 
 # ----------------------------------------------------------------------------
@@ -61,7 +80,7 @@ def norm_quant_kernel(x, g, c, q, s, rstd, xq):
         r = _row_rstd(x, m, K, c, rstd)
         absmax = c[2]                                                # max(|xn|, 1e-5) as a running max
         for k in range(K):
-            absmax = max(absmax, abs(x[m, k] * r * g[k]))
+            absmax = maxnum(absmax, abs(x[m, k] * r * g[k]))
         s[m] = c[1] / absmax
         sm = s[m]
         if want_q:
@@ -154,8 +173,7 @@ def cross_entropy_kernel(logits, targets, lse, nll):
     for n in prange(N):
         mx = logits[n, 0]
         for v in range(V):
-            if logits[n, v] > mx:
-                mx = logits[n, v]
+            mx = maxnum(mx, logits[n, v])
         acc = 0.0
         for v in range(V):
             acc += np.float64(exp_native(logits[n, v] - mx))

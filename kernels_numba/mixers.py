@@ -31,11 +31,11 @@ def mlgru_forward_kernel(a_i, a_f, a_g, lb, h0, g_norm, c, T, h, o, rstd_g):
     for b in prange(M // T):
         for t in range(T):
             m = b * T + t
+            h_prev = h[m - 1] if t > 0 else h0[b]                    # a row view: the d loop stays branch-free
             for d in range(D):
                 f = lb[d] + (one - lb[d]) * sigmoid32(a_f[m, d])
                 i = a_i[m, d] * sigmoid32(a_i[m, d]) * (one - f)
-                h_prev = h[m - 1, d] if t > 0 else h0[b, d]
-                h[m, d] = f * h_prev + i
+                h[m, d] = f * h_prev[d] + i
             r = _row_rstd(a_g, m, D, c, rstd_g)
             for d in range(D):
                 o[m, d] = a_g[m, d] * r * g_norm[d] * (h[m, d] * sigmoid32(h[m, d]))
@@ -58,22 +58,30 @@ def mlgru_output_backward_kernel(do, a_g, rstd_g, g_norm, h, da_g, dh, dg_partia
     M, D = a_g.shape
     one = np.float32(1.0)
     for ch in prange(dg_partial.shape[0]):
+        dg_n = np.empty(D, do.dtype)                                 # one row of do * SiLU(h)
         for d in range(D):
             dg_partial[ch, d] = 0.0
         for m in range(ch * ROWS_PER_CHUNK, min(M, (ch + 1) * ROWS_PER_CHUNK)):
             r = rstd_g[m]
-            acc = 0.0
             for d in range(D):
-                dg_n = do[m, d] * (h[m, d] * sigmoid32(h[m, d]))
-                acc += np.float64(dg_n * g_norm[d]) * np.float64(a_g[m, d] * r)
-            mean = acc / D
+                dg_n[d] = do[m, d] * (h[m, d] * sigmoid32(h[m, d]))
+            mean = _row_dot64(dg_n, g_norm, a_g, m, r) / D
             for d in range(D):
                 s = sigmoid32(h[m, d])
-                dg_n = do[m, d] * (h[m, d] * s)
                 xhat = a_g[m, d] * r
-                da_g[m, d] = r * (dg_n * g_norm[d] - xhat * mean)
-                dg_partial[ch, d] += np.float64(dg_n * xhat)
+                da_g[m, d] = r * (dg_n[d] * g_norm[d] - xhat * mean)
+                dg_partial[ch, d] += np.float64(dg_n[d] * xhat)
                 dh[m, d] = do[m, d] * (xhat * g_norm[d]) * (s * (one + h[m, d] * (one - s)))
+
+
+@njit(fastmath=True, cache=True)
+def _row_dot64(u, g, x, m, r):
+    """sum_d float64(u_d g_d) float64(x[m, d] r): the RMSNorm backward's projection (as in
+    fused.rmsnorm_backward_kernel); fastmath lets the float64 sum vectorize (only its order changes)."""
+    acc = 0.0
+    for d in range(u.shape[0]):
+        acc += np.float64(u[d] * g[d]) * np.float64(x[m, d] * r)
+    return acc
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
@@ -89,13 +97,13 @@ def mlgru_scan_backward_kernel(dh, a_i, a_f, lb, h, h0, T, da_i, da_f, dlb_parti
             dlb_partial[b, d] = 0.0
         for t in range(T - 1, -1, -1):
             m = b * T + t
+            h_prev = h[m - 1] if t > 0 else h0[b]                    # a row view: the d loop stays branch-free
             for d in range(D):
                 di = carry[d] + dh[m, d]
-                h_prev = h[m - 1, d] if t > 0 else h0[b, d]
                 s_f = sigmoid32(a_f[m, d])
                 f = lb[d] + (one - lb[d]) * s_f
                 sig_i = sigmoid32(a_i[m, d])
-                df = di * h_prev - di * (a_i[m, d] * sig_i)          # f also enters i = SiLU(a_i) (1 - f)
+                df = di * h_prev[d] - di * (a_i[m, d] * sig_i)       # f also enters i = SiLU(a_i) (1 - f)
                 da_i[m, d] = di * (one - f) * (sig_i * (one + a_i[m, d] * (one - sig_i)))
                 dlb_partial[b, d] += np.float64(df * (one - s_f))
                 da_f[m, d] = df * (one - lb[d]) * s_f * (one - s_f)
