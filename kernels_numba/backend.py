@@ -128,13 +128,19 @@ class NumbaBackend(NumpyBackend):
         return dx.reshape(lead + (x2.shape[1],)), dW, dg
 
     @staticmethod
+    def _ste_products(dy2, xq, Wq):
+        """The STE backward's two float products (E5): dW = dy^T x~ and dx~ = dy W~."""
+        dW = dy2.T @ xq                                              # (N, M) @ (M, K) -> (N, K)
+        dxq = dy2 @ Wq                                               # (M, N) @ (N, K) -> (M, K)
+        return dW, dxq
+
+    @staticmethod
     def _bitlinear_grads(dy2, x2, g, rstd, s, xq, Wq):
         """The STE backward (E5) on rows: dy2 (M, N), x2 (M, K) -> dx (M, K), dW (N, K), dg (K,)."""
         if xq is None:                                               # fused: recompute x~ (E5)
             xq = np.empty_like(x2)
             fused.requant_kernel(x2, g, rstd, s, xq)
-        dW = dy2.T @ xq                                              # (N, M) @ (M, K) -> (N, K)
-        dxq = dy2 @ Wq                                               # (M, N) @ (N, K) -> (M, K)
+        dW, dxq = NumbaBackend._ste_products(dy2, xq, Wq)
         del xq
         dx, dg = fused.rmsnorm_backward_rows(np.ascontiguousarray(dxq), x2, g, rstd)   # STE: dxn = dx~
         return dx, dW, dg

@@ -35,6 +35,7 @@ GEMM = "float GEMMs"
 # phase of each backend method (a method not listed is reported under its own name)
 METHODS = {
     "bitlinear_forward": GEMM, "bitlinear_backward": GEMM, "_bitlinear_rows": GEMM, "_bitlinear_grads": GEMM,
+    "_ste_products": GEMM,
     "_weight": "weight quant",
     "rmsnorm_forward": "RMSNorm", "rmsnorm_backward": "RMSNorm", "rmsnorm_normalized": "RMSNorm",
     "sigmoid": "MLGRU/GLU gates", "silu": "MLGRU/GLU gates", "silu_grad": "MLGRU/GLU gates",
