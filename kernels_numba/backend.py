@@ -28,7 +28,7 @@ from mmf.layers.bitlinear import BITLINEAR_EPS
 from mmf.checks import check_array
 from mmf.layers.quant import weight_codes, weight_scale
 
-from . import adamw, block, fused, scan
+from . import adamw, block, fused, heap, scan
 from .packing import pack_ternary
 from .products import matmul_best
 
@@ -58,6 +58,8 @@ class NumbaBackend(NumpyBackend):
             raise ValueError(f"matmul must be 'blas' (float GEMM on x~, W~) or 'ternary' "
                              f"(packed add/subtract kernel), got {matmul!r}")
         self.matmul = matmul
+        if fused:
+            heap.keep_freed_memory()                                 # no page faults from step to step
 
     # E1 ------------------------------------------------------------------------
     def rmsnorm_forward(self, x, g, eps):
