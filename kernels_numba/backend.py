@@ -137,14 +137,15 @@ class NumbaBackend(NumpyBackend):
         return dW, dxq
 
     @staticmethod
-    def _bitlinear_grads(dy2, x2, g, rstd, s, xq, Wq):
-        """The STE backward (E5) on rows: dy2 (M, N), x2 (M, K) -> dx (M, K), dW (N, K), dg (K,)."""
+    def _bitlinear_grads(dy2, x2, g, rstd, s, xq, Wq, add=None, out=None):
+        """The STE backward (E5) on rows: dy2 (M, N), x2 (M, K) -> dx (M, K), dW (N, K), dg (K,);
+        add/out as in fused.rmsnorm_backward_rows (dx added to another gradient in the same pass)."""
         if xq is None:                                               # fused: recompute x~ (E5)
             xq = np.empty_like(x2)
             fused.requant_kernel(x2, g, rstd, s, xq)
         dW, dxq = NumbaBackend._ste_products(dy2, xq, Wq)
         del xq
-        dx, dg = fused.rmsnorm_backward_rows(np.ascontiguousarray(dxq), x2, g, rstd)   # STE: dxn = dx~
+        dx, dg = fused.rmsnorm_backward_rows(np.ascontiguousarray(dxq), x2, g, rstd, add, out)   # STE: dxn = dx~
         return dx, dW, dg
 
     # E6/E8 gates ---------------------------------------------------------------

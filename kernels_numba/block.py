@@ -94,10 +94,10 @@ def block_backward(be, dout, cache):
     x2, dout2 = np.ascontiguousarray(x.reshape(M, D)), np.ascontiguousarray(dout.reshape(M, D))
     dp = {}
 
-    def bitlinear_grads(name, dy, inp):
+    def bitlinear_grads(name, dy, inp, add=None, out=None):
         st = linear[name]
         dinp, dp[name + ".weight"], dp[name + ".norm.weight"] = be._bitlinear_grads(
-            dy, inp, p[name + ".norm.weight"], st.rstd, st.s, None, st.Wq)
+            dy, inp, p[name + ".norm.weight"], st.rstd, st.s, None, st.Wq, add, out)
         return dinp
 
     # GLU channel mixer (E8), and the norm before it
@@ -112,8 +112,8 @@ def block_backward(be, dout, cache):
     mixers.rmsnorm_apply_kernel(cache.r, p["mlp_norm.weight"], cache.rstd_mlp, rn)
     drn = bitlinear_grads("mlp.gate_proj", dgu, rn)
     del dgu, rn
-    dr, dp["mlp_norm.weight"] = fused.rmsnorm_backward_rows(drn, cache.r, p["mlp_norm.weight"], cache.rstd_mlp)
-    np.add(dr, dout2, out=dr)                                        # both paths into r
+    dr, dp["mlp_norm.weight"] = fused.rmsnorm_backward_rows(drn, cache.r, p["mlp_norm.weight"], cache.rstd_mlp,
+                                                            add=dout2)   # dr = dout + dr_norm: both paths into r
     # MLGRU token mixer (E6)
     o = np.empty_like(x2)
     mixers.mlgru_output_kernel(cache.a_g, cache.rstd_g, p["attn.g_norm.weight"], cache.h, o)
@@ -134,10 +134,9 @@ def block_backward(be, dout, cache):
     mixers.mlgru_scan_backward_kernel(dh, cache.a_i, cache.a_f, cache.lb, cache.h, np.ascontiguousarray(cache.h0),
                                       T, da_i, da_f, dlb_partial, dh0)
     del dh
-    dxn += bitlinear_grads("attn.f_proj", da_f, xn)                 # dxn = dxn_g + dxn_f + dxn_i, in that order
-    dxn += bitlinear_grads("attn.i_proj", da_i, xn)
+    bitlinear_grads("attn.f_proj", da_f, xn, add=dxn, out=dxn)      # dxn = dxn_g + dxn_f + dxn_i, in that order
+    bitlinear_grads("attn.i_proj", da_i, xn, add=dxn, out=dxn)
     del da_i, da_f, xn
-    dx, dp["attn_norm.weight"] = fused.rmsnorm_backward_rows(dxn, x2, g_attn, rstd_a)
-    np.add(dr, dx, out=dx)                                           # dx = dr + dx_norm
+    dx, dp["attn_norm.weight"] = fused.rmsnorm_backward_rows(dxn, x2, g_attn, rstd_a, add=dr, out=dr)   # dr + dx_norm
     dlb = dlb_partial.sum(axis=0).astype(x.dtype) if cache.has_lb else None
     return dx.reshape(B, T, D), dp, dlb

@@ -131,13 +131,16 @@ ROWS_PER_CHUNK = 64
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial):
+def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial, add):
     """dx = rstd * (dxhat - xhat * mean(dxhat * xhat)) with xhat = x * rstd, dxhat = dy * g, and the
     gain gradient dg = sum_m dy * xhat accumulated per chunk of rows (dg_partial (chunks, K), summed
     by the caller) so that threads never write the same element. fastmath: the backward only needs
-    float rounding-level agreement, and it lets the row reductions vectorize."""
+    float rounding-level agreement, and it lets the row reductions vectorize. If add has M rows,
+    dx = add + (the above) instead: a gradient joining another (a residual, a shared input) without a
+    separate pass; dx may be add itself."""
     M, K = x.shape
     n_chunks = dg_partial.shape[0]
+    has_add = add.shape[0] == M
     for c in prange(n_chunks):
         for k in range(K):
             dg_partial[c, k] = 0.0
@@ -149,16 +152,18 @@ def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial):
             mean = acc / K
             for k in range(K):
                 xhat = x[m, k] * r
-                dx[m, k] = r * (dy[m, k] * g[k] - xhat * mean)
+                v = r * (dy[m, k] * g[k] - xhat * mean)
+                dx[m, k] = add[m, k] + v if has_add else v
                 dg_partial[c, k] += np.float64(dy[m, k] * xhat)
 
 
-def rmsnorm_backward_rows(dy2, x2, g, rstd):
-    """(M, K) arrays -> dx (M, K), dg (K,)."""
+def rmsnorm_backward_rows(dy2, x2, g, rstd, add=None, out=None):
+    """(M, K) arrays -> dx (M, K), dg (K,). add (M, K): return add + dx instead (written into out,
+    which may be add itself; a new array if out is None)."""
     M, K = x2.shape
-    dx = np.empty_like(x2)
+    dx = np.empty_like(x2) if out is None else out
     dg_partial = np.empty((-(-M // ROWS_PER_CHUNK), K), np.float64)
-    rmsnorm_backward_kernel(dy2, x2, g, rstd, dx, dg_partial)
+    rmsnorm_backward_kernel(dy2, x2, g, rstd, dx, dg_partial, x2[:0] if add is None else add)
     return dx, dg_partial.sum(axis=0).astype(x2.dtype)
 
 

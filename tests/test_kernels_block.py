@@ -204,3 +204,17 @@ def test_adamw_kernel_falls_back_on_views():
     nb_adamw.adamw_update(p, g, m, v, 1e-2, 0.0, 0.9, 0.95, 1e-8, 0.1, 0.05)
     nb_adamw.adamw_update(pt, g, mt, vt, 1e-2, 0.0, 0.9, 0.95, 1e-8, 0.1, 0.05)
     assert np.array_equal(p, pt) and (p != 0).all()
+
+
+def test_rmsnorm_backward_adds_into_another_gradient():
+    rng = np.random.default_rng(7)
+    dy, x, other = rng.standard_normal((3, 70, 24)).astype(F32)
+    g = (1 + 0.2 * rng.standard_normal(24)).astype(F32)
+    _, (_, _, rstd) = rmsnorm_forward(x, g, 1e-6)
+    rstd = np.ascontiguousarray(rstd[:, 0])
+    dx, dg = fused.rmsnorm_backward_rows(dy, x, g, rstd)
+    summed, dg2 = fused.rmsnorm_backward_rows(dy, x, g, rstd, add=other)
+    assert np.array_equal(dg2, dg) and rel(summed, other + dx) < 1e-6 and not np.array_equal(summed, dx)
+    inplace = other.copy()
+    fused.rmsnorm_backward_rows(dy, x, g, rstd, add=inplace, out=inplace)
+    assert np.array_equal(inplace, summed)
