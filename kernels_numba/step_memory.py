@@ -62,11 +62,13 @@ def measure_in_this_process(config_kw, B, T, fused, steps=2, seed=0):
 def measure(config_kw, B, T, runs=3, steps=2):
     """Alternating fresh processes per mode; returns {mode: {baseline, peak, step: [per run]}}."""
     out = {"fused": [], "caching": []}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the children import this package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     for _ in range(runs):
         for mode in ("fused", "caching"):
             code = ("import json; from kernels_numba.step_memory import measure_in_this_process as m; "
                     f"print(json.dumps(m({config_kw!r}, {B}, {T}, {mode == 'fused'}, {steps})))")
-            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
             out[mode].append(json.loads(r.stdout.strip().splitlines()[-1]))
     return out
 
