@@ -129,11 +129,14 @@ def block_backward(be, dout, cache):
     mixers.rmsnorm_apply_kernel(x2, g_attn, rstd_a, xn)             # recompute the mixer's input
     dxn = bitlinear_grads("attn.g_proj", da_g, xn)
     del da_g
-    da_i, da_f = np.empty_like(x2), np.empty_like(x2)
-    dlb_partial, dh0 = np.empty((B, D), np.float64), np.empty((B, D), x.dtype)
-    mixers.mlgru_scan_backward_kernel(dh, cache.a_i, cache.a_f, cache.lb, cache.h, np.ascontiguousarray(cache.h0),
-                                      T, da_i, da_f, dlb_partial, dh0)
+    di, dh0 = np.empty_like(x2), np.empty((B, D), x.dtype)
+    mixers.mlgru_carry_kernel(dh, cache.a_f, cache.lb, T, di, dh0)   # the scan backward (E6)
     del dh
+    da_i, da_f = np.empty_like(x2), np.empty_like(x2)
+    dlb_partial = np.empty((-(-M // fused.ROWS_PER_CHUNK), D), np.float64)
+    mixers.mlgru_gates_backward_kernel(di, cache.a_i, cache.a_f, cache.lb, cache.h, np.ascontiguousarray(cache.h0),
+                                       T, da_i, da_f, dlb_partial)
+    del di
     bitlinear_grads("attn.f_proj", da_f, xn, add=dxn, out=dxn)      # dxn = dxn_g + dxn_f + dxn_i, in that order
     bitlinear_grads("attn.i_proj", da_i, xn, add=dxn, out=dxn)
     del da_i, da_f, xn

@@ -59,15 +59,17 @@ def mlgru_output_backward_kernel(do, a_g, rstd_g, g_norm, h, da_g, dh, dg_partia
     one = np.float32(1.0)
     for ch in prange(dg_partial.shape[0]):
         dg_n = np.empty(D, do.dtype)                                 # one row of do * SiLU(h)
+        sig = np.empty(D, do.dtype)                                  # one row of sigmoid(h)
         for d in range(D):
             dg_partial[ch, d] = 0.0
         for m in range(ch * ROWS_PER_CHUNK, min(M, (ch + 1) * ROWS_PER_CHUNK)):
             r = rstd_g[m]
             for d in range(D):
-                dg_n[d] = do[m, d] * (h[m, d] * sigmoid32(h[m, d]))
+                sig[d] = sigmoid32(h[m, d])
+                dg_n[d] = do[m, d] * (h[m, d] * sig[d])
             mean = _row_dot64(dg_n, g_norm, a_g, m, r) / D
             for d in range(D):
-                s = sigmoid32(h[m, d])
+                s = sig[d]
                 xhat = a_g[m, d] * r
                 da_g[m, d] = r * (dg_n[d] * g_norm[d] - xhat * mean)
                 dg_partial[ch, d] += np.float64(dg_n[d] * xhat)
@@ -84,32 +86,58 @@ def _row_dot64(u, g, x, m, r):
     return acc
 
 
+# The scan's backward in two passes: the carried gradient first (sequential in t, one array written,
+# so the d loop vectorizes), then everything else row by row in parallel. One fused loop writing four
+# arrays measured 2x slower: LLVM gives up vectorizing a loop with that many possibly-aliased arrays.
+
 @njit(parallel=True, error_model="numpy", cache=True)
-def mlgru_scan_backward_kernel(dh, a_i, a_f, lb, h, h0, T, da_i, da_f, dlb_partial, dh0):
-    """Reverse time per sequence: carry = dh_t + f_{t+1} carry; di_t = carry; df_t = carry h_{t-1};
-    then back through i = SiLU(a_i) (1 - f) and f = lb + (1 - lb) sigmoid(a_f) to da_i, da_f (M, D),
-    the lower bound's gradient per sequence dlb_partial (B, D) float64, and dh0 (B, D)."""
+def mlgru_carry_kernel(dh, a_f, lb, T, di, dh0):
+    """The gradient on each state, from the last token back: di_t = di_{t+1} f_{t+1} + dh_t, with
+    f = lb + (1 - lb) sigmoid(a_f) recomputed; dh0 = di_0 f_0 (B, D). di, dh (M, D)."""
     M, D = dh.shape
-    one = np.float32(1.0)
     for b in prange(M // T):
-        carry = np.zeros(D, dh.dtype)
+        last = b * T + T - 1
         for d in range(D):
-            dlb_partial[b, d] = 0.0
-        for t in range(T - 1, -1, -1):
+            di[last, d] = dh[last, d]
+        for t in range(T - 2, -1, -1):
             m = b * T + t
-            h_prev = h[m - 1] if t > 0 else h0[b]                    # a row view: the d loop stays branch-free
-            for d in range(D):
-                di = carry[d] + dh[m, d]
-                s_f = sigmoid32(a_f[m, d])
-                f = lb[d] + (one - lb[d]) * s_f
-                sig_i = sigmoid32(a_i[m, d])
-                df = di * h_prev[d] - di * (a_i[m, d] * sig_i)       # f also enters i = SiLU(a_i) (1 - f)
-                da_i[m, d] = di * (one - f) * (sig_i * (one + a_i[m, d] * (one - sig_i)))
-                dlb_partial[b, d] += np.float64(df * (one - s_f))
-                da_f[m, d] = df * (one - lb[d]) * s_f * (one - s_f)
-                carry[d] = di * f
+            _carry_row(di[m + 1], a_f[m + 1], lb, dh[m], di[m])
+        _carry_row(di[b * T], a_f[b * T], lb, np.zeros(D, dh.dtype), dh0[b])
+
+
+@njit(error_model="numpy", cache=True)
+def _carry_row(di_next, a_f_next, lb, dh, out):
+    one = np.float32(1.0)
+    for d in range(out.shape[0]):
+        out[d] = di_next[d] * (lb[d] + (one - lb[d]) * sigmoid32(a_f_next[d])) + dh[d]
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def mlgru_gates_backward_kernel(di, a_i, a_f, lb, h, h0, T, da_i, da_f, dlb_partial):
+    """From di (M, D), the gradient on every state (= on i_t, and on f_t through h_{t-1}): back
+    through i = SiLU(a_i) (1 - f) and f = lb + (1 - lb) sigmoid(a_f) to da_i, da_f (M, D), and the
+    lower bound's gradient per chunk of rows into dlb_partial (chunks, D) float64."""
+    M, D = di.shape
+    for ch in prange(dlb_partial.shape[0]):
+        dlb = np.zeros(D, di.dtype)                                  # this chunk's sum, float32
+        for m in range(ch * ROWS_PER_CHUNK, min(M, (ch + 1) * ROWS_PER_CHUNK)):
+            h_prev = h[m - 1] if m % T > 0 else h0[m // T]
+            _gates_backward_row(di[m], a_i[m], a_f[m], lb, h_prev, da_i[m], da_f[m], dlb)
         for d in range(D):
-            dh0[b, d] = carry[d]
+            dlb_partial[ch, d] = dlb[d]
+
+
+@njit(error_model="numpy", cache=True)
+def _gates_backward_row(di, a_i, a_f, lb, h_prev, da_i, da_f, dlb):
+    one = np.float32(1.0)
+    for d in range(di.shape[0]):
+        s_f = sigmoid32(a_f[d])
+        f = lb[d] + (one - lb[d]) * s_f
+        sig_i = sigmoid32(a_i[d])
+        df = di[d] * h_prev[d] - di[d] * (a_i[d] * sig_i)            # f also enters i = SiLU(a_i) (1 - f)
+        da_i[d] = di[d] * (one - f) * (sig_i * (one + a_i[d] * (one - sig_i)))
+        dlb[d] += df * (one - s_f)
+        da_f[d] = df * (one - lb[d]) * s_f * (one - s_f)
 
 
 # ----------------------------------------------------------------------------

@@ -228,3 +228,44 @@ def test_fused_step_needs_less_resident_memory_than_caching():
                                        runs=1, steps=1))
     assert med["caching"]["step"] > 8 * 2**20 and med["fused"]["step"] > 2**20   # the step was seen at all
     assert saving > 0.25, f"fused step needs only {100 * saving:.0f}% less than caching"
+
+
+def test_mlgru_backward_kernels_equal_reference_math():
+    from mmf.layers import recurrence
+    from mmf.layers.rmsnorm import rmsnorm_backward
+    rng = np.random.default_rng(8)
+    B, T, D = 3, 8, 21
+    M = B * T
+    a_i, a_f, a_g, do, dh_out = ((2 * rng.standard_normal((M, D))).astype(F32) for _ in range(5))
+    lb, g_norm = rng.random(D).astype(F32), (1 + 0.2 * rng.standard_normal(D)).astype(F32)
+    h0 = rng.standard_normal((B, D)).astype(F32)
+    h, o, rstd = np.empty((M, D), F32), np.empty((M, D), F32), np.empty(M, F32)
+    mixers.mlgru_forward_kernel(a_i, a_f, a_g, lb, h0, g_norm, fused.constants(F32, 1e-6), T, h, o, rstd)
+    # reference: the output gate's backward (mmf.layers.mlgru's official gate)
+    gn, c_gn = rmsnorm_forward(a_g, g_norm, 1e-6)
+    s_h = activations.silu(h)
+    da_g_ref, dgn_ref = rmsnorm_backward(do * s_h, c_gn)
+    dh_ref = do * gn * activations.silu_grad(h)
+    da_g, dh, dgp = np.empty_like(h), np.empty_like(h), np.empty((1, D))
+    mixers.mlgru_output_backward_kernel(do, a_g, rstd, g_norm, h, da_g, dh, dgp)
+    assert rel(da_g, da_g_ref) < 1e-5 and rel(dh, dh_ref) < 1e-5 and rel(dgp.sum(0), dgn_ref) < 1e-5
+    # reference: the scan's backward and the gates' (mmf.layers.recurrence, mmf.layers.mlgru)
+    s_f = activations.sigmoid(a_f)
+    f = lb + (1 - lb) * s_f
+    df, di, dh0_ref = recurrence.scan_backward(dh_out.reshape(B, T, D), f.reshape(B, T, D), h.reshape(B, T, D), h0)
+    df, di = df.reshape(M, D), di.reshape(M, D)
+    df = df - di * activations.silu(a_i)
+    da_i_ref = di * (1 - f) * activations.silu_grad(a_i)
+    da_f_ref = df * (1 - lb) * s_f * (1 - s_f)
+    dlb_ref = (df * (1 - s_f)).sum(axis=0)
+    di_k, dh0 = np.empty_like(h), np.empty((B, D), F32)
+    mixers.mlgru_carry_kernel(dh_out, a_f, lb, T, di_k, dh0)
+    assert rel(di_k, di) < 1e-5 and rel(dh0, dh0_ref) < 1e-5
+    da_i, da_f, dlbp = np.empty_like(h), np.empty_like(h), np.empty((1, D))
+    mixers.mlgru_gates_backward_kernel(di_k, a_i, a_f, lb, h, h0, T, da_i, da_f, dlbp)
+    assert rel(da_i, da_i_ref) < 1e-5 and rel(da_f, da_f_ref) < 1e-5 and rel(dlbp.sum(0), dlb_ref) < 1e-5
+    # negative controls: the carry started from the wrong end; the states shifted by one token
+    mixers.mlgru_carry_kernel(dh_out[::-1].copy(), a_f, lb, T, di_k, dh0)
+    assert rel(di_k, di) > 1e-2
+    mixers.mlgru_gates_backward_kernel(di, a_i, a_f, lb, np.roll(h, 1, axis=0), h0, T, da_i, da_f, dlbp)
+    assert rel(da_f, da_f_ref) > 1e-2
