@@ -10,10 +10,11 @@
      Engine.from_pretrained's load time and peak anonymous memory (RssAnon: the file's mapped pages do
      not count) against its budget, beside MMfreeLM.from_pretrained (the float model), each in a fresh
      process
-  8. (--only rss) peak resident memory of a training step, fused vs caching, in fresh processes (step_memory.py)
-  9. (--only profile) a training step's time per phase against its float-GEMM floor (step_profile.py)
   7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
      the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
+
+  (--only rss) peak resident memory of a training step, fused vs caching, in fresh processes (step_memory.py)
+  (--only profile) a training step's time per phase against its float-GEMM floor (step_profile.py)
 
 Medians of repeats with min-max; the machine is shared, so only ratios within one run mean much.
 `python -m kernels_numba.bench` (full) or `--smoke` (tiny sizes, seconds; the notebook uses that).
@@ -472,10 +473,10 @@ def main(argv=None):
               f"{(m['peak'] - m['before']) / MiB:.0f} MiB above the {m['before'] / MiB:.0f} MiB before loading")
     if "rss" in want:                                                # step_memory.py: fresh processes
         from .step_memory import format_result, measure
-        print("[8] " + format_result(measure(S["train"], S["batch"], S["seq"]), f"{S['train']} B={S['batch']} T={S['seq']}"))
+        print("[rss] " + format_result(measure(S["train"], S["batch"], S["seq"]), f"{S['train']} B={S['batch']} T={S['seq']}"))
     if "profile" in want:                                            # step_profile.py: time per phase
         from .step_profile import format_profile, profile_step
-        print("[9] " + format_profile(profile_step(S["train"], S["batch"], S["seq"]), "training step by phase"))
+        print("[profile] " + format_profile(profile_step(S["train"], S["batch"], S["seq"]), "training step by phase"))
     if "checks" in want:
         r = bench_checks(S["decode"], S["gemv"])
         print(f"[7] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "
