@@ -8,7 +8,8 @@ computes the same numbers (tests/test_kernels_block.py) with
     a_f, a_g, the states h, the residual r and the GLU input gu = [gate | up], plus per-row
     statistics. Everything else -- the normed inputs of the BitLinears, x~ (E5), the gates, o, the
     GLU product -- is recomputed in backward by one cheap pass each. (The caching mode keeps about
-    three times as much: every x~, every gate value, every normed input.)
+    2.5 times as much, every x~, gate value and normed input: `python -m kernels_numba.bench --only
+    memory` counts the arrays held for backward, `--only rss` the resident memory of a step.)
 
 Shapes: x (B, T, D) viewed as rows (M, D) with M = B * T; I the GLU width.
 """
