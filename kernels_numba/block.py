@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mmf.checks import check_array
+
 from . import fused, mixers
 
 ATTN = ("i_proj", "f_proj", "g_proj")
@@ -47,10 +49,27 @@ class FusedBlockCache(NamedTuple):
     p: dict                     # the block's parameters (for the gains)
 
 
+def _param_shapes(p, D):
+    """The shape each of the block's parameters must have (I read from down_proj, as the model's config gives it)."""
+    I = p["mlp.down_proj.weight"].shape[1]
+    shapes = {"attn_norm.weight": (D,), "attn.g_norm.weight": (D,), "mlp_norm.weight": (D,),
+              "mlp.gate_proj.weight": (2 * I, D), "mlp.gate_proj.norm.weight": (D,),
+              "mlp.down_proj.weight": (D, I), "mlp.down_proj.norm.weight": (I,)}
+    for n in ATTN + ("o_proj",):
+        shapes[f"attn.{n}.weight"], shapes[f"attn.{n}.norm.weight"] = (D, D), (D,)
+    return shapes
+
+
 def block_forward(be, x, p, lb, h0, eps):
     """mmf.models.block.block_forward with the official gate: x (B, T, D), h0 (B, D) ->
     out (B, T, D), h_last (B, D), cache."""
+    check_array("block x", x, ndim=3)
     B, T, D = x.shape
+    check_array("block h0", h0, shape=(B, D), dtype=x.dtype)
+    if lb is not None:
+        check_array("block lb", lb, shape=(D,), dtype=x.dtype)
+    for name, shape in _param_shapes(p, D).items():                 # the kernels do not check bounds
+        check_array(f"block {name}", p[name], shape=shape, dtype=x.dtype)
     M = B * T
     x2 = np.ascontiguousarray(x.reshape(M, D))                      # (B, T, D) -> (M, D)
     c = fused.constants(x.dtype, eps)

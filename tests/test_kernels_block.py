@@ -269,3 +269,17 @@ def test_mlgru_backward_kernels_equal_reference_math():
     assert rel(di_k, di) > 1e-2
     mixers.mlgru_gates_backward_kernel(di, a_i, a_f, lb, np.roll(h, 1, axis=0), h0, T, da_i, da_f, dlbp)
     assert rel(da_f, da_f_ref) > 1e-2
+
+
+def test_fused_block_refuses_bad_shapes():
+    # the kernels do not check bounds: the block checks every array before it launches them
+    p, x, h0, lb, _ = block_setup()
+    be = NumbaBackend()
+    with pytest.raises(ValueError, match="g_norm"):
+        be.block_forward(x, dict(p, **{"attn.g_norm.weight": p["attn.g_norm.weight"][:-1]}), lb, h0, 1e-6, "official")
+    with pytest.raises(ValueError, match="h0"):
+        be.block_forward(x, p, lb, h0[:-1], 1e-6, "official")
+    with pytest.raises(ValueError, match="lb"):
+        be.block_forward(x, p, lb[:-1], h0, 1e-6, "official")
+    with pytest.raises(ValueError, match="down_proj"):
+        be.block_forward(x, dict(p, **{"mlp.down_proj.norm.weight": np.ones(3, F32)}), lb, h0, 1e-6, "official")
