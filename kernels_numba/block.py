@@ -5,7 +5,7 @@ computes the same numbers (tests/test_kernels_block.py) with
 
   * one kernel per elementwise stage (mixers.py) instead of chains of NumPy operations;
   * less memory held for the backward: per layer only the block input x, the pre-activations a_i,
-    a_f, a_g, the states h, the residual r and the GLU input gu = [gate | up], plus per-row
+    a_f, a_g, the states h, the residual r and the GLU input (gate, up), plus per-row
     statistics. Everything else -- the normed inputs of the BitLinears, x~ (E5), the gates, o, the
     GLU product -- is recomputed in backward by one cheap pass each. (The caching mode keeps about
     2.5 times as much, every x~, gate value and normed input: `python -m kernels_numba.bench --only
@@ -18,6 +18,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mmf.checks import check_array
+
+from mmf.layers.bitlinear import BITLINEAR_EPS
 
 from . import fused, mixers
 
@@ -44,7 +46,7 @@ class FusedBlockCache(NamedTuple):
     rstd_g: np.ndarray          # (M,) g_norm's statistics
     r: np.ndarray               # (M, D) the residual after the token mixer
     rstd_mlp: np.ndarray        # (M,)
-    gu: np.ndarray              # (M, 2I) gate_proj output [gate | up]
+    gate_up: np.ndarray         # (2, M, I) gate_proj output: gate_up[0] the gate, gate_up[1] up
     linear: dict                # projection name -> LinearStats
     p: dict                     # the block's parameters (for the gains)
 
@@ -58,6 +60,54 @@ def _param_shapes(p, D):
     for n in ATTN + ("o_proj",):
         shapes[f"attn.{n}.weight"], shapes[f"attn.{n}.norm.weight"] = (D, D), (D,)
     return shapes
+
+
+def gate_up_projection(be, rn, p, linear):
+    """gate_proj (E8's BitLinear D -> 2I, one ternary scale for both halves) on rows rn (M, D), its
+    output written as (2, M, I): the gate's rows of W~ and the up rows as two products, so that each
+    half is one contiguous array for the GLU kernels."""
+    W, g = p["mlp.gate_proj.weight"], p["mlp.gate_proj.norm.weight"]
+    I = W.shape[0] // 2
+    if be.matmul == "ternary":                                       # the add/subtract product: split a copy
+        y, rstd, s, _, Wq = be._bitlinear_rows(rn, W, g, keep_xq=False)
+        gate_up = np.stack([y[:, :I], y[:, I:]])
+    else:
+        Wq, _ = be._weight(W)
+        _, s, rstd, xq = fused.norm_quant(rn, g, BITLINEAR_EPS, want_q=False, want_xq=True)
+        gate_up = np.empty((2, rn.shape[0], I), rn.dtype)
+        gate_up_products(xq, Wq, gate_up)
+    linear["mlp.gate_proj"] = LinearStats(rstd, s, Wq)
+    return gate_up
+
+
+def gate_up_products(xq, Wq, gate_up):
+    """The forward product x~ W~^T (E4) written as its two halves: (M, D) -> (2, M, I)."""
+    I = gate_up.shape[2]
+    np.matmul(xq, Wq[:I].T, out=gate_up[0])
+    np.matmul(xq, Wq[I:].T, out=gate_up[1])
+
+
+def gate_up_grads(rn, dgate_up, p, linear, dp):
+    """gate_proj's STE backward (E5) from the two halves of its output gradient: dW (2I, D) half by
+    half, dx~ = dgate W~_gate + dup W~_up, then its norm's backward. Returns drn (M, D)."""
+    g, st = p["mlp.gate_proj.norm.weight"], linear["mlp.gate_proj"]
+    xq = np.empty_like(rn)
+    fused.requant_kernel(rn, g, st.rstd, st.s, xq)                  # x~ recomputed
+    dp["mlp.gate_proj.weight"], dxq = gate_up_backward_products(dgate_up, xq, st.Wq)
+    del xq
+    drn, dp["mlp.gate_proj.norm.weight"] = fused.rmsnorm_backward_rows(dxq, rn, g, st.rstd)
+    return drn
+
+
+def gate_up_backward_products(dgate_up, xq, Wq):
+    """dW = dy^T x~ (2I, D) and dx~ = dy W~ (M, D) with dy given as its halves (2, M, I)."""
+    I = dgate_up.shape[2]
+    dW = np.empty(Wq.shape, Wq.dtype)
+    np.matmul(dgate_up[0].T, xq, out=dW[:I])
+    np.matmul(dgate_up[1].T, xq, out=dW[I:])
+    dxq = dgate_up[0] @ Wq[:I]
+    dxq += dgate_up[1] @ Wq[I:]
+    return dW, dxq
 
 
 def block_forward(be, x, p, lb, h0, eps):
@@ -93,15 +143,15 @@ def block_forward(be, x, p, lb, h0, eps):
     r, rn, rstd_mlp = np.empty_like(x2), np.empty_like(x2), np.empty(M, x.dtype)
     mixers.add_rmsnorm_kernel(x2, a, p["mlp_norm.weight"], c, r, rn, rstd_mlp)   # r = x + a, rn = rms(r)
     del a
-    gu = bitlinear("mlp.gate_proj", rn)                              # (M, 2I)
+    gate_up = gate_up_projection(be, rn, p, linear)                   # (2, M, I)
     del rn
-    prod = np.empty((M, gu.shape[1] // 2), x.dtype)
-    mixers.glu_forward_kernel(gu, prod)                              # SiLU(gate) * up, (M, I)
+    prod = np.empty(gate_up.shape[1:], x.dtype)
+    mixers.glu_forward_kernel(gate_up[0], gate_up[1], prod)          # SiLU(gate) * up, (M, I)
     out = bitlinear("mlp.down_proj", prod)                           # (M, D)
     del prod
     np.add(r, out, out=out)                                          # residual 2: out = r + m
     cache = FusedBlockCache((x, p["attn_norm.weight"], rstd_a), T, lb_arr, lb is not None, h0,
-                            a_i, a_f, a_g, h, rstd_g, r, rstd_mlp, gu, linear, p)
+                            a_i, a_f, a_g, h, rstd_g, r, rstd_mlp, gate_up, linear, p)
     return out.reshape(B, T, D), h.reshape(B, T, D)[:, -1], cache
 
 
@@ -121,17 +171,18 @@ def block_backward(be, dout, cache):
         return dinp
 
     # GLU channel mixer (E8), and the norm before it
-    prod = np.empty((M, cache.gu.shape[1] // 2), x.dtype)
-    mixers.glu_forward_kernel(cache.gu, prod)                        # recompute SiLU(gate) * up
+    gate, up = cache.gate_up
+    prod = np.empty_like(gate)
+    mixers.glu_forward_kernel(gate, up, prod)                        # recompute SiLU(gate) * up
     dprod = bitlinear_grads("mlp.down_proj", dout2, prod)
     del prod
-    dgu = np.empty_like(cache.gu)
-    mixers.glu_backward_kernel(dprod, cache.gu, dgu)                 # [dgate | dup] (M, 2I)
+    dgate_up = np.empty_like(cache.gate_up)
+    mixers.glu_backward_kernel(dprod, gate, up, dgate_up[0], dgate_up[1])   # (2, M, I)
     del dprod
     rn = np.empty_like(x2)
     mixers.rmsnorm_apply_kernel(cache.r, p["mlp_norm.weight"], cache.rstd_mlp, rn)
-    drn = bitlinear_grads("mlp.gate_proj", dgu, rn)
-    del dgu, rn
+    drn = gate_up_grads(rn, dgate_up, p, linear, dp)
+    del dgate_up, rn
     dr, dp["mlp_norm.weight"] = fused.rmsnorm_backward_rows(drn, cache.r, p["mlp_norm.weight"], cache.rstd_mlp,
                                                             add=dout2)   # dr = dout + dr_norm: both paths into r
     # MLGRU token mixer (E6)

@@ -141,28 +141,29 @@ def _gates_backward_row(di, a_i, a_f, lb, h_prev, da_i, da_f, dlb):
 
 
 # ----------------------------------------------------------------------------
-# E8 GLU: prod = SiLU(gate) * up, with gu = [gate | up] (M, 2I)
+# E8 GLU: prod = SiLU(gate) * up. gate and up are two separate (M, I) arrays (block.py writes
+# gate_proj's output that way): the same loop over the two halves of one (M, 2I) row measured 1.6-1.9x
+# slower.
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def glu_forward_kernel(gu, prod):
+def glu_forward_kernel(gate, up, prod):
     M, I = prod.shape
     for m in prange(M):
         for k in range(I):
-            gate = gu[m, k]
-            prod[m, k] = gate * sigmoid32(gate) * gu[m, I + k]
+            prod[m, k] = gate[m, k] * sigmoid32(gate[m, k]) * up[m, k]
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def glu_backward_kernel(dprod, gu, dgu):
-    """dgu = [dgate | dup] (M, 2I): dgate = dprod * up * SiLU'(gate), dup = dprod * SiLU(gate)."""
+def glu_backward_kernel(dprod, gate, up, dgate, dup):
+    """dgate = dprod * up * SiLU'(gate), dup = dprod * SiLU(gate), all (M, I)."""
     M, I = dprod.shape
     one = np.float32(1.0)
     for m in prange(M):
         for k in range(I):
-            gate = gu[m, k]
-            s = sigmoid32(gate)
-            dgu[m, k] = dprod[m, k] * gu[m, I + k] * (s * (one + gate * (one - s)))
-            dgu[m, I + k] = dprod[m, k] * (gate * s)
+            g = gate[m, k]
+            s = sigmoid32(g)
+            dgate[m, k] = dprod[m, k] * up[m, k] * (s * (one + g * (one - s)))
+            dup[m, k] = dprod[m, k] * (g * s)
 
 
 # ----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ FUNCTIONS = {
                "glu_forward_kernel": "GLU", "glu_backward_kernel": "GLU",
                "add_rmsnorm_kernel": "RMSNorm", "rmsnorm_apply_kernel": "RMSNorm"},
     "backend": {"weight_codes": "weight quant", "pack_ternary": "weight quant"},
+    "block": {"gate_up_products": GEMM, "gate_up_backward_products": GEMM},
 }
 
 

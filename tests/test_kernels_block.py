@@ -65,19 +65,18 @@ def test_fused_block_equals_reference_block(layer):
 
 
 def test_block_comparison_catches_a_broken_kernel(monkeypatch):
-    # negative control: a GLU backward that drops SiLU'(gate)'s second term must fail the comparison
-    def wrong_glu_backward(dprod, gu, dgu):
-        I = dprod.shape[1]
-        gate, up = gu[:, :I], gu[:, I:]
-        s = activations.sigmoid(gate)
-        dgu[:, :I] = dprod * up * s
-        dgu[:, I:] = dprod * gate * s
+    # negative control: a GLU backward off by 1% in dup must fail the comparison
+    right = mixers.glu_backward_kernel
+
+    def wrong(dprod, gate, up, dgate, dup):
+        right(dprod, gate, up, dgate, dup)
+        dup *= F32(1.01)
 
     p, x, h0, lb, dout = block_setup()
     ref = NumpyBackend()
     _, _, c0 = ref_block.block_forward(x, p, lb, h0, 1e-6, ref)
     _, dp0, _ = ref_block.block_backward(dout, c0, ref)
-    monkeypatch.setattr(mixers, "glu_backward_kernel", wrong_glu_backward)
+    monkeypatch.setattr(mixers, "glu_backward_kernel", wrong)
     be = NumbaBackend()
     _, _, c1 = be.block_forward(x, p, lb, h0, 1e-6, "official")
     _, dp1, _ = be.block_backward(dout, c1)
@@ -124,16 +123,32 @@ def test_mlgru_kernels_equal_reference_math():
 
 def test_glu_kernels_equal_reference():
     rng = np.random.default_rng(2)
-    gu = (2 * rng.standard_normal((30, 2 * 17))).astype(F32)
+    gate, up = (2 * rng.standard_normal((2, 30, 17))).astype(F32)
     dprod = rng.standard_normal((30, 17)).astype(F32)
-    gate, up = gu[:, :17], gu[:, 17:]
     prod = np.empty((30, 17), F32)
-    mixers.glu_forward_kernel(gu, prod)
+    mixers.glu_forward_kernel(gate, up, prod)
     assert rel(prod, activations.silu(gate) * up) < 1e-6
-    dgu = np.empty_like(gu)
-    mixers.glu_backward_kernel(dprod, gu, dgu)
-    assert rel(dgu[:, :17], dprod * up * activations.silu_grad(gate)) < 1e-6
-    assert rel(dgu[:, 17:], dprod * activations.silu(gate)) < 1e-6
+    dgate, dup = np.empty_like(gate), np.empty_like(up)
+    mixers.glu_backward_kernel(dprod, gate, up, dgate, dup)
+    assert rel(dgate, dprod * up * activations.silu_grad(gate)) < 1e-6
+    assert rel(dup, dprod * activations.silu(gate)) < 1e-6
+    mixers.glu_backward_kernel(dprod, up, gate, dgate, dup)          # negative control: halves swapped
+    assert rel(dgate, dprod * up * activations.silu_grad(gate)) > 1e-2
+
+
+def test_gate_up_products_equal_one_product():
+    # gate_proj's output written as two halves: the same numbers as the one product and its STE backward
+    rng = np.random.default_rng(9)
+    xq, dy = rng.standard_normal((2, 40, 12)).astype(F32)
+    Wq = rng.standard_normal((12, 12)).astype(F32)
+    gate_up = np.empty((2, 40, 6), F32)
+    nb_block.gate_up_products(xq, Wq, gate_up)
+    y = xq @ Wq.T
+    assert rel(gate_up[0], y[:, :6]) < 1e-6 and rel(gate_up[1], y[:, 6:]) < 1e-6
+    dW, dxq = nb_block.gate_up_backward_products(np.stack([dy[:, :6], dy[:, 6:]]), xq, Wq)
+    assert rel(dW, dy.T @ xq) < 1e-6 and rel(dxq, dy @ Wq) < 1e-6
+    dW, dxq = nb_block.gate_up_backward_products(np.stack([dy[:, 6:], dy[:, :6]]), xq, Wq)   # negative control
+    assert rel(dxq, dy @ Wq) > 1e-2
 
 
 def test_add_rmsnorm_and_apply_kernels():
