@@ -298,3 +298,11 @@ def test_fused_block_refuses_bad_shapes():
         be.block_forward(x, p, lb[:-1], h0, 1e-6, "official")
     with pytest.raises(ValueError, match="down_proj"):
         be.block_forward(x, dict(p, **{"mlp.down_proj.norm.weight": np.ones(3, F32)}), lb, h0, 1e-6, "official")
+
+
+def test_adamw_takes_the_backend_kernel_and_refuses_other_ops():
+    from mmf.training.adamw import AdamW
+    params = {"w": np.ones((4, 3), F32)}
+    assert AdamW(params, ops=NumbaBackend()).update.__func__ is NumbaBackend.adamw_update
+    with pytest.raises(TypeError, match="adamw_update"):
+        AdamW(params, ops=object())

@@ -34,6 +34,9 @@ class AdamW:
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, ops=None):
         """ops: an object with an `adamw_update` method of adamw_update's signature (a model's backend);
         None runs the NumPy function above."""
+        if ops is not None and not callable(getattr(ops, "adamw_update", None)):
+            raise TypeError(f"ops must have an adamw_update method (a model's backend, e.g. model.backend), "
+                            f"got {type(ops).__name__}")
         self.params = params                 # the model's dict: updated in place
         self.update = adamw_update if ops is None else ops.adamw_update
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
