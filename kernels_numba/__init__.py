@@ -14,9 +14,17 @@ Files, one concept each:
     products.py        the add/subtract products, numbered versions 0-4, validated and timed
     simd.py            version 4's inner loop in LLVM IR: AVX-512 mask registers + VPSADBW
     expf.py            a float32 exp Numba can vectorize (gates, softmax)
-    fused.py           row kernels: norm + quantize, RMSNorm, cross-entropy, gate nonlinearities
+    fused.py           row kernels: norm + quantize, RMSNorm, cross-entropy, gate nonlinearities,
+                       ternary W~, the embedding gradient
     scan.py            the MLGRU recurrence over T tokens and for one decoding step
+    mixers.py          a training block's elementwise stages (MLGRU gates + scan + output gate, GLU,
+                       residual + norm), one pass each, forward and backward
+    block.py           the E9 block for training on those kernels (the fused mode: less memory held)
+    adamw.py           AdamW's update of one parameter in one pass
+    heap.py            keep freed memory in the process between training steps (no page faults)
     backend.py         NumbaBackend, mmf's switch to all of the above
+    step_profile.py    a training step's time per phase against its float-GEMM floor
+    step_memory.py     a training step's peak resident memory, fused vs caching, in fresh processes
     engine.py          Engine: a packed model decoding with carried state
     bench.py           the measurements of the README's "Measured" table (python -m kernels_numba.bench)
     peers.py           bench --peers: mmf beside PyTorch and the machine's limits, one process per contender

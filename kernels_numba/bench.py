@@ -13,6 +13,8 @@
   7. (--only checks) the input checks of the public entries (Engine.step, ternary_matvec) against the work they guard:
      the checks alone (many calls) vs one decoding step of the 370M shape / one 4096 x 4096 GEMV
 
+  (--only rss) peak resident memory of a training step, fused vs caching, in fresh processes (step_memory.py)
+  (--only profile) a training step's time per phase against its float-GEMM floor (step_profile.py)
   8. (--peers, instead of 1-7; kernels_numba/peers.py) mmf beside real peers and the machine's limits, every
      contender in its own process, alternated: training against PyTorch eager and torch.compile of the
      same model (kernels_numba/peer_torch.py) and against its float-GEMM floor; decoding (batch 1, 4, 8,
@@ -191,7 +193,7 @@ def bench_train(config_kw, B, T, steps):
     runs = {"numpy": "numpy", "numba": NumbaBackend(True, True, "blas"),
             "numba-ternary": NumbaBackend(True, True, "ternary")}
     models = {k: mmf.MMfreeLM(cfg, seed=0, backend=b) for k, b in runs.items()}
-    opts = {k: AdamW(m.params, lr=1e-3) for k, m in models.items()}
+    opts = {k: AdamW(m.params, lr=1e-3, ops=m.backend) for k, m in models.items()}
     losses = {k: m.loss_and_grads(x, y)[0] for k, m in models.items()}   # warm-up (compiles kernels)
     floor = gemm_floor(cfg, B * T)
     ts = {k: [] for k in list(models) + list(floor)}
@@ -413,7 +415,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--only", nargs="*", default=None, choices=["gemv", "decode", "train", "memory", "pretrained",
-                                                                  "checks", "infer", "pauses"],
+                                                                  "checks", "rss", "profile", "infer", "pauses"],
                     help="sections to run; with --peers: train, infer, pauses")
     ap.add_argument("--peers", action="store_true",
                     help="instead of sections 1-7: mmf beside PyTorch (eager, torch.compile) and the machine's "
@@ -494,6 +496,12 @@ def main(argv=None):
               f"= {r['budget'] / MiB:.0f} MiB: {'within' if r['grown'] <= r['budget'] else 'OVER'}")
         print(f"[6] MMfreeLM.from_pretrained (the float32 model, for contrast): {m['seconds']:.1f} s; peak RssAnon "
               f"{(m['peak'] - m['before']) / MiB:.0f} MiB above the {m['before'] / MiB:.0f} MiB before loading")
+    if "rss" in want:                                                # step_memory.py: fresh processes
+        from .step_memory import format_result, measure
+        print("[rss] " + format_result(measure(S["train"], S["batch"], S["seq"]), f"{S['train']} B={S['batch']} T={S['seq']}"))
+    if "profile" in want:                                            # step_profile.py: time per phase
+        from .step_profile import format_profile, profile_step
+        print("[profile] " + format_profile(profile_step(S["train"], S["batch"], S["seq"]), "training step by phase"))
     if "checks" in want:
         r = bench_checks(S["decode"], S["gemv"])
         print(f"[7] input checks of Engine.step, {r['config']} batch 1: {fmt_us(r['step_checks'])} per call vs "

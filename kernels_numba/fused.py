@@ -11,12 +11,31 @@ the summation order of the row mean (accumulated in float64 here).
 Shapes: x (M, K) float32 or float64 C-contiguous, g (K,), per-row outputs (M,).
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .expf import exp_native, sigmoid32
 
 ACT_QMAX = 127.0
 ACT_EPS = 1e-5
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) of two floats as LLVM's maxnum, which loops vectorize (a running max written with
+    Python's max or an if does not: measured 10x slower over a row). The same value as max() for
+    every non-NaN input; a NaN operand is ignored instead of propagated."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(sig.return_type)
+        name = "llvm.maxnum.f32" if ty == ir.FloatType() else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty]), name)
+        return builder.call(fn, args)
+    return a(a, b), codegen
 
 
 # ----------------------------------------------------------------------------
@@ -61,7 +80,7 @@ def norm_quant_kernel(x, g, c, q, s, rstd, xq):
         r = _row_rstd(x, m, K, c, rstd)
         absmax = c[2]                                                # max(|xn|, 1e-5) as a running max
         for k in range(K):
-            absmax = max(absmax, abs(x[m, k] * r * g[k]))
+            absmax = maxnum(absmax, abs(x[m, k] * r * g[k]))
         s[m] = c[1] / absmax
         sm = s[m]
         if want_q:
@@ -112,13 +131,16 @@ ROWS_PER_CHUNK = 64
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial):
+def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial, add):
     """dx = rstd * (dxhat - xhat * mean(dxhat * xhat)) with xhat = x * rstd, dxhat = dy * g, and the
     gain gradient dg = sum_m dy * xhat accumulated per chunk of rows (dg_partial (chunks, K), summed
     by the caller) so that threads never write the same element. fastmath: the backward only needs
-    float rounding-level agreement, and it lets the row reductions vectorize."""
+    float rounding-level agreement, and it lets the row reductions vectorize. If add has M rows,
+    dx = add + (the above) instead: a gradient joining another (a residual, a shared input) without a
+    separate pass; dx may be add itself."""
     M, K = x.shape
     n_chunks = dg_partial.shape[0]
+    has_add = add.shape[0] == M
     for c in prange(n_chunks):
         for k in range(K):
             dg_partial[c, k] = 0.0
@@ -130,16 +152,18 @@ def rmsnorm_backward_kernel(dy, x, g, rstd, dx, dg_partial):
             mean = acc / K
             for k in range(K):
                 xhat = x[m, k] * r
-                dx[m, k] = r * (dy[m, k] * g[k] - xhat * mean)
+                v = r * (dy[m, k] * g[k] - xhat * mean)
+                dx[m, k] = add[m, k] + v if has_add else v
                 dg_partial[c, k] += np.float64(dy[m, k] * xhat)
 
 
-def rmsnorm_backward_rows(dy2, x2, g, rstd):
-    """(M, K) arrays -> dx (M, K), dg (K,)."""
+def rmsnorm_backward_rows(dy2, x2, g, rstd, add=None, out=None):
+    """(M, K) arrays -> dx (M, K), dg (K,). add (M, K): return add + dx instead (written into out,
+    which may be add itself; a new array if out is None)."""
     M, K = x2.shape
-    dx = np.empty_like(x2)
+    dx = np.empty_like(x2) if out is None else out
     dg_partial = np.empty((-(-M // ROWS_PER_CHUNK), K), np.float64)
-    rmsnorm_backward_kernel(dy2, x2, g, rstd, dx, dg_partial)
+    rmsnorm_backward_kernel(dy2, x2, g, rstd, dx, dg_partial, x2[:0] if add is None else add)
     return dx, dg_partial.sum(axis=0).astype(x2.dtype)
 
 
@@ -154,8 +178,7 @@ def cross_entropy_kernel(logits, targets, lse, nll):
     for n in prange(N):
         mx = logits[n, 0]
         for v in range(V):
-            if logits[n, v] > mx:
-                mx = logits[n, v]
+            mx = maxnum(mx, logits[n, v])
         acc = 0.0
         for v in range(V):
             acc += np.float64(exp_native(logits[n, v] - mx))
@@ -205,3 +228,34 @@ def gate(z, kernel):
     out = np.empty_like(flat)
     kernel(flat, out)
     return out.reshape(z.shape)
+
+
+# ----------------------------------------------------------------------------
+# E3 ternary weights W~ = clip(round(W / beta), -1, 1) * beta in one pass (NumPy makes six, with an
+# int8 and a float copy); beta itself stays NumPy's mean, so the codes are the reference's exactly
+
+@njit(parallel=True, cache=True)
+def ternary_weight_kernel(W, inv_beta, beta, Wq):
+    """W (N, K) -> Wq (N, K) = clip(rint(W * inv_beta), -1, 1) * beta, in W's dtype (inv_beta, beta too)."""
+    N, K = W.shape
+    for n in prange(N):
+        for k in range(K):
+            Wq[n, k] = min(max(np.rint(W[n, k] * inv_beta), -1.0), 1.0) * beta
+
+
+# ----------------------------------------------------------------------------
+# E10 embedding gradient: dE[ids[n]] += dx[n], a scatter-add
+
+@njit(parallel=True, cache=True)
+def embedding_backward_kernel(ids, dx, dE):
+    """ids (N,) int64, dx (N, D), dE (V, D) zeroed. Threads split the D columns, and every thread
+    adds the rows in token order: no two threads write one element, and each element receives its
+    additions in np.add.at's order, so the result is the reference's bit for bit."""
+    N, D = dx.shape
+    n_blocks = (D + 31) // 32
+    for blk in prange(n_blocks):
+        lo, hi = blk * 32, min(D, (blk + 1) * 32)
+        for n in range(N):
+            row = ids[n]
+            for d in range(lo, hi):
+                dE[row, d] += dx[n, d]

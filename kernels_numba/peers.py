@@ -91,7 +91,7 @@ def _train_worker(kind, S):
     if kind in ("mmf-numba", "mmf-numpy"):
         from mmf.training.adamw import AdamW
         model = mmf.MMfreeLM(cfg, seed=0, backend=kind.split("-")[1])
-        opt = AdamW(model.params, lr=1e-3)
+        opt = AdamW(model.params, lr=1e-3, ops=model.backend)
         last = {}
 
         def step():

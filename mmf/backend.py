@@ -19,8 +19,11 @@ The backend also carries two model-wide modes:
   fused    -- True recomputes x~ in the BitLinear backward instead of caching it (E5 memory saving),
               and the mixers recompute their cheap elementwise intermediates the same way.
 """
+import numpy as np
+
 from mmf.layers import activations, bitlinear, layernorm, linear, loss, recurrence, rmsnorm, wkv
 from mmf.layers.quant import resolve_weights
+from mmf.training import adamw
 
 
 
@@ -90,6 +93,27 @@ class NumpyBackend:
 
     def wkv_scan_backward(self, dy, cache, dstate_last=None):
         return wkv.wkv_scan_backward(dy, cache, dstate_last)
+
+    # E10 embedding: the gradient of a row gather is a scatter-add (a token seen twice gets both rows)
+    def embedding_backward(self, ids, dx, vocab_size):
+        """ids (B, T), dx (B, T, D) -> dE (V, D)."""
+        dE = np.zeros((vocab_size, dx.shape[-1]), dx.dtype)
+        np.add.at(dE, ids.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+        return dE
+
+    # E9 a whole block, composed from the methods above (mmf.models.block). A backend may run it with
+    # its own fused kernels instead (kernels_numba: fewer passes over the activations, less memory).
+    def block_forward(self, x, p, lb, h0, eps, gate):
+        from mmf.models.block import block_forward                  # lazy: mmf.models imports this module
+        return block_forward(x, p, lb, h0, eps, self, gate)
+
+    def block_backward(self, dout, cache):
+        from mmf.models.block import block_backward
+        return block_backward(dout, cache, self)
+
+    # the optimizer's update of one parameter (mmf.training.adamw)
+    def adamw_update(self, p, g, m, v, lr, decay, b1, b2, eps, c1, c2):
+        adamw.adamw_update(p, g, m, v, lr, decay, b1, b2, eps, c1, c2)
 
     # E11
     def cross_entropy_forward(self, logits, targets):

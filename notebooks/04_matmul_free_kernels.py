@@ -362,7 +362,9 @@ print(f"trained model: engine vs mmf logits differ by {trained_err:.1e} (relativ
 # training the two backward GEMMs of every BitLinear (dW = dyᵀ x̃, dx̃ = dy W̃, E5) stay float matrix
 # products, so float BLAS sets the floor of a step; the `ternary` variant also runs the forward
 # product as the add/subtract kernel. The fused variant stores only x and two per-row numbers per
-# BitLinear and recomputes x̃ in the backward. The left plot splits each step into those float GEMMs
+# BitLinear and recomputes x̃ in the backward; with this backend it also runs each whole block on fused
+# kernels (`kernels_numba/block.py`), which keep only the block's input, pre-activations, states and
+# residual, and recompute the rest in one pass each. The left plot splits each step into those float GEMMs
 # (measured alone, in the same run) and everything else. In smoke mode the sizes are so small that
 # per-call overheads dominate; full mode runs the benchmark's sizes (`python -m kernels_numba.bench`), and
 # the cell prints the ratios measured here.
@@ -406,4 +408,6 @@ print(f"activation memory saved by fused recompute: BitLinear caches {100 * mem[
 #   the `ternary` training variant is no faster than float BLAS here, and a step's float GEMMs
 #   (the forward and the two STE backward products, E5) set its floor (printed by the benchmark).
 # * Full-size numbers: `python -m kernels_numba.bench` (GEMV 4096², 370M decode, memory, training
-#   step, activation memory), and `python -m kernels_numba.products N` for version N alone.
+#   step, activation memory), and `python -m kernels_numba.products N` for version N alone;
+#   `python -m kernels_numba.step_profile` splits a training step into its phases, and
+#   `python -m kernels_numba.step_memory` measures its peak resident memory in fresh processes.

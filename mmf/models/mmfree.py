@@ -84,8 +84,12 @@ class MMfreeLM(LanguageModel):
         for l in range(cfg.num_layers):
             h0 = state[l] if state is not None else np.zeros((B, cfg.hidden_size), self.dtype)
             lb_l = lb[l] if (lb is not None and l > 0) else None              # layer 0 is unbounded
-            x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, block_ops,
-                                         cfg.output_gate)
+            if block_ops is ops:      # the backend's block: the reference (NumPy) or the fused kernels (Numba)
+                x, h_last, c = ops.block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps,
+                                                 cfg.output_gate)                 # mmf.models.block (E9)
+            else:                     # projections end with OneBit's LayerNorm: the reference block on that view
+                x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, block_ops,
+                                             cfg.output_gate)
             new_state.append(h_last)
             block_caches.append(c)
         xn, c_norm = ops.rmsnorm_forward(x, P["model.norm.weight"], cfg.rms_norm_eps)
@@ -116,12 +120,15 @@ class MMfreeLM(LanguageModel):
         for l in reversed(range(cfg.num_layers)):
             if dhidden is not None:
                 dx = dx + dhidden[l]                                  # the block output's own gradient
-            dx, dp, dlb_l = block_backward(dx, block_caches[l], block_ops)
+            if block_ops is ops:
+                dx, dp, dlb_l = ops.block_backward(dx, block_caches[l])
+            else:
+                dx, dp, dlb_l = block_backward(dx, block_caches[l], block_ops)
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v
             if dlb_l is not None:
                 dlb[l] += dlb_l
         if S is not None:
             grads["model.lower_bounds"] += lower_bounds_backward(dlb, S)
-        np.add.at(grads["model.embeddings.weight"], ids.reshape(-1), dx.reshape(-1, cfg.hidden_size))
+        grads["model.embeddings.weight"] += ops.embedding_backward(ids, dx, cfg.vocab_size)
         return grads

@@ -6,6 +6,10 @@
 
 Weight decay applies to the 2-D projection matrices only; the embedding, the lower bounds and every
 norm gain are not decayed (the usual LM practice, and BitNet's).
+
+`adamw_update` is the update of one parameter; AdamW runs it over the dict. A backend may run the
+same update with its own kernel (`ops`, e.g. the model's backend: kernels_numba makes it one
+parallel pass per parameter instead of ~12 NumPy passes), with the same float32 operations.
 """
 import numpy as np
 
@@ -14,9 +18,27 @@ def decays(name, p):
     return p.ndim == 2 and name not in ("model.embeddings.weight", "model.lower_bounds")
 
 
+def adamw_update(p, g, m, v, lr, decay, b1, b2, eps, c1, c2):
+    """One AdamW update of parameter p with gradient g, in place on p, m, v. decay is lr * wd (0 for
+    parameters that do not decay); c1, c2 the bias corrections 1 - b1^t, 1 - b2^t."""
+    m *= b1
+    m += (1.0 - b1) * g
+    v *= b2
+    v += (1.0 - b2) * (g * g)
+    if decay:
+        p -= decay * p
+    p -= lr * (m / c1) / (np.sqrt(v / c2) + eps)
+
+
 class AdamW:
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, ops=None):
+        """ops: an object with an `adamw_update` method of adamw_update's signature (a model's backend);
+        None runs the NumPy function above."""
+        if ops is not None and not callable(getattr(ops, "adamw_update", None)):
+            raise TypeError(f"ops must have an adamw_update method (a model's backend, e.g. model.backend), "
+                            f"got {type(ops).__name__}")
         self.params = params                 # the model's dict: updated in place
+        self.update = adamw_update if ops is None else ops.adamw_update
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
@@ -30,15 +52,8 @@ class AdamW:
         self.t += 1
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t      # bias corrections
         for name, p in self.params.items():
-            g = grads[name]
-            m, v = self.m[name], self.v[name]
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            if wd and decays(name, p):
-                p -= (lr * wd) * p
-            p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+            decay = lr * wd if (wd and decays(name, p)) else 0.0
+            self.update(p, grads[name], self.m[name], self.v[name], lr, decay, b1, b2, self.eps, c1, c2)
 
     def state_dict(self):
         return {"t": self.t, "m": {k: a.copy() for k, a in self.m.items()},

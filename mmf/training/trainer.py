@@ -486,7 +486,8 @@ def train(cfg: TrainConfig) -> dict:
     _check_sample_prompts(cfg, tok)
     model = build_model(model_config_of(cfg, tok.vocab_size), seed=cfg.seed, dtype=np.dtype(cfg.dtype),
                         backend=cfg.backend)
-    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
+                ops=model.backend)                         # the backend's AdamW kernel, if it has one
     rng = np.random.default_rng(cfg.seed)                     # batch order; its state = data position
     history = {"step": [], "train_loss": [], "lr": [], "val_step": [], "val_loss": [], "val_bpb": [],
                "val_seconds": []}                     # wall-clock training seconds at each evaluation
