@@ -47,7 +47,7 @@ SMOKE = os.environ.get("MMF_SMOKE") == "1"     # CI: a smoke grid, seconds
 #
 # Architectures and sizes are two tables (`scaling.ARCHS`, `scaling.SIZES`); every run is one
 # architecture at one size and one seed. The default grid: MMfree ternary, MMfree float and Transformer++
-# float at five sizes, two seeds at the two smallest sizes (to see how much of a difference is noise).
+# float at seven sizes, two seeds at the two smallest sizes (to see how much of a difference is noise).
 # Every run gets the same token rule — **2 tokens per non-embedding parameter** — and its architecture's
 # learning rate from the baselines sweep (notebook 06). `--plan` prints the grid without training:
 
@@ -193,8 +193,8 @@ if out_dir is not None:
 #
 # ## 7. What this can and cannot say
 #
-# - These models are tiny (tens to hundreds of thousands of non-embedding parameters) and see 2 tokens
-#   per parameter — far from the paper's regime. An exponent fitted here describes $10^{11}$–$10^{13}$
+# - These models are tiny (tens of thousands to under two million non-embedding parameters) and see 2 tokens
+#   per parameter — far from the paper's regime. An exponent fitted here describes $10^{11}$–$10^{14}$
 #   FLOPs of early training on one small corpus; it is not evidence for or against a crossing at
 #   $10^{23}$.
 # - One learning rate per architecture, swept at one size (notebook 06); a rate that suits the largest
