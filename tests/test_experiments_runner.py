@@ -174,6 +174,24 @@ def test_foreign_folder_and_bad_grids_are_refused(base, tmp_path):
         run_grid(GRID[:1], base, str(tmp_path), csv_name="other.csv", progress=False)
 
 
+def test_a_folder_left_by_a_writer_killed_mid_run_json_is_a_new_run(base, tmp_path):
+    """kill -9 between the temporary run.json and its rename leaves `run.json.tmp-<dead pid>` alone in the
+    folder: the runner removes it and starts the run; a temp file of a live writer is still refused."""
+    cfg = runner.run_config(GRID[0], base, str(tmp_path))
+    os.makedirs(cfg.out_dir)
+    dead = 2 ** 22 + 12345                           # above Linux's default pid_max: no such process
+    stale = os.path.join(cfg.out_dir, f"run.json.tmp-{dead}")
+    with open(stale, "w") as f:
+        f.write('{"lr": 0.0')                       # cut off mid-write
+    assert run_state(cfg.out_dir, cfg) == "new"
+    assert not os.path.exists(stale)
+    live = os.path.join(cfg.out_dir, f"run.json.tmp-{os.getppid()}")
+    with open(live, "w") as f:
+        f.write("{}")
+    with pytest.raises(RunFolderError, match=r"a_lr0\.01.*no run\.json"):
+        run_state(cfg.out_dir, cfg)
+
+
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(base, tmp_path):
     def diverging(cfg):
         raise NonFiniteLossError("non-finite loss (nan) at step 3")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from mmf.atomic import remove_stale_temp_files, temp_name
 from mmf.training.checkpoint import CheckpointError, load_checkpoint
 from mmf.training.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -76,7 +77,7 @@ def count_params(model) -> tuple[int, int]:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
@@ -120,6 +121,7 @@ def run_state(folder: str, cfg: TrainConfig) -> str:
     if not os.path.isdir(folder):
         return "new"
     spec_path = os.path.join(folder, "run.json")
+    remove_stale_temp_files(folder)              # a writer killed mid-write (e.g. of run.json) left these
     if not os.path.exists(spec_path):
         if os.listdir(folder):
             raise RunFolderError(f"run folder {folder!r} has files but no run.json, so it was not made by "
@@ -249,6 +251,7 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
                          f"{sorted({n for n in names if names.count(n) > 1})}")
     configs = [run_config(r, base, out_dir, run_progress) for r in runs]   # validates every run first
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temp_files(out_dir)                                       # e.g. a runs.csv cut off by kill -9
     csv_path = os.path.join(out_dir, csv_name)
     if os.path.exists(csv_path):                                           # never overwrite a foreign file
         try:
