@@ -56,13 +56,13 @@ plan = scaling.plan(scaling.DEFAULT_ARCHS, list(scaling.SIZES))
 for p in plan:
     print(f"{p['name']:32s} {p['params_nonembedding']:>8,} non-embedding params {p['tokens']:>10,} tokens "
           f"{p['flops']:.2e} FLOPs  ~{p['est_s'] / 60:.1f} min")
-print(f"estimated total: {sum(p['est_s'] for p in plan) / 3600:.2f} h on a quiet 2-core machine")
+print(f"estimated total: {sum(p['est_s'] for p in plan) / 3600:.2f} h in one process, at the published runs' rates")
 
 # %% [markdown]
-# The time estimate multiplies each run's tokens by a training rate measured from a few timed steps of
-# each architecture at each width (process CPU seconds on a shared machine, a proxy for a quiet one's
-# wall time; the constants are in `scaling.MEASURED_TOK_S`). It is an estimate: the measured time of
-# the whole grid is what the README reports once the grid has run.
+# The time estimate divides each run's tokens by the training rate that the published grid
+# (`docs/results/scaling.csv`) measured for that architecture at that width: its runs' tokens over
+# their wall seconds (`scaling.measured_rates()`). Those runs shared the machine's 2 cores, two at a
+# time, so the estimate is a cautious one for a single process.
 #
 # ## 2. Counting compute the same way for everyone
 #

@@ -137,6 +137,19 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_plan_estimates_come_from_the_published_runs():
+    """--plan's time of each default-grid run lies within the wall times the published grid measured
+    for that architecture at that width (it divides tokens by their median rate)."""
+    rows = read_csv(scaling.RESULTS_CSV)
+    for p, run in zip(scaling.plan(scaling.DEFAULT_ARCHS, list(scaling.SIZES)),
+                      scaling.runs_of(scaling.DEFAULT_ARCHS, list(scaling.SIZES), False)):
+        D = scaling.SIZES[run.tags["size"]][0]
+        same = [r["wall_s"] / r["tokens"] for r in rows if r["variant"] == run.tags["variant"] and r["hidden_size"] == D]
+        assert same, p["name"]
+        assert min(same) * (1 - 1e-9) <= p["est_s"] / p["tokens"] <= max(same) * (1 + 1e-9), p["name"]
+    assert scaling.estimate_seconds("mmfree-ternary", "d48l2", 1000, rates={}) is None
+
+
 def test_default_grid_shape():
     """>= 4 sizes spanning >= 8x in non-embedding parameters, 2 seeds at the two smallest, 3 architectures."""
     ne = [scaling.param_counts("mmfree-ternary", s)[1] for s in scaling.SIZES]

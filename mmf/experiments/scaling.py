@@ -88,18 +88,6 @@ SMOKE_BASE = {**PRESETS["smoke"], "batch_size": 4, "block_size": 32, "backend": 
               "sample_prompts": "", "eval_windows": 4}
 SMOKE_TOKENS_PER_PARAM = 0.12                      # smoke: a handful of steps per run
 
-# measured training throughput (tokens/s) for the time estimate of --plan: single runs of 3 timed
-# loss_and_grads steps (8 x 128 tokens, numba backend) per (architecture, D), process CPU seconds on
-# the shared 2-core machine (a proxy for quiet wall time), 2026-11-30; the slowest of the measured
-# sizes at or above D is used, and the optimizer and evaluations add ~15% (EST_OVERHEAD)
-MEASURED_TOK_S = {
-    "mmfree-ternary": {64: 3008, 96: 3181, 128: 1617, 192: 978},
-    "mmfree-float": {64: 1845, 96: 1431, 128: 768, 192: 360},
-    "transformer-float": {64: 1413, 96: 1253, 128: 906, 192: 451},
-    "bitnet-b1.58": {64: 764, 96: 660, 128: 387},      # (measured later, beside this project's test suite)
-    "bitnet-binary": {64: 707, 96: 562, 128: 425},
-}
-EST_OVERHEAD = 1.15
 
 
 def intermediate_size(D: int) -> int:
@@ -261,27 +249,40 @@ def run_study(archs, sizes, out_dir: str, smoke: bool = False, progress: bool = 
 # the time estimate (--plan)
 
 
-def estimate_seconds(arch: str, size: str, tokens: int) -> float | None:
-    """Quiet-machine seconds of one run: tokens / the rate measured at the nearest width >= D, times
-    EST_OVERHEAD (None for an architecture without measurements)."""
-    rates = MEASURED_TOK_S.get(arch)
+def measured_rates(path: str = RESULTS_CSV) -> dict:
+    """{variant: {D: training tokens/s}} from the published grid's own runs (tokens / wall_s of every
+    finished run in docs/results/scaling.csv, the median over seeds and layer counts at each width).
+    Those runs shared 2 cores two by two with other jobs, so the rates are cautious."""
+    if not os.path.exists(path):
+        return {}
+    by = {}
+    for r in read_csv(path):
+        if r.get("status") == "ok" and isinstance(r.get("wall_s"), (int, float)) and r["wall_s"] > 0:
+            by.setdefault(r["variant"], {}).setdefault(int(r["hidden_size"]), []).append(r["tokens"] / r["wall_s"])
+    return {v: {d: float(np.median(x)) for d, x in widths.items()} for v, widths in by.items()}
+
+
+def estimate_seconds(arch: str, size: str, tokens: int, rates: dict | None = None) -> float | None:
+    """Seconds of one run: tokens / the rate the published grid measured for this architecture at the
+    nearest width >= D (the widest measured one beyond); None for an architecture never measured."""
+    rates = (measured_rates() if rates is None else rates).get(arch)
     if not rates:
         return None
     D = SIZES[size][0]
     nearest = min((d for d in rates if d >= D), default=max(rates))
-    return EST_OVERHEAD * tokens / rates[nearest]
+    return tokens / rates[nearest]
 
 
 def plan(archs, sizes, smoke: bool = False) -> list[dict]:
     base = SMOKE_BASE if smoke else BASE
-    out = []
+    out, rates = [], ({} if smoke else measured_rates())
     for run in runs_of(archs, sizes, smoke):
         arch, size = run.tags["variant"], run.tags["size"]
         p, ne = param_counts(arch, size, smoke)
         tokens = run.overrides["max_steps"] * base["batch_size"] * base["block_size"]
         comp = training_compute(model_config(arch, size, smoke), tokens, base["block_size"])
         out.append({"name": run.name, "params": p, "params_nonembedding": ne, "tokens": tokens,
-                    "flops": comp.flops, "est_s": None if smoke else estimate_seconds(arch, size, tokens)})
+                    "flops": comp.flops, "est_s": None if smoke else estimate_seconds(arch, size, tokens, rates)})
     return out
 
 
@@ -575,8 +576,8 @@ def main(argv=None) -> int:
             print(f"{p['name']:34s} {p['params']:>9,} params {p['params_nonembedding']:>9,} non-emb "
                   f"{p['tokens']:>9,} tokens {p['flops']:.2e} FLOPs" + (f"  ~{est / 60:.1f} min" if est else ""))
         if not smoke:
-            unmeasured = sorted({a for a in archs if a not in MEASURED_TOK_S})
-            print(f"estimated total on a quiet machine: {total / 3600:.2f} h (from MEASURED_TOK_S; noisy)"
+            unmeasured = sorted({a for a in archs if a not in measured_rates()})
+            print(f"estimated total, one process: {total / 3600:.2f} h (at the rates of {os.path.relpath(RESULTS_CSV, REPO_ROOT)})"
                   + (f"; no measured rate for {', '.join(unmeasured)}: their runs are not in this total"
                      if unmeasured else ""))
         return 0
