@@ -246,7 +246,7 @@ for label, m, _, _ in tab[:1] + tab[-1:]:
 # %% [markdown]
 # ## 6. The measured table: PTQ against QAT
 #
-# The README's full experiment (Tiny Shakespeare, two float MatMul-free models and one float Transformer++;
+# The README's full experiment (Tiny Shakespeare, two float MatMul-free models and two float Transformer++s;
 # QAT models trained with
 # `python -m mmf.train --weights=ternary|binary`, and "QAT from float" continuing the float checkpoint with
 # quantization on for as many tokens as OneBit's distillation) is committed as

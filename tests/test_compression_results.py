@@ -29,7 +29,8 @@ def test_the_table_has_every_promised_row():
             assert {r["float_seed"] for r in rows if r["model"] == model and r["method"] == method} == {"0", "1"}, \
                 (model, method)
         assert len({r["seed"] for r in rows if r["model"] == model and r["method"] == "billm"}) == 2
-    for method in ("qat-ternary", "qat-binary", "qat-from-float-binary", "qat-from-float-ternary"):
-        assert len([r for r in rows if r["method"] == method]) == 2, method
+    for model in ("mmfree", "transformer"):
+        for method in ("qat-ternary", "qat-binary", "qat-from-float-binary", "qat-from-float-ternary"):
+            assert len([r for r in rows if r["model"] == model and r["method"] == method]) == 2, (model, method)
     for r in read_table(CSV):
         assert r["bits_per_char"] > 0 and r["bits_per_weight"] >= 1
