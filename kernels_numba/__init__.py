@@ -38,7 +38,9 @@ import os
 # costs a thread wake-up per launch, measured ~40 us against ~2.5 us: a decoding step launches ~100
 # kernels, so it ran 13 ms instead of 6. A short spin, ~30 us (GOMP counts ~100 spins per us), keeps
 # back-to-back launches cheap and releases the core almost at once. It must be set before the pool
-# starts; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT win.
+# starts; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT win. The price: a parallel call after an idle
+# pause of more than the spin waits ~0.35 ms for the sleeping thread to wake (bench --peers, P3);
+# OMP_WAIT_POLICY=ACTIVE removes that, for a process that is alone on the machine.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "3000"
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

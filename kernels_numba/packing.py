@@ -90,13 +90,14 @@ def huge_page_empty(shape, dtype, read_only_source=None):
     holds, the tail on ordinary pages so nothing beyond the array becomes resident); arrays under
     2 MiB and systems without madvise get an ordinary np.empty.
 
-    Why: the weight planes are streamed by every product. On 4 KiB pages a 4 MiB matrix spans 1024
-    pages, and after an idle pause (the CPU lent to other work, its TLB cold) each page costs a
-    page walk, which in a virtual machine walks two page tables. Measured on a loaded machine, a
-    4096 x 4096 GEMV took 0.14 ms back to back and 0.49 ms after a 20 ms pause on 4 KiB pages;
-    on huge pages 0.22-0.24 ms after the pause in two of three processes (README, "Beside real
-    peers"; `python -m kernels_numba.bench --peers --only pauses` repeats it). NumPy itself asks for
-    huge pages only from 4 MiB on, and not at all for memory it does not allocate (bytes objects).
+    Why: the weight planes are streamed by every product, and on 4 KiB pages a 4 MiB matrix spans
+    1024 pages, each a TLB entry (in a virtual machine a miss walks two page tables). Measured on a
+    quiet machine: 370M-shape decoding ran ~7% faster with the planes on huge pages than on 4 KiB
+    pages (median tok/s 233/228/206 against 218/199/190 in three alternated process pairs).
+    They are NOT the cure for the 4096^2 GEMV's slow mode after an idle pause, as first suspected:
+    that is the second OpenMP thread going to sleep (`python -m kernels_numba.bench --peers --only
+    pauses` shows it; README, "Beside real peers"). NumPy itself asks for huge pages only from 4 MiB
+    on, and not at all for memory it does not allocate (bytes objects).
 
     read_only_source: if given (an array of this shape), its data is copied in and a read-only
     array returned whose write flag cannot be turned back on (its buffer is a read-only view)."""

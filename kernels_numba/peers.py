@@ -251,7 +251,7 @@ def _gemm_prefill_worker(S):
 def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
     """Seconds per call of an n x n GEMV (the public ternary_matvec path's kernel) when each call
     follows a pause of p seconds, for the packed planes on 4 KiB pages (a malloc'd copy) and on
-    transparent huge pages (what pack_ternary makes from 1 MiB on). -> {(pages, pause): stats}.
+    transparent huge pages (what pack_ternary makes from 2 MiB on). -> {(pages, pause): stats}.
 
     The experiment behind the 4096^2 GEMV's two modes: back to back the call takes one time; after
     an idle pause (the other thread asleep, its CPU lent away, caches and TLB cold) it takes more."""
@@ -278,6 +278,39 @@ def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
                 ts.append(time.perf_counter() - t0)
             res[(pages, pause)] = stats(ts)
     return res, 2 * p.nonzero.nbytes
+
+
+# P3's processes: the same GEMV after idle pauses under three thread setups. OpenMP's wait policy is
+# read once, when the thread pool starts, so each needs its own process.
+PAUSE_SETUPS = (
+    ("2 threads, spin ~30 us then sleep (mmf's default)", {}),
+    ("2 threads, spin always (OMP_WAIT_POLICY=ACTIVE)", {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
+    ("1 thread (NUMBA_NUM_THREADS=1)", {"NUMBA_NUM_THREADS": "1"}),
+)
+
+
+def gemv_after_pauses_in_process(n, env_changes, calls=60):
+    """gemv_after_pauses(n) in a fresh Python process whose environment has env_changes (None removes
+    a variable) -> ({(pages, pause): stats}, plane bytes, what the process ran with: its thread count
+    and wait-policy variables)."""
+    env = dict(os.environ)
+    for k, v in env_changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    code = ("import json, os, numba; from kernels_numba.peers import gemv_after_pauses; "
+            f"res, nb = gemv_after_pauses({int(n)}, calls={int(calls)}); "
+            "ran = dict(threads=numba.get_num_threads(), OMP_WAIT_POLICY=os.environ.get('OMP_WAIT_POLICY'), "
+            "GOMP_SPINCOUNT=os.environ.get('GOMP_SPINCOUNT')); "
+            "print(json.dumps([nb, [[p, s, st] for (p, s), st in res.items()], ran]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the pause experiment's process failed (exit {out.returncode}): {out.stderr[-2000:]}")
+    nbytes, items, ran = json.loads(out.stdout.strip().splitlines()[-1])
+    return {(p, s): st for p, s, st in items}, nbytes, ran
 
 
 def worker_main(kind, setting_json):
@@ -533,11 +566,13 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         lines.append(("inference", inf))
     if "pauses" in only:
         n = I["gemv"][1]
-        res, nbytes = gemv_after_pauses(n)
-        log(f"[P3] GEMV {n}^2 ({nbytes / 2**20:.1f} MiB of planes) after idle pauses, this process "
-            f"({numba.get_num_threads()} threads):")
-        for (pages, pause), st in res.items():
-            log(f"  {pages:12s} pause {pause * 1e3:4.0f} ms: {_fmt(st)} = {nbytes / st['median'] / 1e9:.1f} GB/s")
+        log(f"[P3] GEMV {n}^2 after idle pauses, each setup in a fresh process (the cause of the slow mode: "
+            "a second thread that went to sleep)")
+        for setup, changes in PAUSE_SETUPS:
+            res, nbytes, ran = gemv_after_pauses_in_process(n, changes, calls=20 if smoke else 60)
+            log(f"  {setup} ({nbytes / 2**20:.1f} MiB of planes; ran with {ran}):")
+            for (pages, pause), st in res.items():
+                log(f"    {pages:12s} pause {pause * 1e3:4.0f} ms: {_fmt(st)} = {nbytes / st['median'] / 1e9:.1f} GB/s")
     reasons = busy_reasons(all_stats, cores)
     log(f"load average at end {os.getloadavg()[0]:.2f} on {cores} cores")
     if reasons and not ratios_anyway:

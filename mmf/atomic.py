@@ -20,6 +20,17 @@ def temp_name(path: str) -> str:
     return f"{path}.tmp-{os.getpid()}"
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Write text to path so that a reader sees the old file or the whole new one, never a part:
+    written and fsync'ed under temp_name(path), then renamed over it."""
+    tmp = temp_name(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def process_exists(pid: int) -> bool:
     """True if a process with this id exists (or might: then we keep its files)."""
     if pid <= 0:

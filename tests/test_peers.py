@@ -127,3 +127,18 @@ def test_contenders_in_their_own_processes_start_from_the_same_loss():
         assert r[k]["n"] == 2 and r[k]["median"] > 0
     a, b = r["mmf-numba"]["info"]["first_loss"], r["torch-eager"]["info"]["first_loss"]
     assert abs(a - b) < 1e-4 * abs(a)
+
+
+def test_pause_experiment_runs_each_setup_with_its_own_environment():
+    """P3's fresh processes really run with the thread count and wait policy they are labelled with
+    (OpenMP reads them only when its pool starts, so a setting made in this process would be ignored)."""
+    n = peers.SMOKE_INFER["gemv"][1]
+    runs = {label: peers.gemv_after_pauses_in_process(n, changes, calls=3) for label, changes in peers.PAUSE_SETUPS}
+    (default, d), (active, a), (single, o) = [(runs[label][2], changes) for label, changes in peers.PAUSE_SETUPS]
+    assert (default["OMP_WAIT_POLICY"], default["GOMP_SPINCOUNT"]) == (os.environ.get("OMP_WAIT_POLICY"),
+                                                                       os.environ.get("GOMP_SPINCOUNT"))
+    assert active["OMP_WAIT_POLICY"] == "ACTIVE" and active["GOMP_SPINCOUNT"] is None
+    assert single["threads"] == 1
+    for res, nbytes, _ in runs.values():
+        assert nbytes == 2 * n * n // 8
+        assert {pause for _, pause in res} == {0.0, 0.001, 0.02} and all(st["n"] == 3 for st in res.values())

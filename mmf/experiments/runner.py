@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from mmf.atomic import remove_stale_temp_files, temp_name
+from mmf.atomic import remove_stale_temp_files, write_text_atomic
 from mmf.training.checkpoint import CheckpointError, load_checkpoint
 from mmf.training.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -74,15 +74,6 @@ def count_params(model) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------------
 # small file helpers
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = temp_name(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: str, folder: str) -> dict:
@@ -180,7 +171,7 @@ def run_one(run: Run, cfg: TrainConfig) -> dict:
         return _read_json(os.path.join(folder, "result.json"), folder)
     os.makedirs(folder, exist_ok=True)
     if state == "new":
-        _write_atomic(os.path.join(folder, "run.json"), json.dumps(_identity(cfg), indent=1))
+        write_text_atomic(os.path.join(folder, "run.json"), json.dumps(_identity(cfg), indent=1))
     if state == "interrupted":
         cfg = dataclasses.replace(cfg, resume=os.path.join(folder, "ckpt.ckpt"))
     try:
@@ -193,7 +184,7 @@ def run_one(run: Run, cfg: TrainConfig) -> dict:
         result = {"row": _row(run, cfg, summary, "ok", wall), "resumed_from": state,
                   "curves": {"step": h["step"], "train_loss": h["train_loss"], "val_step": h["val_step"],
                              "val_loss": h["val_loss"]}}
-    _write_atomic(os.path.join(folder, "result.json"), json.dumps(result))
+    write_text_atomic(os.path.join(folder, "result.json"), json.dumps(result))
     return result
 
 
@@ -268,7 +259,7 @@ def run_grid(runs: list[Run], base: dict, out_dir: str, csv_name: str = "runs.cs
         bar.set_postfix_str(run.name)
         result = run_one(run, cfg)
         finished[run.name] = {**result["row"], **(extra(run, cfg, result) if extra else {})}
-        _write_atomic(csv_path, csv_text([finished[r.name] for r in runs if r.name in finished]))
+        write_text_atomic(csv_path, csv_text([finished[r.name] for r in runs if r.name in finished]))
     bar.close()
     return [finished[r.name] for r in runs]
 

@@ -43,6 +43,7 @@ import sys
 
 import numpy as np
 
+from mmf.atomic import write_text_atomic
 from mmf.experiments.baselines import CHOSEN_LRS
 from mmf.experiments.energy import RELEASED_SHAPES, energy_per_token, fpga_energy_per_token
 from mmf.experiments.fit import crossing_distribution, crossings, fit_power_law, residual_runs
@@ -239,8 +240,7 @@ def run_study(archs, sizes, out_dir: str, smoke: bool = False, progress: bool = 
     runs = runs_of(archs, sizes, smoke)
     os.makedirs(out_dir, exist_ok=True)
     check_grid_dir(out_dir, smoke)
-    with open(os.path.join(out_dir, "grid.json"), "w") as f:
-        json.dump({"grid": "smoke" if smoke else "scaling"}, f)
+    write_text_atomic(os.path.join(out_dir, "grid.json"), json.dumps({"grid": "smoke" if smoke else "scaling"}))
     return run_grid(runs, SMOKE_BASE if smoke else BASE, out_dir, progress=progress, run_progress=progress,
                     extra=extra_columns)                       # tqdm over the grid and within each run
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmf.atomic import remove_stale_temp_files, temp_name
+from mmf.atomic import remove_stale_temp_files, temp_name, write_text_atomic
 from mmf.text.storygrammar import generate_story_corpus
 from mmf.text.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
@@ -258,12 +258,7 @@ def prepare(corpus: str = "stories", tokenizer: str = "bpe", vocab_size: int = 5
         # the entropy of the val text spread over its tokens: the floor in the loss's own unit
         meta["val_floor_nats_per_token"] = (meta["val_floor_bits_per_byte"] * math.log(2)
                                             * meta["val_bytes"] / meta["val_tokens"])
-    tmp = temp_name(paths["meta.json"])
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, paths["meta.json"])                               # the commit
+    write_text_atomic(paths["meta.json"], json.dumps(meta, indent=1))   # the commit
     return load_dataset(name, out_dir)
 
 
