@@ -32,6 +32,8 @@ Files, one concept each:
 """
 import os
 
+import mmf.threads                   # noqa: F401 (first: sets OpenBLAS's idle spin before NumPy loads)
+
 # Numba's OpenMP threads wait for the next parallel region by spinning, by default for ~3 ms (GNU
 # OpenMP). On a shared 2-core machine that spinning steals the core OpenBLAS's threads (or a
 # neighbour) need, and whole training steps ran several times slower. Sleeping at once (passive)

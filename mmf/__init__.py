@@ -15,8 +15,13 @@ Import map (the layout is the architecture; each subpackage's docstring lists it
                           the command lines (python -m mmf.train, mmf.sample, mmf.export, mmf.compress)
   cli                     how every command line reports a mistake (one line, exit code 2; --debug)
   atomic                  write-then-rename files, and removing the temp files of killed writers
+  threads                 how long idle BLAS threads spin (set here, before NumPy loads OpenBLAS)
 mmf imports NumPy only.
 """
+from mmf.threads import quiet_blas_threads
+
+quiet_blas_threads()                 # before anything imports NumPy: OpenBLAS reads it when it loads
+
 from mmf.models.config import MMfreeConfig
 from mmf.models.mmfree import MMfreeLM
 from mmf.models.rwkv4 import RWKV4Config, RWKV4LM
