@@ -90,7 +90,6 @@ SMOKE_BASE = {**PRESETS["smoke"], "batch_size": 4, "block_size": 32, "backend": 
 SMOKE_TOKENS_PER_PARAM = 0.12                      # smoke: a handful of steps per run
 
 
-
 def intermediate_size(D: int) -> int:
     """8D/3 rounded up to a multiple of 32 (a finer rounding than E8's 256, for these small widths)."""
     return 32 * math.ceil(8 * D / 3 / 32)
