@@ -11,7 +11,8 @@ OPENBLAS_THREAD_TIMEOUT=16, the NumPy reference 834 against 681 ms.
 OPENBLAS_THREAD_TIMEOUT=n makes idle threads spin 2^n cycles (n = 4..30): 16 is ~25 us, the same
 short spin kernels_numba gives its own OpenMP threads. OpenBLAS reads it once, when NumPy loads it,
 so `import mmf` sets it first thing; a value of your own wins, and it has no effect if NumPy was
-imported before mmf (then set it in the shell: `export OPENBLAS_THREAD_TIMEOUT=16`).
+imported before mmf (then set it in the shell: `export OPENBLAS_THREAD_TIMEOUT=16`). In Jupyter,
+`%matplotlib inline` loads NumPy: import mmf before it (notebook 04 does).
 """
 import os
 import sys

@@ -26,13 +26,14 @@
 # exactness, and measures speed and memory. `MMF_SMOKE=1` (CI) uses small sizes.
 
 # %%
+import mmf   # before anything loads NumPy (the plotting magic below does): mmf shortens OpenBLAS's idle spin,
+             # which OpenBLAS reads once, when NumPy loads it (mmf/threads.py); the training timings need it
 # %matplotlib inline
 import os, sys, inspect, re
 import numpy as np
 import matplotlib.pyplot as plt
 import numba
 
-import mmf
 import kernels_numba
 from kernels_numba import pack_ternary, unpack_ternary, ternary_matvec, ternary_matmul, Engine
 from kernels_numba import bench
