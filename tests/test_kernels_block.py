@@ -1,6 +1,8 @@
 """The fused training path of the Numba backend (kernels_numba/block.py, mixers.py, adamw.py and the
 embedding and weight kernels of fused.py) against the NumPy reference it replaces: each kernel alone,
 the whole block forward and backward, and a negative control for each comparison."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,23 @@ def test_adamw_takes_the_backend_kernel_and_refuses_other_ops():
     assert AdamW(params, ops=NumbaBackend()).update.__func__ is NumbaBackend.adamw_update
     with pytest.raises(TypeError, match="adamw_update"):
         AdamW(params, ops=object())
+
+
+def test_onebit_output_norm_runs_on_the_numba_backend_too():
+    """A float model with OneBit's output LayerNorm (projection_output_norm) gives the same loss and
+    gradients under the Numba backend as under NumPy: its blocks run the reference block on the
+    OutputNormOps view, never the fused block, which would skip the norm (the control: the same
+    weights without the norm give another loss)."""
+    cfg = mmf.MMfreeConfig(vocab_size=32, hidden_size=24, num_layers=2, intermediate_size=40, weights="float",
+                           projection_output_norm=True)
+    ids = np.random.default_rng(3).integers(0, 32, (2, 9))
+    losses = {}
+    for backend in ("numpy", "numba"):
+        model = mmf.MMfreeLM(cfg, seed=0, backend=backend)
+        losses[backend] = model.loss_and_grads(ids[:, :-1], ids[:, 1:])
+    (l_np, g_np), (l_nb, g_nb) = losses["numpy"], losses["numba"]
+    assert abs(l_nb - l_np) < 1e-5 * abs(l_np)
+    for k in g_np:
+        assert rel(g_nb[k], g_np[k]) < 1e-4, k
+    plain = mmf.MMfreeLM(dataclasses.replace(cfg, projection_output_norm=False), seed=0, backend="numba")
+    assert abs(plain.loss_and_grads(ids[:, :-1], ids[:, 1:])[0] - l_np) > 1e-3

@@ -17,6 +17,7 @@ Two pieces:
 """
 import numpy as np
 
+from mmf.backend import NumpyBackend
 from mmf.checks import check_array
 
 OUTPUT_NORM_EPS = 1e-5          # the OneBit code's nn.LayerNorm default
@@ -49,6 +50,11 @@ class OutputNormOps:
 
     def __getattr__(self, name):                 # norms, gates, scans, weights, fused: the inner backend's
         return getattr(self.inner, name)
+
+    # the E9 block: the reference block run on this view, so that every projection ends with the norm
+    # (the inner backend's own block, e.g. the Numba fused one, calls its projections directly)
+    block_forward = NumpyBackend.block_forward
+    block_backward = NumpyBackend.block_backward
 
     def bitlinear_forward(self, x, W, g):
         z, c_proj = self.inner.bitlinear_forward(x, W, g)                 # (..., K) -> (..., N)

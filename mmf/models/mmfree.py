@@ -10,7 +10,6 @@ import numpy as np
 
 from mmf.layers.quant import resolve_weights
 from mmf.models.base import LanguageModel
-from mmf.models.block import block_backward, block_forward
 from mmf.checks import check_token_ids
 from mmf.models.config import MMfreeConfig
 from mmf.layers.mlgru import lower_bounds_backward, lower_bounds_forward
@@ -84,12 +83,8 @@ class MMfreeLM(LanguageModel):
         for l in range(cfg.num_layers):
             h0 = state[l] if state is not None else np.zeros((B, cfg.hidden_size), self.dtype)
             lb_l = lb[l] if (lb is not None and l > 0) else None              # layer 0 is unbounded
-            if block_ops is ops:      # the backend's block: the reference (NumPy) or the fused kernels (Numba)
-                x, h_last, c = ops.block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps,
-                                                 cfg.output_gate)                 # mmf.models.block (E9)
-            else:                     # projections end with OneBit's LayerNorm: the reference block on that view
-                x, h_last, c = block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps, block_ops,
-                                             cfg.output_gate)
+            x, h_last, c = block_ops.block_forward(x, self.layer_params(l), lb_l, h0, cfg.rms_norm_eps,
+                                                   cfg.output_gate)         # mmf.models.block (E9)
             new_state.append(h_last)
             block_caches.append(c)
         xn, c_norm = ops.rmsnorm_forward(x, P["model.norm.weight"], cfg.rms_norm_eps)
@@ -120,10 +115,7 @@ class MMfreeLM(LanguageModel):
         for l in reversed(range(cfg.num_layers)):
             if dhidden is not None:
                 dx = dx + dhidden[l]                                  # the block output's own gradient
-            if block_ops is ops:
-                dx, dp, dlb_l = ops.block_backward(dx, block_caches[l])
-            else:
-                dx, dp, dlb_l = block_backward(dx, block_caches[l], block_ops)
+            dx, dp, dlb_l = block_ops.block_backward(dx, block_caches[l])
             for k, v in dp.items():
                 grads[f"model.layers.{l}.{k}"] += v
             if dlb_l is not None:
