@@ -15,9 +15,9 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   x = Emb[tok]; per layer: xn = rms(x; attn_norm); i, f, g = BitLinear(xn) (one kernel launch for the
   three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
-  logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel of
-  products.py version 4 (AVX-512 masks + VPSADBW) or, on CPUs without AVX-512BW, version 3
-  (SWAR); the whole step is one compiled function.
+  logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel that
+  products.py runs best on this CPU (version 5, bit-sliced activations + VPOPCNTQ; else version 4,
+  AVX-512 masks + VPSADBW; else version 3, SWAR); the whole step is one compiled function.
 
 A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
 once and only the recurrence walks over time (`prefill`; `prefill_stepwise` is the plain loop).
@@ -35,31 +35,43 @@ from mmf.layers.mlgru import lower_bounds_forward
 from mmf.models.mmfree import MMfreeLM
 from mmf.models.registry import require
 
-from . import fused, scan, simd
+from . import fused, scan
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import TOKENS, masked_sad
-from .products import matmul_v3, matmul_v4, v3_row_dot, v4_byte_position, v4_row_tokens
+from .simd import TOKENS, masked_sad, sliced_popcount
+from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_byte_position, v4_row_tokens,
+                       v5_row_tokens)
 
 
 # ----------------------------------------------------------------------------
 # kernels of one decoding step (float32; B sequences share every weight read)
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, simd_on, acc):
+def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version, acc):
     """acc[t, r] = packed row r . token t's activation bytes u[r // rows_per_seg, t], for t < n_tok.
     u is (S, tokens padded to TOKENS, 64 NB) uint8: S segments of rows read S different inputs
     (the i/f/g projections of one token read xn through three norms), all in one launch.
-    simd_on: version 4 (one token: masked_sad; several: TOKENS at a time, sharing each block's masks);
-    else version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
+    version 5: the bytes are first cut into bit planes (serially: 8 byte-tests per block, for all
+    rows), then sliced_popcount (one token) or TOKENS tokens at a time sharing each block's plane words;
+    version 4: masked_sad (one token) or TOKENS at a time, sharing each block's masks;
+    version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
     R, NB = nonzero.shape
+    planes = np.empty((u.shape[0] if version == 5 else 0, u.shape[1], NB, 8), np.uint64)   # (S, tokens, NB, 8)
+    if version == 5:
+        for seg in range(u.shape[0]):
+            planes_kernel(u[seg], planes[seg])
     for r in prange(R):
-        us = u[r // rows_per_seg]                                    # (tokens, 64 NB)
-        if simd_on and n_tok == 1:                                   # decoding one sequence: a GEMV
+        seg = r // rows_per_seg
+        us = u[seg]                                                  # (tokens, 64 NB)
+        if version == 5 and n_tok == 1:                              # decoding one sequence: a GEMV
+            acc[0, r] = np.int32(np.int64(sliced_popcount(planes[seg], 0, nonzero, negative, r)) - offset[r])
+        elif version == 5:                                           # several sequences: a small GEMM
+            v5_row_tokens(planes[seg], n_tok, nonzero, negative, offset, r, acc)
+        elif version == 4 and n_tok == 1:
             acc[0, r] = np.int32(np.int64(masked_sad(us, 0, nonzero, negative, r)) - offset[r])
-        elif simd_on:                                                # several sequences: a small GEMM
+        elif version == 4:
             v4_row_tokens(us, n_tok, nonzero, negative, offset, r, acc)
         else:
             for t in range(n_tok):                                   # version 3 on the same bytes as words
@@ -73,11 +85,11 @@ def _rms_inv(x, eps):
 
 
 @njit(fastmath=SAFE_FAST, cache=True)
-def _norm_quant_words(x, g, u, simd_on):
+def _norm_quant_words(x, g, u, version):
     """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
     activation row u (64 NB,) uint8 in the layout the GEMV reads, and returns the scale s.
-    Column k = 64b + 8i + j goes to byte 64b + 8j + i (version 4: under bit 8j + i of the planes) or
-    to byte j of word (i, b) (version 3)."""
+    Column k = 64b + 8i + j goes to byte 64b + 8j + i (versions 4 and 5: under bit 8j + i of the
+    planes) or to byte j of word (i, b) (version 3)."""
     r = _rms_inv(x, BITLINEAR_EPS)
     absmax = np.float32(ACT_EPS)
     for k in range(x.shape[0]):                                      # a max: exact in any order
@@ -87,7 +99,7 @@ def _norm_quant_words(x, g, u, simd_on):
     codes = np.empty(x.shape[0], np.uint8)
     for k in range(x.shape[0]):                                      # vectorized
         codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128)
-    if simd_on:                                                      # then scattered into the GEMV's layout
+    if version >= 4:                                                 # then scattered into the GEMV's layout
         for k in range(x.shape[0]):
             u[v4_byte_position(k)] = codes[k]
     else:
@@ -102,7 +114,7 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
           u_nz, u_ng, u_off, u_beta, u_gain,
           d_nz, d_ng, d_off, d_beta, d_gain,
           head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
-          u_d, u_i, simd_on, logits):
+          u_d, u_i, version, logits):
     """One token of each of B sequences: x (B, D) their embeddings (E10), the residual streams from
     here on; h (B, L, D) updated in place; logits (B, V). u_d (3, B padded, 64 NB_D) and u_i (1, B
     padded, 64 NB_I) are the activation-byte buffers.
@@ -122,8 +134,8 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
         for b in range(B):
             xn = x[b] * _rms_inv(x[b], eps) * attn_norm[l]           # block pre-norm
             for k in range(3):
-                s[k, b] = _norm_quant_words(xn, p_gain[l, k], u_d[k, b], simd_on)
-        _product_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, B, simd_on, acc_p)
+                s[k, b] = _norm_quant_words(xn, p_gain[l, k], u_d[k, b], version)
+        _product_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, B, version, acc_p)
         for b in range(B):
             c_i, c_f, c_g = p_beta[l, 0] / s[0, b], p_beta[l, 1] / s[1, b], p_beta[l, 2] / s[2, b]
             for d in range(D):                                       # E4: y = acc * beta / s
@@ -131,8 +143,8 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
                 a_f[d] = acc_p[b, D + d] * c_f
                 a_g[d] = acc_p[b, 2 * D + d] * c_g
             mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[b, l], g_norm[l], eps, o)   # E6 recurrence
-            s[0, b] = _norm_quant_words(o, p_gain[l, 3], u_d[0, b], simd_on)
-        _product_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, B, simd_on, acc_d)
+            s[0, b] = _norm_quant_words(o, p_gain[l, 3], u_d[0, b], version)
+        _product_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, B, version, acc_d)
         for b in range(B):
             c_o = p_beta[l, 3] / s[0, b]
             for d in range(D):
@@ -140,15 +152,15 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
         # ---- GLU channel mixer (E8)
         for b in range(B):
             rn = x[b] * _rms_inv(x[b], eps) * mlp_norm[l]
-            s[0, b] = _norm_quant_words(rn, u_gain[l], u_d[0, b], simd_on)
-        _product_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, B, simd_on, acc_u)
+            s[0, b] = _norm_quant_words(rn, u_gain[l], u_d[0, b], version)
+        _product_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, B, version, acc_u)
         for b in range(B):
             c_u = u_beta[l] / s[0, b]
             for k in range(I):                                       # vectorized: float32 throughout
                 gate = np.float32(acc_u[b, k]) * c_u                 # (acc < 2^24: exact in float32)
                 p[k] = gate * sigmoid32(gate) * (np.float32(acc_u[b, I + k]) * c_u)
-            s[0, b] = _norm_quant_words(p, d_gain[l], u_i[0, b], simd_on)
-        _product_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, B, simd_on, acc_d)
+            s[0, b] = _norm_quant_words(p, d_gain[l], u_i[0, b], version)
+        _product_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, B, version, acc_d)
         for b in range(B):
             c_d = d_beta[l] / s[0, b]
             for d in range(D):
@@ -158,8 +170,8 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
     for b in range(B):
         xn = x[b] * _rms_inv(x[b], eps) * final_norm
         finite[b] = np.isfinite(np.sum(xn))                          # an overflow upstream reaches here
-        s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], simd_on)
-    _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, simd_on, acc_v)
+        s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], version)
+    _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, version, acc_v)
     for b in range(B):
         c_h = head_beta / s[0, b] if finite[b] else np.float32(np.nan)   # int8 codes of inf/NaN are
         for v in range(logits.shape[1]):                             # garbage: say NaN, not a finite lie
@@ -325,7 +337,7 @@ class Engine:
             self.emb_scale = np.ones(V, np.float32)
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
-        self.simd = simd.AVAILABLE                                   # GEMV version 4 (else 3: same integers)
+        self.version = BEST                                          # the products' kernel version (same integers)
 
     # ------------------------------------------------------------------------
     @property
@@ -390,7 +402,7 @@ class Engine:
               self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
               self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
               self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
-              self.final_norm, self.eps, u_d, u_i, self.simd, logits)
+              self.final_norm, self.eps, u_d, u_i, self.version, logits)
         return logits
 
     def _check_ids(self, ids):
@@ -416,8 +428,7 @@ class Engine:
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
         packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
-        product = matmul_v4 if self.simd else matmul_v3
-        return np.multiply(product(packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
+        return np.multiply(MATMULS[self.version](packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)

@@ -256,10 +256,12 @@ def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
     The experiment behind the 4096^2 GEMV's two modes: back to back the call takes one time; after
     an idle pause (the other thread asleep, its CPU lent away, caches and TLB cold) it takes more."""
     from .packing import huge_page_empty, pack_ternary
-    from .products import _v4_matvec_kernel, activation_bytes
+    from .products import BEST, _v4_matvec_kernel, _v5_matvec_kernel, activation_bytes, activation_planes
+    kernel, activations = ((_v5_matvec_kernel, activation_planes) if BEST == 5 else
+                           (_v4_matvec_kernel, activation_bytes))
     rng = np.random.default_rng(seed)
     p = pack_ternary(rng.integers(-1, 2, (n, n), dtype=np.int8))
-    u = activation_bytes(rng.integers(-128, 128, (1, n)).astype(np.int8), p.n_blocks)
+    u = activations(rng.integers(-128, 128, (1, n)).astype(np.int8), p.n_blocks)
     out = np.empty(n, np.int32)
     small = lambda a: np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape)   # noqa: E731 (malloc: 4 KiB pages)
     huge = lambda a: huge_page_empty(a.shape, a.dtype, read_only_source=a)    # noqa: E731
@@ -267,14 +269,14 @@ def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
     for pages, copy in (("4 KiB pages", small), ("huge pages", huge)):
         nz, ng = copy(p.nonzero), copy(p.negative)
         for _ in range(5):
-            _v4_matvec_kernel(nz, ng, p.offset, u, out)
+            kernel(nz, ng, p.offset, u, out)
         for pause in pauses:
             ts = []
             for _ in range(calls):
                 if pause:
                     time.sleep(pause)
                 t0 = time.perf_counter()
-                _v4_matvec_kernel(nz, ng, p.offset, u, out)
+                kernel(nz, ng, p.offset, u, out)
                 ts.append(time.perf_counter() - t0)
             res[(pages, pause)] = stats(ts)
     return res, 2 * p.nonzero.nbytes

@@ -11,8 +11,12 @@ timed (`python -m kernels_numba.products N`):
   version 3  the bit-plane layout of packing.py with SWAR: 8 byte lanes per uint64, masks made by
              shifts and subtractions, bytes summed into 16- then 32-bit lanes (portable: any CPU)
   version 4  the same planes read as AVX-512 mask registers, bytes summed by VPSADBW (simd.py writes
-             that loop in LLVM IR); 6 instructions per 64 weights instead of ~2 per weight.
-             The public API runs it where the CPU has AVX-512BW, version 3 elsewhere (same integers)
+             that loop in LLVM IR); 6 instructions per 64 weights instead of ~2 per weight
+  version 5  the same planes against the activations cut into 8 bit planes, counted by VPOPCNTQ
+             (simd.py): 3 instructions per 64 weights, no mask registers
+
+The public API runs the best version this CPU has: 5 with AVX-512 VPOPCNTDQ, else 4 with AVX-512BW,
+else 3 (all give the same integers).
 
 Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
 No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR and machine code of
@@ -28,7 +32,7 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
                       pack_ternary)
-from .simd import TOKENS, masked_sad, masked_sad_tokens
+from .simd import TOKENS, bit_planes, masked_sad, masked_sad_tokens, sliced_popcount, sliced_popcount_tokens
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
@@ -353,15 +357,72 @@ def matmul_v4(p, X_q):
     return out
 
 
-BEST = 4 if simd.AVAILABLE else 3                                    # what the public API runs here
+# ----------------------------------------------------------------------------
+# version 5: the same bit planes against bit-sliced activations, counted by VPOPCNTQ (simd.py)
+
+@njit(cache=True)
+def planes_kernel(u, planes):
+    """planes[t] = the 8 bit planes of every block of u[t] (simd.bit_planes), for each token row t."""
+    for t in range(u.shape[0]):                                      # serial: a thread wake-up costs more
+        bit_planes(u[t], planes[t])
+
+
+def activation_planes(X_q, n_blk, row_multiple=1):
+    """int8 (n, in) -> uint64 (n rounded up to row_multiple, n_blocks, 8): version 4's activation
+    bytes, each 64-byte block cut into its 8 bit planes (the same bytes, transposed bit by bit)."""
+    u = activation_bytes(X_q, n_blk, row_multiple)                   # (n', 64 NB)
+    planes = np.empty((u.shape[0], n_blk, 8), np.uint64)             # (n', NB, 8)
+    planes_kernel(u, planes)
+    return planes
+
+
+@njit(parallel=True, cache=True)
+def _v5_matvec_kernel(nonzero, negative, offset, planes, out):
+    """planes (1, NB, 8) bit planes of one token -> out (R,) int32."""
+    for r in prange(nonzero.shape[0]):
+        out[r] = np.int32(np.int64(sliced_popcount(planes, 0, nonzero, negative, r)) - offset[r])
+
+
+@njit(inline="always")
+def v5_row_tokens(planes, n_tok, nonzero, negative, offset, r, out):
+    """out[t, r] = row r . token t for t < n_tok, TOKENS tokens per call (planes padded to TOKENS rows)."""
+    for t in range(0, n_tok, TOKENS):
+        sums = sliced_popcount_tokens(planes, t, nonzero, negative, r)
+        for j in range(min(TOKENS, n_tok - t)):
+            out[t + j, r] = np.int32(np.int64(sums[j]) - offset[r])
+
+
+@njit(parallel=True, cache=True)
+def _v5_matmul_kernel(nonzero, negative, offset, planes, out):
+    """planes (n padded to TOKENS, NB, 8) -> out (n, R) int32; TOKENS tokens share each block's plane words."""
+    for r in prange(nonzero.shape[0]):
+        v5_row_tokens(planes, out.shape[0], nonzero, negative, offset, r, out)
+
+
+def prepare_v5(Wt):
+    return pack_ternary(Wt)
+
+
+def matmul_v5(p, X_q):
+    n = X_q.shape[0]
+    out = np.empty((n, p.shape[0]), np.int32)                        # (n, out)
+    if n == 1:
+        _v5_matvec_kernel(p.nonzero, p.negative, p.offset, activation_planes(X_q, p.n_blocks), out[0])
+    else:
+        _v5_matmul_kernel(p.nonzero, p.negative, p.offset, activation_planes(X_q, p.n_blocks, TOKENS), out)
+    return out
+
+
+BEST = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3              # what the public API runs here
+MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5}
 
 
 def matmul_best(p, X_q):
-    return matmul_v4(p, X_q) if BEST == 4 else matmul_v3(p, X_q)
+    return MATMULS[BEST](p, X_q)
 
 
 # ----------------------------------------------------------------------------
-# public API (version 4 where the CPU has AVX-512BW, else version 3: the same integers)
+# public API (the best version this CPU has: BEST; all give the same integers)
 
 def _check_packed(p):
     if not isinstance(p, PackedTernary):
@@ -444,6 +505,9 @@ VERSIONS = {
     4: ("Numba + LLVM IR: AVX-512 mask registers + VPSADBW, 2 bits per weight" if simd.AVAILABLE else
         "Numba + LLVM IR, portable build (this CPU has no AVX-512BW; version 3 is faster here)",
         prepare_v4, matmul_v4, (_v4_matvec_kernel, _v4_matmul_kernel)),
+    5: ("Numba + LLVM IR: bit-sliced activations + VPOPCNTQ, 2 bits per weight" if simd.POPCNT else
+        "Numba + LLVM IR, bit-sliced activations + popcount (this CPU has no AVX-512 VPOPCNTDQ: slower here)",
+        prepare_v5, matmul_v5, (_v5_matvec_kernel, _v5_matmul_kernel, planes_kernel)),
 }
 
 

@@ -1,4 +1,5 @@
-"""Explicit 512-bit SIMD for the ternary kernels: mask registers + VPSADBW, written as LLVM IR.
+"""Explicit 512-bit SIMD for the ternary kernels, written as LLVM IR: mask registers + VPSADBW
+(version 4) and bit-sliced activations + VPOPCNTQ (version 5).
 
 Numba's auto-vectorizer cannot be talked into using AVX-512's two best tools for ternary weights,
 so this file writes the inner loop in LLVM IR directly (a Numba `@intrinsic`), one block of 64
@@ -16,9 +17,25 @@ of block b sits under bit k of the plane words (`activation_bytes` in products.p
 |u - 255| = 255 - u = ~u for a -1 weight, 0 for a 0 weight: exactly the selection of version 3,
 with the sum done by additions only. Nothing here multiplies; tests read the machine code to prove it.
 
+Version 5 turns the sum around: instead of selecting activation BYTES under the weight bits, it
+slices the activations into their 8 BIT planes once per token (`bit_planes`: plane k of block b is a
+uint64 whose bit m is bit k of byte m) and counts. For one block,
+
+    sum of selected bytes = sum_k 2^k * popcount(nonzero AND (plane_k XOR negative))
+
+because a selected byte is u (bits of u) under a +1 weight and ~u (bits of u, each flipped) under a
+-1 weight. The 8 planes of a block are one <8 x i64> vector, so one block of one row is
+
+    t    = nonzero AND (planes XOR negative)            both plane words broadcast    (vpternlogq)
+    acc += popcount(t)                                  8 bit counts at once          (vpopcntq, vpaddq)
+
+three instructions, no mask registers; the 2^k enter once per row as shifts. The integers are
+version 4's to the last bit (same planes, same offsets). It wins where VPOPCNTQ exists (`POPCNT`:
+AVX-512 VPOPCNTDQ): measured in cache, 1.6x version 4's rate for one token and ~1.1x for four.
+
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
 that LLVM lowers for any CPU, and the public API prefers the SWAR kernel (version 3), which is
-faster there; all give identical integers.
+faster there; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles everywhere too.
 """
 import os
 
@@ -31,24 +48,25 @@ from numba.extending import intrinsic
 TOKENS = 4                      # tokens per call of masked_sad_tokens (their masks are loaded once)
 
 
-def _host_has_avx512bw():
+def _host_has(feature):
     import llvmlite.binding as llvm
     if numba.config.CPU_NAME not in (None, "host"):                  # cross-compiling for another CPU
         return False
     try:
-        return bool(llvm.get_host_cpu_features().get("avx512bw", False))
+        return bool(llvm.get_host_cpu_features().get(feature, False))
     except RuntimeError:                                             # features unknown: be safe
         return False
 
 
 # MMF_NO_AVX512=1 forces the portable path (tests use it, with a fresh NUMBA_CACHE_DIR: Numba's
 # on-disk cache does not know about this switch)
-AVAILABLE = _host_has_avx512bw() and os.environ.get("MMF_NO_AVX512") != "1"
+AVAILABLE = _host_has("avx512bw") and os.environ.get("MMF_NO_AVX512") != "1"
+POPCNT = AVAILABLE and _host_has("avx512vpopcntdq")                 # version 5's fast path
 
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _BYTES = ir.VectorType(_I8, 64)                                      # one zmm of activation bytes
 _MASK = ir.VectorType(_I1, 64)                                       # one k register
-_QWORDS = ir.VectorType(_I64, 8)                                     # psadbw's eight 64-bit sums
+_QWORDS = ir.VectorType(_I64, 8)                                     # psadbw's eight 64-bit sums; a block's 8 bit planes
 
 
 def _psadbw(builder):
@@ -131,17 +149,23 @@ def _check_types(u, t, nz, ng, r):
                                             f"negative like nonzero, r int), got {(u, t, nz, ng, r)}")
 
 
-@intrinsic
-def masked_sad(typingctx, u, t, nonzero, negative, r):
-    """uint64: sum over the 64-weight blocks of row r of the selected bytes of token t (see above)."""
-    _check_types(u, t, nonzero, negative, r)
-
+def _row_sums_codegen(emit, n_tokens, ret=None):
+    """The codegen of an intrinsic (activations, t, nonzero, negative, r): emit's n_tokens sums, one
+    uint64 (ret None) or a tuple of type ret."""
     def codegen(context, builder, sig, args):
         args = list(args)
         args[1] = context.cast(builder, args[1], sig.args[1], types.intp)
         args[4] = context.cast(builder, args[4], sig.args[4], types.intp)
-        return _emit_sums(context, builder, sig, args, 1)[0]
-    return types.uint64(u, t, nonzero, negative, r), codegen
+        sums = emit(context, builder, sig, args, n_tokens)
+        return sums[0] if ret is None else context.make_tuple(builder, ret, sums)
+    return codegen
+
+
+@intrinsic
+def masked_sad(typingctx, u, t, nonzero, negative, r):
+    """uint64: sum over the 64-weight blocks of row r of the selected bytes of token t (see above)."""
+    _check_types(u, t, nonzero, negative, r)
+    return types.uint64(u, t, nonzero, negative, r), _row_sums_codegen(_emit_sums, 1)
 
 
 @intrinsic
@@ -149,10 +173,92 @@ def masked_sad_tokens(typingctx, u, t, nonzero, negative, r):
     """TOKENS uint64 sums (tokens t .. t+TOKENS-1, one row): each block's masks are loaded once."""
     _check_types(u, t, nonzero, negative, r)
     ret = types.UniTuple(types.uint64, TOKENS)
+    return ret(u, t, nonzero, negative, r), _row_sums_codegen(_emit_sums, TOKENS, ret)
+
+
+# ----------------------------------------------------------------------------
+# version 5: bit-sliced activations + popcount
+
+@intrinsic
+def bit_planes(typingctx, u, planes):
+    """u (64 NB,) uint8 activation bytes -> planes (NB, 8) uint64: planes[b, k] bit m = bit k of
+    u[64 b + m] (a bit-matrix transpose of each 64-byte block: 8 byte-tests into k registers, vptestmb)."""
+    if not (isinstance(u, types.Array) and u.ndim == 1 and u.dtype == types.uint8 and u.layout == "C"
+            and isinstance(planes, types.Array) and planes.ndim == 2 and planes.dtype == types.uint64
+            and planes.layout == "C"):
+        raise numba.core.errors.TypingError(f"bit_planes(u uint8 (64 NB,) C, planes uint64 (NB, 8) C), got {(u, planes)}")
 
     def codegen(context, builder, sig, args):
-        args = list(args)
-        args[1] = context.cast(builder, args[1], sig.args[1], types.intp)
-        args[4] = context.cast(builder, args[4], sig.args[4], types.intp)
-        return context.make_tuple(builder, ret, _emit_sums(context, builder, sig, args, TOKENS))
-    return ret(u, t, nonzero, negative, r), codegen
+        ua = context.make_array(sig.args[0])(context, builder, args[0])
+        pa = context.make_array(sig.args[1])(context, builder, args[1])
+        n_blocks, _ = cgutils.unpack_tuple(builder, pa.shape, 2)
+        blocks = builder.bitcast(ua.data, _BYTES.as_pointer())
+        plane_rows = builder.bitcast(pa.data, ir.ArrayType(_I64, 8).as_pointer())
+        zero = ir.Constant(_BYTES, None)
+        with cgutils.for_range(builder, n_blocks) as loop:
+            v = builder.load(builder.gep(blocks, [loop.index]), align=1)
+            for k in range(8):
+                bit = builder.and_(v, ir.Constant(_BYTES, [ir.Constant(_I8, 1 << k)] * 64))
+                word = builder.bitcast(builder.icmp_unsigned("!=", bit, zero), _I64)   # <64 x i1> IS a uint64
+                builder.store(word, builder.gep(plane_rows, [loop.index, ir.Constant(_I32, k)]))
+        return context.get_dummy_value()
+    return types.void(u, planes), codegen
+
+
+def _emit_sliced_sums(context, builder, sig, args, n_tokens):
+    """IR for sum over blocks b of sum_k 2^k popcount(nonzero[r, b] & (planes[t+j, b, k] ^ negative[r, b]))
+    for j < n_tokens; returns n_tokens i64 values. args = (planes, t, nonzero, negative, r)."""
+    pl_ty, _, nz_ty, ng_ty, _ = sig.args
+    pl = context.make_array(pl_ty)(context, builder, args[0])
+    nz = context.make_array(nz_ty)(context, builder, args[2])
+    ng = context.make_array(ng_ty)(context, builder, args[3])
+    t, r = args[1], args[4]
+    _, n_blocks = cgutils.unpack_tuple(builder, nz.shape, 2)
+    plane_base = builder.mul(r, n_blocks)                            # address arithmetic, not data
+    nz_row = builder.gep(nz.data, [plane_base])
+    ng_row = builder.gep(ng.data, [plane_base])
+    blocks = builder.bitcast(pl.data, _QWORDS.as_pointer())          # one block's 8 planes per vector
+    tok_rows = [builder.gep(blocks, [builder.mul(builder.add(t, ir.Constant(t.type, j)), n_blocks)])
+                for j in range(n_tokens)]
+    popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_QWORDS, [_QWORDS]), "llvm.ctpop.v8i64")
+    lane0 = ir.Constant(_I32, 0)
+    splat_idx = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+
+    def splat(word):                                                 # vpbroadcastq
+        v = builder.insert_element(ir.Constant(_QWORDS, ir.Undefined), word, lane0)
+        return builder.shuffle_vector(v, v, splat_idx)
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
+    with cgutils.for_range(builder, n_blocks) as loop:
+        b = loop.index
+        kz = splat(builder.load(builder.gep(nz_row, [b])))
+        kn = splat(builder.load(builder.gep(ng_row, [b])))
+        for j in range(n_tokens):
+            planes = builder.load(builder.gep(tok_rows[j], [b]), align=8)
+            selected = builder.and_(kz, builder.xor(planes, kn))     # one vpternlogq
+            builder.store(builder.add(builder.load(accs[j]), builder.call(popcount, [selected])), accs[j])
+    weights = ir.Constant(_QWORDS, list(range(8)))                   # plane k counts 2^k: a shift
+    return _horizontal_sums(builder, [builder.shl(builder.load(acc), weights) for acc in accs])
+
+
+def _check_sliced_types(pl, t, nz, ng, r):
+    ok = (isinstance(pl, types.Array) and pl.ndim == 3 and pl.dtype == types.uint64 and pl.layout == "C"
+          and isinstance(nz, types.Array) and nz.ndim == 2 and nz.dtype == types.uint64 and nz.layout == "C"
+          and ng == nz and isinstance(t, types.Integer) and isinstance(r, types.Integer))
+    if not ok:
+        raise numba.core.errors.TypingError("sliced_popcount(planes uint64 (n, NB, 8) C, t int, nonzero uint64 "
+                                            f"(R, NB) C, negative like nonzero, r int), got {(pl, t, nz, ng, r)}")
+
+
+@intrinsic
+def sliced_popcount(typingctx, planes, t, nonzero, negative, r):
+    """uint64: row r of the planes . token t's bit planes (version 5): the same sum as masked_sad."""
+    _check_sliced_types(planes, t, nonzero, negative, r)
+    return types.uint64(planes, t, nonzero, negative, r), _row_sums_codegen(_emit_sliced_sums, 1)
+
+
+@intrinsic
+def sliced_popcount_tokens(typingctx, planes, t, nonzero, negative, r):
+    """TOKENS uint64 sums (tokens t .. t+TOKENS-1, one row): each block's plane words are broadcast once."""
+    _check_sliced_types(planes, t, nonzero, negative, r)
+    ret = types.UniTuple(types.uint64, TOKENS)
+    return ret(planes, t, nonzero, negative, r), _row_sums_codegen(_emit_sliced_sums, TOKENS, ret)

@@ -75,7 +75,7 @@ def test_pack_rejects_bad_input(bad, err):
 # ----------------------------------------------------------------------------
 # exactness of every version
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_version_equals_reference(version):
     assert validate(version, np.random.default_rng(version), cases=14) >= 14
 
@@ -106,14 +106,16 @@ def test_public_api_exact_property_loop():
         np.testing.assert_array_equal(v, matmul_v0(Wt, X[:1])[0])
 
 
-def test_worst_case_sums_do_not_overflow():
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_worst_case_sums_do_not_overflow(version):
     # every weight -1 and every activation -128 (or +1 and +127) on a wide row: the largest sums
     n_in = 5000
     for w, x in [(-1, -128), (1, 127), (1, -128), (-1, 127)]:
         p = kernels_numba.pack_ternary(np.full((3, n_in), w, np.int8))
         X = np.full((2, n_in), x, np.int8)
-        np.testing.assert_array_equal(kernels_numba.ternary_matmul(p, X), np.full((2, 3), w * x * n_in))
-        np.testing.assert_array_equal(kernels_numba.ternary_matvec(p, X[0]), np.full(3, w * x * n_in))
+        np.testing.assert_array_equal(tm.MATMULS[version](p, X), np.full((2, 3), w * x * n_in))
+        np.testing.assert_array_equal(tm.MATMULS[version](p, X[:1]), np.full((1, 3), w * x * n_in))
+    np.testing.assert_array_equal(kernels_numba.ternary_matvec(p, X[0]), np.full(3, w * x * n_in))
 
 
 @pytest.mark.parametrize("x, err", [
@@ -162,16 +164,44 @@ def _kernel_args():
                                              tm.activation_bytes(X[:1], p.n_blocks), out[0])),
         "v4 matmul": (tm._v4_matmul_kernel, (p.nonzero, p.negative, p.offset,
                                              tm.activation_bytes(X, p.n_blocks, tm.TOKENS), out)),
+        "v5 matvec": (tm._v5_matvec_kernel, (p.nonzero, p.negative, p.offset,
+                                             tm.activation_planes(X[:1], p.n_blocks), out[0])),
+        "v5 matmul": (tm._v5_matmul_kernel, (p.nonzero, p.negative, p.offset,
+                                             tm.activation_planes(X, p.n_blocks, tm.TOKENS), out)),
+        "v5 planes": (tm.planes_kernel, (tm.activation_bytes(X, p.n_blocks), np.empty((2, p.n_blocks, 8), np.uint64))),
     }
 
 
-@pytest.mark.parametrize("name", ["v4 matvec", "v4 matmul", "v3 matvec", "v3 matmul", "v3 matmul tokens",
-                                  "v2 rows", "v2 tables", "v1"])
+@pytest.mark.parametrize("name", ["v5 matvec", "v5 matmul", "v5 planes", "v4 matvec", "v4 matmul", "v3 matvec",
+                                  "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
-    assert "<8 x i64>" in ir or name.startswith(("v1", "v2")), "the v3/v4 kernels should be vectorized"
+    assert "<8 x i64>" in ir or name.startswith(("v1", "v2", "v5 planes")), "the v3-v5 kernels should be vectorized"
     assert multiplies(ir, asm) == []
+
+
+def test_bit_planes_are_the_bits_of_the_activation_bytes():
+    # plane k of block b: bit m is bit k of byte 64 b + m (np.unpackbits says what the bits are)
+    rng = np.random.default_rng(11)
+    u = rng.integers(0, 256, (3, 64 * 5), dtype=np.uint8)
+    planes = np.empty((3, 5, 8), np.uint64)
+    tm.planes_kernel(u, planes)
+    bits = np.unpackbits(u[..., None], axis=-1, bitorder="little").reshape(3, 5, 64, 8)   # (t, b, m, k)
+    want = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)[:, None]).sum(axis=2, dtype=np.uint64)
+    np.testing.assert_array_equal(planes, want)
+    u[1, 70] ^= 4                                                   # negative control: one bit flipped
+    tm.planes_kernel(u, planes)
+    assert planes[1, 1, 2] != want[1, 1, 2] and (planes != want).sum() == 1
+
+
+@pytest.mark.skipif(not tm.simd.POPCNT, reason="the instruction check needs a CPU with AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("name", ["v5 matvec", "v5 matmul"])
+def test_v5_counts_bits_with_vpopcntq(name):
+    # what version 5 claims to be: one vpternlogq selects the bits, vpopcntq counts them, no k registers
+    kernel, args = _kernel_args()[name]
+    _, asm = compiled_code(kernel, *args)
+    assert "vpopcntq" in asm and "vpternlogq" in asm and "vpsadbw" not in asm
 
 
 @pytest.mark.skipif(not tm.simd.AVAILABLE, reason="the instruction check needs a CPU with AVX-512BW")
@@ -183,13 +213,14 @@ def test_v4_uses_mask_registers_and_psadbw(name):
     assert "vpsadbw" in asm and "kmovq" in asm and "{z}" in asm
 
 
-def test_v4_portable_build_is_exact(tmp_path):
+def test_v4_and_v5_portable_builds_are_exact(tmp_path):
     # CPUs without AVX-512BW compile simd.py's portable IR: forced here with MMF_NO_AVX512=1 and a
     # fresh Numba cache (the cached machine code would be the AVX-512 build)
     import os
     import subprocess
     code = ("import sys; tm = __import__('kernels_numba.products', fromlist=['x']); "
-            "assert not tm.simd.AVAILABLE and tm.BEST == 3; print(tm.validate(4))")
+            "assert not tm.simd.AVAILABLE and not tm.simd.POPCNT and tm.BEST == 3; "
+            "print(tm.validate(5)); print(tm.validate(4))")
     env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
