@@ -36,12 +36,12 @@ from mmf.models.mmfree import MMfreeLM
 from mmf.models.registry import require
 
 from . import fused, scan
-from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares
+from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares, maxnum
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import TOKENS, masked_sad, sliced_popcount
-from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_byte_position, v4_row_tokens,
+from .simd import TOKENS, masked_sad, sliced_popcount, transpose_blocks
+from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_row_tokens,
                        v5_row_tokens)
 
 
@@ -68,7 +68,7 @@ def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version
         if version == 5 and n_tok == 1:                              # decoding one sequence: a GEMV
             acc[0, r] = np.int32(np.int64(sliced_popcount(planes[seg], 0, nonzero, negative, r)) - offset[r])
         elif version == 5:                                           # several sequences: a small GEMM
-            v5_row_tokens(planes[seg], n_tok, nonzero, negative, offset, r, acc)
+            v5_row_tokens(planes[seg], 0, n_tok, nonzero, negative, offset, r, acc)
         elif version == 4 and n_tok == 1:
             acc[0, r] = np.int32(np.int64(masked_sad(us, 0, nonzero, negative, r)) - offset[r])
         elif version == 4:
@@ -89,20 +89,19 @@ def _norm_quant_words(x, g, u, version):
     """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
     activation row u (64 NB,) uint8 in the layout the GEMV reads, and returns the scale s.
     Column k = 64b + 8i + j goes to byte 64b + 8j + i (versions 4 and 5: under bit 8j + i of the
-    planes) or to byte j of word (i, b) (version 3)."""
+    planes; one shuffle per block) or to byte j of word (i, b) (version 3). Padding bytes are 0."""
     r = _rms_inv(x, BITLINEAR_EPS)
     absmax = np.float32(ACT_EPS)
-    for k in range(x.shape[0]):                                      # a max: exact in any order
-        absmax = max(absmax, abs(x[k] * r * g[k]))
+    for k in range(x.shape[0]):                                      # a max: exact in any order, vectorized
+        absmax = maxnum(absmax, abs(x[k] * r * g[k]))
     s = np.float32(ACT_QMAX) / absmax
-    nb8 = u.shape[0] >> 3                                            # bytes per version-3 word row (NB * 8)
-    codes = np.empty(x.shape[0], np.uint8)
+    codes = np.zeros(u.shape[0], np.uint8)                           # (64 NB,) in column order
     for k in range(x.shape[0]):                                      # vectorized
         codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128)
-    if version >= 4:                                                 # then scattered into the GEMV's layout
-        for k in range(x.shape[0]):
-            u[v4_byte_position(k)] = codes[k]
+    if version >= 4:                                                 # then moved into the GEMV's layout
+        transpose_blocks(codes, u)
     else:
+        nb8 = u.shape[0] >> 3                                        # bytes per version-3 word row (NB * 8)
         for k in range(x.shape[0]):
             u[((k >> 3) & 7) * nb8 + ((k >> 6) << 3) + (k & 7)] = codes[k]
     return s
@@ -446,23 +445,24 @@ class Engine:
         x = self.emb[ids].astype(np.float32) * self.emb_scale[ids][..., None]
         x = np.ascontiguousarray(x.reshape(B * T, D))                # (B*T, D) residual stream
         state = self.new_state(B)
-        sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))                 # noqa: E731 (float32 in, float32 out)
+        sigmoid = lambda z: fused.gate(z, fused.sigmoid_kernel)      # noqa: E731 (one parallel pass each)
+        silu = lambda z: fused.gate(z, fused.silu_kernel)            # noqa: E731
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
             a_i, a_f, a_g = (self._bitlinear_rows(xn, self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
                                                   self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k], self.p_gain[l, k])
                              for k in range(3))
             f = self.lb[l] + (np.float32(1.0) - self.lb[l]) * sigmoid(a_f)              # E6 gates
-            i = a_i * sigmoid(a_i) * (np.float32(1.0) - f)
+            i = silu(a_i) * (np.float32(1.0) - f)
             h = scan.scan_forward(f.reshape(B, T, D), i.reshape(B, T, D), np.zeros((B, D), np.float32))
             state[:, l] = h[:, -1]
             h = h.reshape(B * T, D)
-            o = self._rms_rows(a_g, self.g_norm[l]) * (h * sigmoid(h))
+            o = self._rms_rows(a_g, self.g_norm[l]) * silu(h)
             x = x + self._bitlinear_rows(np.ascontiguousarray(o), self.o_nz[l], self.o_ng[l], self.o_off[l],
                                          self.p_beta[l, 3], self.p_gain[l, 3])
             rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU
             gu = self._bitlinear_rows(rn, self.u_nz[l], self.u_ng[l], self.u_off[l], self.u_beta[l], self.u_gain[l])
-            p = np.ascontiguousarray(gu[:, :I] * sigmoid(gu[:, :I]) * gu[:, I:])
+            p = silu(gu[:, :I]) * gu[:, I:]
             x = x + self._bitlinear_rows(p, self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l], self.d_gain[l])
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)

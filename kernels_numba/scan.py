@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from .expf import sigmoid32
+from .fused import _sum_squares
 
 
 @njit(parallel=True, cache=True)
@@ -63,9 +64,7 @@ def mlgru_step_kernel(a_i, a_f, a_g, lb, h, g_norm, eps, o):
         f = lb[d] + (one - lb[d]) * sigmoid32(a_f[d])                # no zero-division branch per element)
         i = a_i[d] * sigmoid32(a_i[d]) * (one - f)
         h[d] = f * h[d] + i
-    ss = 0.0
-    for d in range(D):
-        ss += np.float64(a_g[d]) * np.float64(a_g[d])
+    ss = _sum_squares(a_g.reshape(1, -1), 0)                         # float64, vectorized
     r = np.float32(1.0 / np.sqrt(np.float32(ss / D) + eps))
     for d in range(D):
         o[d] = a_g[d] * r * g_norm[d] * (h[d] * sigmoid32(h[d]))

@@ -177,6 +177,35 @@ def masked_sad_tokens(typingctx, u, t, nonzero, negative, r):
 
 
 # ----------------------------------------------------------------------------
+# the activation bytes' layout
+
+# byte 8j + i of a 64-byte block takes byte 8i + j: the 8x8 transpose behind products.v4_byte_position
+_TRANSPOSE = ir.Constant(ir.VectorType(_I32, 64), [((m & 7) << 3) | (m >> 3) for m in range(64)])
+
+
+@intrinsic
+def transpose_blocks(typingctx, codes, u):
+    """u[64 b + 8 j + i] = codes[64 b + 8 i + j] for every 64-byte block b of the uint8 arrays (equal
+    lengths, a multiple of 64): activation bytes in column order -> the layout versions 4 and 5 read.
+    One shuffle per block (VPERMB where the CPU has AVX-512 VBMI), instead of 64 scattered stores."""
+    if not (isinstance(codes, types.Array) and codes.ndim == 1 and codes.dtype == types.uint8
+            and codes.layout == "C" and u == codes):
+        raise numba.core.errors.TypingError(f"transpose_blocks(codes uint8 (64 NB,) C, u like codes), got {(codes, u)}")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        dst = context.make_array(sig.args[1])(context, builder, args[1])
+        (n_bytes,) = cgutils.unpack_tuple(builder, dst.shape, 1)
+        src_blocks = builder.bitcast(src.data, _BYTES.as_pointer())
+        dst_blocks = builder.bitcast(dst.data, _BYTES.as_pointer())
+        with cgutils.for_range(builder, builder.lshr(n_bytes, ir.Constant(n_bytes.type, 6))) as loop:
+            v = builder.load(builder.gep(src_blocks, [loop.index]), align=1)
+            builder.store(builder.shuffle_vector(v, v, _TRANSPOSE), builder.gep(dst_blocks, [loop.index]), align=1)
+        return context.get_dummy_value()
+    return types.void(codes, u), codegen
+
+
+# ----------------------------------------------------------------------------
 # version 5: bit-sliced activations + popcount
 
 @intrinsic

@@ -181,6 +181,17 @@ def test_kernels_have_no_multiplications(name):
     assert multiplies(ir, asm) == []
 
 
+def test_activation_bytes_sit_where_v4_byte_position_says():
+    # the one-shuffle-per-block transpose against the documented position of each column
+    rng = np.random.default_rng(12)
+    X = rng.integers(-128, 128, (3, 200), dtype=np.int8)             # 200 columns: 4 blocks, the last one padded
+    got = tm.activation_bytes(X, 4)
+    c = np.arange(200)
+    want = np.zeros((3, 256), np.uint8)
+    want[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = (X.astype(np.int16) + 128).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_bit_planes_are_the_bits_of_the_activation_bytes():
     # plane k of block b: bit m is bit k of byte 64 b + m (np.unpackbits says what the bits are)
     rng = np.random.default_rng(11)
