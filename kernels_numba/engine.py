@@ -437,9 +437,13 @@ class Engine:
     def prefill(self, ids):
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)). The projections of all
         B*T prompt tokens run as ternary GEMMs (the matrix-matrix kernel); only the recurrence walks
-        over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding."""
+        over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding. A one-token
+        prompt is one decoding step (the compiled step; the GEMM path's per-layer work in Python
+        measured 7.0 ms against the step's 4.1 ms on the 370M shape)."""
         self._check_ids(ids)
         B, T = ids.shape
+        if T == 1:
+            return self.prefill_stepwise(ids)
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
         x = self.emb[ids].astype(np.float32) * self.emb_scale[ids][..., None]
