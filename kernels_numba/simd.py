@@ -234,6 +234,27 @@ def bit_planes(typingctx, u, planes):
     return types.void(u, planes), codegen
 
 
+PREFETCH_WORDS = 512      # plane words (4 KiB) ahead of the GEMV's reads, into L2 (prefetcht1)
+
+
+def _prefetch_ahead(builder, b, rows):
+    """Once per cache line (every 8th block b), a software prefetch PREFETCH_WORDS words ahead in
+    each of `rows` (pointers to uint64 plane words; running past a row into the next is the point).
+    Why: the GEMV alone does ~3 instructions per 16 bytes it reads, enough to keep the hardware
+    prefetchers from running far ahead; measured on a 370M-shape decoding step's 97 GEMVs (2
+    threads, alternated, 60 rounds): 2.79 ms without, 2.61 ms with (512 words into L2); 256 words
+    into L1 gave 2.69 ms, 2048 words 2.69 ms. A prefetch never faults, so past the array is harmless."""
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0i8")
+    line_start = builder.icmp_unsigned("==", builder.and_(b, ir.Constant(b.type, 7)), ir.Constant(b.type, 0))
+    with builder.if_then(line_start):
+        for row in rows:
+            ahead = builder.gep(row, [builder.add(b, ir.Constant(b.type, PREFETCH_WORDS))])
+            # (address, 0 = read, locality 2 = keep in L2, 1 = data cache)
+            builder.call(prefetch, [builder.bitcast(ahead, _I8.as_pointer()), ir.Constant(_I32, 0),
+                                    ir.Constant(_I32, 2), ir.Constant(_I32, 1)])
+
+
 def _emit_sliced_sums(context, builder, sig, args, n_tokens):
     """IR for sum over blocks b of sum_k 2^k popcount(nonzero[r, b] & (planes[t+j, b, k] ^ negative[r, b]))
     for j < n_tokens; returns n_tokens i64 values. args = (planes, t, nonzero, negative, r)."""
@@ -259,6 +280,8 @@ def _emit_sliced_sums(context, builder, sig, args, n_tokens):
     accs = [cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
     with cgutils.for_range(builder, n_blocks) as loop:
         b = loop.index
+        if n_tokens == 1:                                            # a GEMV streams the planes from memory:
+            _prefetch_ahead(builder, b, (nz_row, ng_row))            # ask for them early
         kz = splat(builder.load(builder.gep(nz_row, [b])))
         kn = splat(builder.load(builder.gep(ng_row, [b])))
         for j in range(n_tokens):
