@@ -437,6 +437,16 @@ def matmul_best(p, X_q):
     return MATMULS[BEST](p, X_q)
 
 
+def best_gemv_kernel():
+    """(kernel, prepare) of the GEMV the public API runs here, for timing the bare kernel:
+    kernel(nonzero, negative, offset, prepare(x_q (1, in) int8, n_blocks), out (R,) int32)."""
+    if BEST == 5:
+        return _v5_matvec_kernel, activation_planes
+    if BEST == 4:
+        return _v4_matvec_kernel, activation_bytes
+    return _v3_matvec_kernel, lambda X_q, n_blk: activation_words(X_q, n_blk)[0]
+
+
 # ----------------------------------------------------------------------------
 # public API (the best version this CPU has: BEST; all give the same integers)
 
