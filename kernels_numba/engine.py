@@ -35,7 +35,7 @@ from mmf.layers.mlgru import lower_bounds_forward
 from mmf.models.mmfree import MMfreeLM
 from mmf.models.registry import require
 
-from . import fused, scan
+from . import fused, mixers
 from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares, maxnum
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
@@ -175,6 +175,15 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
         c_h = head_beta / s[0, b] if finite[b] else np.float32(np.nan)   # int8 codes of inf/NaN are
         for v in range(logits.shape[1]):                             # garbage: say NaN, not a finite lie
             logits[b, v] = acc_v[b, v] * c_h
+
+
+@njit(parallel=True, cache=True)
+def _rescale_rows(acc, c, y):
+    """y[t, r] = float32(acc[t, r]) * c[t]: E4's y = acc * beta / s for many rows (what
+    np.multiply(acc, c[:, None], dtype=np.float32) computes, on both threads)."""
+    for t in prange(acc.shape[0]):
+        for r in range(acc.shape[1]):
+            y[t, r] = np.float32(acc[t, r]) * c[t]
 
 
 # ----------------------------------------------------------------------------
@@ -423,11 +432,22 @@ class Engine:
             logits = self.step(ids[:, t], state)
         return logits, state
 
+    def _quantize_rows(self, x2, gain):
+        """E1 + E2 for many rows at once (fused norm + int8 quantization): -> (q int8, s (rows,))."""
+        q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
+        return q, s
+
+    def _product_rows(self, q, s, nonzero, negative, offset, beta):
+        """E4 for many rows: the ternary GEMM kernel on the codes q, then y = acc * beta / s."""
+        packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
+        acc = MATMULS[self.version](packed, q)                       # (rows, out) int32, additions only
+        y = np.empty(acc.shape, np.float32)
+        _rescale_rows(acc, (beta / s).astype(np.float32), y)
+        return y
+
     def _bitlinear_rows(self, x2, nonzero, negative, offset, beta, gain):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
-        q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
-        packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], x2.shape[1]), float(beta))
-        return np.multiply(MATMULS[self.version](packed, q), beta / s[:, None], dtype=np.float32)   # y = acc * beta / s
+        return self._product_rows(*self._quantize_rows(x2, gain), nonzero, negative, offset, beta)
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)
@@ -437,7 +457,8 @@ class Engine:
     def prefill(self, ids):
         """ids (B, T) -> (logits of the last token (B, V), state (B, L, D)). The projections of all
         B*T prompt tokens run as ternary GEMMs (the matrix-matrix kernel); only the recurrence walks
-        over time (the compiled scan). Equal to prefill_stepwise up to float32 rounding. A one-token
+        over time (the training block's fused E6 pass, kernels_numba/mixers.py, and its E8 GLU pass).
+        Equal to prefill_stepwise up to float32 rounding. A one-token
         prompt is one decoding step (the compiled step; the GEMM path's per-layer work in Python
         measured 7.0 ms against the step's 4.1 ms on the 370M shape)."""
         self._check_ids(ids)
@@ -449,24 +470,25 @@ class Engine:
         x = self.emb[ids].astype(np.float32) * self.emb_scale[ids][..., None]
         x = np.ascontiguousarray(x.reshape(B * T, D))                # (B*T, D) residual stream
         state = self.new_state(B)
-        sigmoid = lambda z: fused.gate(z, fused.sigmoid_kernel)      # noqa: E731 (one parallel pass each)
-        silu = lambda z: fused.gate(z, fused.silu_kernel)            # noqa: E731
+        c = fused.constants(np.float32, self.eps)
+        h, o = np.empty((B * T, D), np.float32), np.empty((B * T, D), np.float32)
+        rstd_g, h0 = np.empty(B * T, np.float32), np.zeros((B, D), np.float32)
+        p = np.empty((B * T, I), np.float32)
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
             a_i, a_f, a_g = (self._bitlinear_rows(xn, self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
                                                   self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k], self.p_gain[l, k])
                              for k in range(3))
-            f = self.lb[l] + (np.float32(1.0) - self.lb[l]) * sigmoid(a_f)              # E6 gates
-            i = silu(a_i) * (np.float32(1.0) - f)
-            h = scan.scan_forward(f.reshape(B, T, D), i.reshape(B, T, D), np.zeros((B, D), np.float32))
-            state[:, l] = h[:, -1]
-            h = h.reshape(B * T, D)
-            o = self._rms_rows(a_g, self.g_norm[l]) * silu(h)
-            x = x + self._bitlinear_rows(np.ascontiguousarray(o), self.o_nz[l], self.o_ng[l], self.o_off[l],
-                                         self.p_beta[l, 3], self.p_gain[l, 3])
-            rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU
-            gu = self._bitlinear_rows(rn, self.u_nz[l], self.u_ng[l], self.u_off[l], self.u_beta[l], self.u_gain[l])
-            p = silu(gu[:, :I]) * gu[:, I:]
+            # E6 in one pass: gates, the recurrence over time, o = rms(a_g; g_norm) * SiLU(h)
+            mixers.mlgru_forward_kernel(a_i, a_f, a_g, self.lb[l], h0, self.g_norm[l], c, T, h, o, rstd_g)
+            state[:, l] = h.reshape(B, T, D)[:, -1]
+            x = x + self._bitlinear_rows(o, self.o_nz[l], self.o_ng[l], self.o_off[l], self.p_beta[l, 3],
+                                         self.p_gain[l, 3])
+            rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU: gate and up from one quantization
+            q, s = self._quantize_rows(rn, self.u_gain[l])
+            gate, up = (self._product_rows(q, s, self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
+                                           self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2))
+            mixers.glu_forward_kernel(gate, up, p)                   # SiLU(gate) * up
             x = x + self._bitlinear_rows(p, self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l], self.d_gain[l])
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
