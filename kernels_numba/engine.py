@@ -40,8 +40,8 @@ from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares, maxnum
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import TOKENS, masked_sad, sliced_popcount, transpose_blocks
-from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_row_tokens,
+from .simd import ROWS, TOKENS, masked_sad, transpose_blocks
+from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows,
                        v5_row_tokens)
 
 
@@ -54,7 +54,7 @@ def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version
     u is (S, tokens padded to TOKENS, 64 NB) uint8: S segments of rows read S different inputs
     (the i/f/g projections of one token read xn through three norms), all in one launch.
     version 5: the bytes are first cut into bit planes (serially: 8 byte-tests per block, for all
-    rows), then sliced_popcount (one token) or TOKENS tokens at a time sharing each block's plane words;
+    rows), then ROWS rows at a time (one token) or TOKENS tokens at a time sharing each block's plane words;
     version 4: masked_sad (one token) or TOKENS at a time, sharing each block's masks;
     version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
     R, NB = nonzero.shape
@@ -62,12 +62,19 @@ def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version
     if version == 5:
         for seg in range(u.shape[0]):
             planes_kernel(u[seg], planes[seg])
+    if version == 5 and n_tok == 1:                                  # decoding one sequence: a GEMV,
+        for task in prange(-(-R // ROWS)):                           # ROWS rows per task
+            r, r_end = task * ROWS, min(R, (task + 1) * ROWS)
+            while r < r_end:                                         # split where a segment ends
+                seg = r // rows_per_seg
+                seg_end = min(r_end, (seg + 1) * rows_per_seg)
+                v5_gemv_rows(planes[seg], nonzero, negative, offset, r, seg_end, acc[0])
+                r = seg_end
+        return
     for r in prange(R):
         seg = r // rows_per_seg
         us = u[seg]                                                  # (tokens, 64 NB)
-        if version == 5 and n_tok == 1:                              # decoding one sequence: a GEMV
-            acc[0, r] = np.int32(np.int64(sliced_popcount(planes[seg], 0, nonzero, negative, r)) - offset[r])
-        elif version == 5:                                           # several sequences: a small GEMM
+        if version == 5:                                             # several sequences: a small GEMM
             v5_row_tokens(planes[seg], 0, n_tok, nonzero, negative, offset, r, acc)
         elif version == 4 and n_tok == 1:
             acc[0, r] = np.int32(np.int64(masked_sad(us, 0, nonzero, negative, r)) - offset[r])

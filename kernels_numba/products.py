@@ -32,8 +32,8 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
                       pack_ternary)
-from .simd import (TOKENS, bit_planes, masked_sad, masked_sad_tokens, sliced_popcount, sliced_popcount_tokens,
-                   transpose_blocks)
+from .simd import (ROWS, TOKENS, bit_planes, masked_sad, masked_sad_tokens, sliced_popcount, sliced_popcount_rows,
+                   sliced_popcount_tokens, transpose_blocks)
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
@@ -380,11 +380,27 @@ def activation_planes(X_q, n_blk, row_multiple=1):
     return planes
 
 
+@njit(inline="always")
+def v5_gemv_rows(planes, nonzero, negative, offset, r_begin, r_end, out):
+    """out[r] = row r . the one token of planes (1, NB, 8), for r_begin <= r < r_end: ROWS rows per
+    call when there are ROWS of them (they share each block's planes), else one at a time."""
+    if r_end - r_begin == ROWS:
+        sums = sliced_popcount_rows(planes, 0, nonzero, negative, r_begin)
+        for i in range(ROWS):
+            out[r_begin + i] = np.int32(np.int64(sums[i]) - offset[r_begin + i])
+    else:
+        for r in range(r_begin, r_end):
+            out[r] = np.int32(np.int64(sliced_popcount(planes, 0, nonzero, negative, r)) - offset[r])
+
+
 @njit(parallel=True, cache=True)
 def _v5_matvec_kernel(nonzero, negative, offset, planes, out):
-    """planes (1, NB, 8) bit planes of one token -> out (R,) int32."""
-    for r in prange(nonzero.shape[0]):
-        out[r] = np.int32(np.int64(sliced_popcount(planes, 0, nonzero, negative, r)) - offset[r])
+    """planes (1, NB, 8) bit planes of one token -> out (R,) int32, ROWS rows per task. Measured on a
+    decoding step's 97 GEMVs (alternated, 60 rounds, twice): 2.65 / 2.57 ms one row per task,
+    2.47 / 2.33 ms four (2 rows 2.52 / 2.40, 8 rows 2.63 / 2.63)."""
+    R = nonzero.shape[0]
+    for task in prange(-(-R // ROWS)):
+        v5_gemv_rows(planes, nonzero, negative, offset, task * ROWS, min(R, (task + 1) * ROWS), out)
 
 
 @njit(inline="always")

@@ -255,18 +255,19 @@ def _prefetch_ahead(builder, b, rows):
                                     ir.Constant(_I32, 2), ir.Constant(_I32, 1)])
 
 
-def _emit_sliced_sums(context, builder, sig, args, n_tokens):
-    """IR for sum over blocks b of sum_k 2^k popcount(nonzero[r, b] & (planes[t+j, b, k] ^ negative[r, b]))
-    for j < n_tokens; returns n_tokens i64 values. args = (planes, t, nonzero, negative, r)."""
+def _emit_sliced_sums(context, builder, sig, args, n_tokens, n_rows=1):
+    """IR for sum over blocks b of sum_k 2^k popcount(nonzero[r+i, b] & (planes[t+j, b, k] ^ negative[r+i, b]))
+    for j < n_tokens, i < n_rows (one of the two is 1); returns the n_tokens * n_rows i64 sums.
+    args = (planes, t, nonzero, negative, r)."""
     pl_ty, _, nz_ty, ng_ty, _ = sig.args
     pl = context.make_array(pl_ty)(context, builder, args[0])
     nz = context.make_array(nz_ty)(context, builder, args[2])
     ng = context.make_array(ng_ty)(context, builder, args[3])
     t, r = args[1], args[4]
     _, n_blocks = cgutils.unpack_tuple(builder, nz.shape, 2)
-    plane_base = builder.mul(r, n_blocks)                            # address arithmetic, not data
-    nz_row = builder.gep(nz.data, [plane_base])
-    ng_row = builder.gep(ng.data, [plane_base])
+    row_starts = [builder.mul(builder.add(r, ir.Constant(r.type, i)), n_blocks) for i in range(n_rows)]
+    nz_rows = [builder.gep(nz.data, [start]) for start in row_starts]   # address arithmetic, not data
+    ng_rows = [builder.gep(ng.data, [start]) for start in row_starts]
     blocks = builder.bitcast(pl.data, _QWORDS.as_pointer())          # one block's 8 planes per vector
     tok_rows = [builder.gep(blocks, [builder.mul(builder.add(t, ir.Constant(t.type, j)), n_blocks)])
                 for j in range(n_tokens)]
@@ -277,19 +278,22 @@ def _emit_sliced_sums(context, builder, sig, args, n_tokens):
     def splat(word):                                                 # vpbroadcastq
         v = builder.insert_element(ir.Constant(_QWORDS, ir.Undefined), word, lane0)
         return builder.shuffle_vector(v, v, splat_idx)
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
+            for _ in range(n_rows)]
     with cgutils.for_range(builder, n_blocks) as loop:
         b = loop.index
         if n_tokens == 1:                                            # a GEMV streams the planes from memory:
-            _prefetch_ahead(builder, b, (nz_row, ng_row))            # ask for them early
-        kz = splat(builder.load(builder.gep(nz_row, [b])))
-        kn = splat(builder.load(builder.gep(ng_row, [b])))
-        for j in range(n_tokens):
-            planes = builder.load(builder.gep(tok_rows[j], [b]), align=8)
-            selected = builder.and_(kz, builder.xor(planes, kn))     # one vpternlogq
-            builder.store(builder.add(builder.load(accs[j]), builder.call(popcount, [selected])), accs[j])
+            _prefetch_ahead(builder, b, nz_rows + ng_rows)           # ask for them early
+        planes = [builder.load(builder.gep(tok_rows[j], [b]), align=8) for j in range(n_tokens)]
+        for i in range(n_rows):
+            kz = splat(builder.load(builder.gep(nz_rows[i], [b])))
+            kn = splat(builder.load(builder.gep(ng_rows[i], [b])))
+            for j in range(n_tokens):
+                selected = builder.and_(kz, builder.xor(planes[j], kn))   # one vpternlogq
+                builder.store(builder.add(builder.load(accs[i][j]), builder.call(popcount, [selected])), accs[i][j])
     weights = ir.Constant(_QWORDS, list(range(8)))                   # plane k counts 2^k: a shift
-    return _horizontal_sums(builder, [builder.shl(builder.load(acc), weights) for acc in accs])
+    vecs = [builder.shl(builder.load(acc), weights) for row in accs for acc in row]
+    return _horizontal_sums(builder, vecs) if len(vecs) == 4 else [s for v in vecs for s in _horizontal_sums(builder, [v])]
 
 
 def _check_sliced_types(pl, t, nz, ng, r):
@@ -306,6 +310,21 @@ def sliced_popcount(typingctx, planes, t, nonzero, negative, r):
     """uint64: row r of the planes . token t's bit planes (version 5): the same sum as masked_sad."""
     _check_sliced_types(planes, t, nonzero, negative, r)
     return types.uint64(planes, t, nonzero, negative, r), _row_sums_codegen(_emit_sliced_sums, 1)
+
+
+ROWS = 4                        # rows per call of sliced_popcount_rows (one token's planes loaded once)
+
+
+@intrinsic
+def sliced_popcount_rows(typingctx, planes, t, nonzero, negative, r):
+    """ROWS uint64 sums (rows r .. r+ROWS-1, one token t): each block's planes are loaded once for
+    four rows, and the per-row work around the loop (its end, the final sums) is shared."""
+    _check_sliced_types(planes, t, nonzero, negative, r)
+    ret = types.UniTuple(types.uint64, ROWS)
+
+    def emit(context, builder, sig, args, n_rows):
+        return _emit_sliced_sums(context, builder, sig, args, 1, n_rows)
+    return ret(planes, t, nonzero, negative, r), _row_sums_codegen(emit, ROWS, ret)
 
 
 @intrinsic

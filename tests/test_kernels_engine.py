@@ -173,3 +173,25 @@ def test_engine_from_pretrained_decodes_the_exported_models_greedy_tokens(traine
     trained.save_pretrained(str(tmp_path), dtype="bfloat16")     # as the released models are stored
     got = check_engine_from_pretrained(str(tmp_path))
     assert len(set(got[0, 3:].tolist())) > 3                         # a real continuation, not a constant
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_gemv_row_groups_split_where_a_segment_ends(version):
+    # one launch serves segments of rows that read different inputs (the i/f/g projections); version 5
+    # takes ROWS rows per task, so with 6-row segments some groups straddle two inputs and must split
+    from kernels_numba.engine import _product_segments
+    from kernels_numba.packing import pack_ternary
+    from kernels_numba.products import TOKENS, activation_bytes, matmul_v0
+    rng = np.random.default_rng(3)
+    W = rng.integers(-1, 2, (18, 100)).astype(np.int8)
+    X = rng.integers(-128, 128, (3, 100)).astype(np.int8)           # one input per 6-row segment
+    p = pack_ternary(W)
+    u = np.stack([activation_bytes(X[k:k + 1], p.n_blocks, TOKENS) for k in range(3)])   # (3, TOKENS, 64 NB)
+    if version == 3:                                                 # version 3 reads the bytes as its words
+        from kernels_numba.products import activation_words
+        u = np.stack([np.pad(activation_words(X[k:k + 1], p.n_blocks).reshape(1, -1).view(np.uint8),
+                             ((0, TOKENS - 1), (0, 0))) for k in range(3)])
+    acc = np.zeros((1, 18), np.int32)
+    _product_segments(p.nonzero, p.negative, p.offset, u, 6, 1, version, acc)
+    want = np.concatenate([matmul_v0(W[6 * k:6 * k + 6], X[k:k + 1])[0] for k in range(3)])
+    np.testing.assert_array_equal(acc[0], want)
