@@ -380,11 +380,17 @@ def activation_planes(X_q, n_blk, row_multiple=1):
     return planes
 
 
+V5_ROWS_MAX_BLOCKS = 128  # rows of up to 128 blocks (8192 weights) go ROWS at a time, longer ones one by one
+
+
 @njit(inline="always")
 def v5_gemv_rows(planes, nonzero, negative, offset, r_begin, r_end, out):
     """out[r] = row r . the one token of planes (1, NB, 8), for r_begin <= r < r_end: ROWS rows per
-    call when there are ROWS of them (they share each block's planes), else one at a time."""
-    if r_end - r_begin == ROWS:
+    call when there are ROWS of them (they share each block's planes) and they are short, else one at
+    a time. Short rows gain (the per-row work is a large share of them), long ones lose: measured,
+    alternated, GB/s of packed weights one row / four rows at a time: 49152 x 4096 36.9 / 46.9,
+    24576 x 8192 46.2 / 47.5, 12288 x 16384 44.8 / 30.0 (eight streams of long rows at once)."""
+    if r_end - r_begin == ROWS and nonzero.shape[1] <= V5_ROWS_MAX_BLOCKS:
         sums = sliced_popcount_rows(planes, 0, nonzero, negative, r_begin)
         for i in range(ROWS):
             out[r_begin + i] = np.int32(np.int64(sums[i]) - offset[r_begin + i])
@@ -396,7 +402,7 @@ def v5_gemv_rows(planes, nonzero, negative, offset, r_begin, r_end, out):
 @njit(parallel=True, cache=True)
 def _v5_matvec_kernel(nonzero, negative, offset, planes, out):
     """planes (1, NB, 8) bit planes of one token -> out (R,) int32, ROWS rows per task. Measured on a
-    decoding step's 97 GEMVs (alternated, 60 rounds, twice): 2.65 / 2.57 ms one row per task,
+    decoding step's 97 GEMVs (alternated, 60 rounds, twice): 2.65 / 2.57 ms one row per call,
     2.47 / 2.33 ms four (2 rows 2.52 / 2.40, 8 rows 2.63 / 2.63)."""
     R = nonzero.shape[0]
     for task in prange(-(-R // ROWS)):
