@@ -288,12 +288,13 @@ def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
     return res, 2 * p.nonzero.nbytes
 
 
-# P3's processes: the same GEMV after idle pauses under three thread setups. OpenMP's wait policy is
+# P3's processes: the same GEMV after idle pauses under four thread setups. OpenMP's wait policy is
 # read once, when the thread pool starts, so each needs its own process.
 PAUSE_SETUPS = (
-    ("2 threads, spin ~30 us then sleep (mmf's default)", {}),
+    ("2 threads, spin ~30 us then sleep, each on its own CPU (mmf's default)", {}),
     ("2 threads, spin always (OMP_WAIT_POLICY=ACTIVE)", {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
     ("1 thread (NUMBA_NUM_THREADS=1)", {"NUMBA_NUM_THREADS": "1"}),
+    ("2 threads, mmf's default wait, not bound to CPUs (OMP_PROC_BIND=false)", {"OMP_PROC_BIND": "false"}),
 )
 
 
@@ -310,7 +311,7 @@ def gemv_after_pauses_in_process(n, env_changes, calls=60):
     code = ("import json, os, numba; from kernels_numba.peers import gemv_after_pauses; "
             f"res, nb = gemv_after_pauses({int(n)}, calls={int(calls)}); "
             "ran = dict(threads=numba.get_num_threads(), OMP_WAIT_POLICY=os.environ.get('OMP_WAIT_POLICY'), "
-            "GOMP_SPINCOUNT=os.environ.get('GOMP_SPINCOUNT')); "
+            "GOMP_SPINCOUNT=os.environ.get('GOMP_SPINCOUNT'), OMP_PROC_BIND=os.environ.get('OMP_PROC_BIND')); "
             "print(json.dumps([nb, [[p, s, st] for (p, s), st in res.items()], ran]))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -574,8 +575,8 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         lines.append(("inference", inf))
     if "pauses" in only:
         n = I["gemv"][1]
-        log(f"[P3] GEMV {n}^2 after idle pauses, each setup in a fresh process (the cause of the slow mode: "
-            "a second thread that went to sleep)")
+        log(f"[P3] GEMV {n}^2 after idle pauses, each setup in a fresh process (the causes of the slow mode: "
+            "a second thread that went to sleep; unbound, one that woke on the first thread's CPU)")
         for setup, changes in PAUSE_SETUPS:
             res, nbytes, ran = gemv_after_pauses_in_process(n, changes, calls=20 if smoke else 60)
             log(f"  {setup} ({nbytes / 2**20:.1f} MiB of planes; ran with {ran}):")
