@@ -47,16 +47,13 @@ import mmf.threads                   # noqa: F401 (first: sets OpenBLAS's idle s
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "3000"
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-# Each OpenMP thread on a CPU of its own (OMP_PROC_BIND=true: the thread that starts the pool, i.e.
-# Python's, on the first CPU, the worker on the next). Unbound, the kernel sometimes wakes the sleeping
-# worker on the CPU of the thread that woke it, and every parallel call then runs both halves on one
-# CPU, twice as long, until the scheduler moves it again: in bench --peers P3 (4096^2 GEMV) calls back
-# to back after a series of 20 ms pauses stayed at 0.31-0.39 ms unbound, 0.08-0.12 ms bound (fresh
-# processes, alternated twice). Training and decoding measured no cost (bench --only train: 6,031 vs
-# 6,463 tok/s; 48 decoded tokens 138/133 vs 133/136 ms). The price: Python's own thread stays on
-# the first CPU, and threads it starts afterwards inherit that. A user's own value wins
-# (OMP_PROC_BIND=false unbinds).
-os.environ.setdefault("OMP_PROC_BIND", "true")
+# Threads are NOT bound to CPUs, although binding (OMP_PROC_BIND=true) removes one slow mode: unbound,
+# the kernel sometimes wakes the sleeping worker on the CPU of the thread that woke it, and every
+# parallel call then runs both halves on one CPU until the scheduler moves it (bench --peers P3, 4096^2
+# GEMV back to back after 20 ms pauses: 0.31-0.39 ms unbound, 0.08-0.12 ms bound). The price made it
+# a user's choice: libgomp binds Python's own thread too, and every process it starts inherits that one
+# CPU (measured: a bench --peers run with binding ran every contender, BLAS included, at half speed).
+# For a process that decodes and starts no others, export OMP_PROC_BIND=true.
 
 from .packing import PackedTernary, pack_ternary, unpack_ternary
 from .products import ternary_matmul, ternary_matvec

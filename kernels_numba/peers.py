@@ -291,10 +291,10 @@ def gemv_after_pauses(n, pauses=(0.0, 0.001, 0.02), calls=60, seed=0):
 # P3's processes: the same GEMV after idle pauses under four thread setups. OpenMP's wait policy is
 # read once, when the thread pool starts, so each needs its own process.
 PAUSE_SETUPS = (
-    ("2 threads, spin ~30 us then sleep, each on its own CPU (mmf's default)", {}),
+    ("2 threads, spin ~30 us then sleep (mmf's default)", {}),
     ("2 threads, spin always (OMP_WAIT_POLICY=ACTIVE)", {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
     ("1 thread (NUMBA_NUM_THREADS=1)", {"NUMBA_NUM_THREADS": "1"}),
-    ("2 threads, mmf's default wait, not bound to CPUs (OMP_PROC_BIND=false)", {"OMP_PROC_BIND": "false"}),
+    ("2 threads, mmf's default wait, each bound to a CPU (OMP_PROC_BIND=true)", {"OMP_PROC_BIND": "true"}),
 )
 
 
@@ -576,7 +576,7 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
     if "pauses" in only:
         n = I["gemv"][1]
         log(f"[P3] GEMV {n}^2 after idle pauses, each setup in a fresh process (the causes of the slow mode: "
-            "a second thread that went to sleep; unbound, one that woke on the first thread's CPU)")
+            "a second thread that went to sleep; one that woke on the first thread's CPU, which binding prevents)")
         for setup, changes in PAUSE_SETUPS:
             res, nbytes, ran = gemv_after_pauses_in_process(n, changes, calls=20 if smoke else 60)
             log(f"  {setup} ({nbytes / 2**20:.1f} MiB of planes; ran with {ran}):")

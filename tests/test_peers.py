@@ -134,12 +134,12 @@ def test_pause_experiment_runs_each_setup_with_its_own_environment():
     (OpenMP reads them only when its pool starts, so a setting made in this process would be ignored)."""
     n = peers.SMOKE_INFER["gemv"][1]
     runs = {label: peers.gemv_after_pauses_in_process(n, changes, calls=3) for label, changes in peers.PAUSE_SETUPS}
-    default, active, single, unbound = [runs[label][2] for label, _ in peers.PAUSE_SETUPS]
+    default, active, single, bound = [runs[label][2] for label, _ in peers.PAUSE_SETUPS]
     assert (default["OMP_WAIT_POLICY"], default["GOMP_SPINCOUNT"], default["OMP_PROC_BIND"]) == (
         os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_PROC_BIND"))
     assert active["OMP_WAIT_POLICY"] == "ACTIVE" and active["GOMP_SPINCOUNT"] is None
     assert single["threads"] == 1
-    assert unbound["OMP_PROC_BIND"] == "false" and unbound["GOMP_SPINCOUNT"] == default["GOMP_SPINCOUNT"]
+    assert bound["OMP_PROC_BIND"] == "true" and bound["GOMP_SPINCOUNT"] == default["GOMP_SPINCOUNT"]
     for res, nbytes, _ in runs.values():
         assert nbytes == 2 * n * n // 8
         assert {pause for _, pause in res} == {0.0, 0.001, 0.02} and all(st["n"] == 3 for st in res.values())
