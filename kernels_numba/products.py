@@ -351,14 +351,20 @@ def prepare_v4(Wt):
     return pack_ternary(Wt)
 
 
-def matmul_v4(p, X_q):
+def packed_product(p, X_q, prepare, matvec_kernel, matmul_kernel):
+    """Versions 4 and 5: the activations laid out by prepare(X_q, n_blocks, row multiple), then the
+    one-token kernel (a GEMV) or the TOKENS-at-a-time kernel -> int32 (n, out)."""
     n = X_q.shape[0]
     out = np.empty((n, p.shape[0]), np.int32)                        # (n, out)
     if n == 1:
-        _v4_matvec_kernel(p.nonzero, p.negative, p.offset, activation_bytes(X_q, p.n_blocks), out[0])
+        matvec_kernel(p.nonzero, p.negative, p.offset, prepare(X_q, p.n_blocks, 1), out[0])
     else:
-        _v4_matmul_kernel(p.nonzero, p.negative, p.offset, activation_bytes(X_q, p.n_blocks, TOKENS), out)
+        matmul_kernel(p.nonzero, p.negative, p.offset, prepare(X_q, p.n_blocks, TOKENS), out)
     return out
+
+
+def matmul_v4(p, X_q):
+    return packed_product(p, X_q, activation_bytes, _v4_matvec_kernel, _v4_matmul_kernel)
 
 
 # ----------------------------------------------------------------------------
@@ -437,18 +443,8 @@ def _v5_matmul_kernel(nonzero, negative, offset, planes, out):
                 v5_row_tokens(planes, t0, min(n, t0 + V5_TOKEN_TILE), nonzero, negative, offset, r, out)
 
 
-def prepare_v5(Wt):
-    return pack_ternary(Wt)
-
-
 def matmul_v5(p, X_q):
-    n = X_q.shape[0]
-    out = np.empty((n, p.shape[0]), np.int32)                        # (n, out)
-    if n == 1:
-        _v5_matvec_kernel(p.nonzero, p.negative, p.offset, activation_planes(X_q, p.n_blocks), out[0])
-    else:
-        _v5_matmul_kernel(p.nonzero, p.negative, p.offset, activation_planes(X_q, p.n_blocks, TOKENS), out)
-    return out
+    return packed_product(p, X_q, activation_planes, _v5_matvec_kernel, _v5_matmul_kernel)
 
 
 BEST = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3              # what the public API runs here
@@ -555,7 +551,7 @@ VERSIONS = {
         prepare_v4, matmul_v4, (_v4_matvec_kernel, _v4_matmul_kernel)),
     5: ("Numba + LLVM IR: bit-sliced activations + VPOPCNTQ, 2 bits per weight" if simd.POPCNT else
         "Numba + LLVM IR, bit-sliced activations + popcount (this CPU has no AVX-512 VPOPCNTDQ: slower here)",
-        prepare_v5, matmul_v5, (_v5_matvec_kernel, _v5_matmul_kernel, planes_kernel)),
+        prepare_v4, matmul_v5, (_v5_matvec_kernel, _v5_matmul_kernel, planes_kernel)),
 }
 
 

@@ -86,15 +86,18 @@ def _psadbw(builder):
                                                ir.Constant(_I32, 0))
 
 
+def _row_args(context, builder, sig, args):
+    """A row-sum intrinsic's (activations, t, nonzero, negative, r) as LLVM values: the two array
+    structs, the two indices, and the number of 64-weight blocks per row."""
+    acts, nz, ng = (context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 2, 3))
+    _, n_blocks = cgutils.unpack_tuple(builder, nz.shape, 2)
+    return acts, args[1], nz, ng, args[4], n_blocks
+
+
 def _emit_sums(context, builder, sig, args, n_tokens):
     """IR for sum over blocks b of psadbw(select(kz, u[t+j, b], 0), select(kn, 0xFF, 0)) for
     j < n_tokens; returns n_tokens i64 values. args = (u, t, nonzero, negative, r)."""
-    u_ty, _, nz_ty, ng_ty, _ = sig.args
-    u = context.make_array(u_ty)(context, builder, args[0])
-    nz = context.make_array(nz_ty)(context, builder, args[2])
-    ng = context.make_array(ng_ty)(context, builder, args[3])
-    t, r = args[1], args[4]
-    _, n_blocks = cgutils.unpack_tuple(builder, nz.shape, 2)
+    u, t, nz, ng, r, n_blocks = _row_args(context, builder, sig, args)
     _, row_bytes = cgutils.unpack_tuple(builder, u.shape, 2)
     plane_base = builder.mul(r, n_blocks)                            # address arithmetic, not data
     nz_row = builder.gep(nz.data, [plane_base])
@@ -140,13 +143,15 @@ def _horizontal_sums(builder, vecs):
     return [s]
 
 
-def _check_types(u, t, nz, ng, r):
-    ok = (isinstance(u, types.Array) and u.ndim == 2 and u.dtype == types.uint8 and u.layout == "C"
+def _check_types(acts, t, nz, ng, r, ndim=2, dtype=types.uint8, usage="masked_sad(u uint8 (n, 64*NB) C"):
+    """Typing check of a row-sum intrinsic's arguments (activations, t, nonzero, negative, r): the
+    activations C-contiguous with ndim and dtype (bytes for version 4, bit planes for 5)."""
+    ok = (isinstance(acts, types.Array) and acts.ndim == ndim and acts.dtype == dtype and acts.layout == "C"
           and isinstance(nz, types.Array) and nz.ndim == 2 and nz.dtype == types.uint64 and nz.layout == "C"
           and ng == nz and isinstance(t, types.Integer) and isinstance(r, types.Integer))
     if not ok:
-        raise numba.core.errors.TypingError("masked_sad(u uint8 (n, 64*NB) C, t int, nonzero uint64 (R, NB) C, "
-                                            f"negative like nonzero, r int), got {(u, t, nz, ng, r)}")
+        raise numba.core.errors.TypingError(f"{usage}, t int, nonzero uint64 (R, NB) C, negative like nonzero, "
+                                            f"r int), got {(acts, t, nz, ng, r)}")
 
 
 def _row_sums_codegen(emit, n_tokens, ret=None):
@@ -259,12 +264,7 @@ def _emit_sliced_sums(context, builder, sig, args, n_tokens, n_rows=1):
     """IR for sum over blocks b of sum_k 2^k popcount(nonzero[r+i, b] & (planes[t+j, b, k] ^ negative[r+i, b]))
     for j < n_tokens, i < n_rows (one of the two is 1); returns the n_tokens * n_rows i64 sums.
     args = (planes, t, nonzero, negative, r)."""
-    pl_ty, _, nz_ty, ng_ty, _ = sig.args
-    pl = context.make_array(pl_ty)(context, builder, args[0])
-    nz = context.make_array(nz_ty)(context, builder, args[2])
-    ng = context.make_array(ng_ty)(context, builder, args[3])
-    t, r = args[1], args[4]
-    _, n_blocks = cgutils.unpack_tuple(builder, nz.shape, 2)
+    pl, t, nz, ng, r, n_blocks = _row_args(context, builder, sig, args)
     row_starts = [builder.mul(builder.add(r, ir.Constant(r.type, i)), n_blocks) for i in range(n_rows)]
     nz_rows = [builder.gep(nz.data, [start]) for start in row_starts]   # address arithmetic, not data
     ng_rows = [builder.gep(ng.data, [start]) for start in row_starts]
@@ -297,12 +297,7 @@ def _emit_sliced_sums(context, builder, sig, args, n_tokens, n_rows=1):
 
 
 def _check_sliced_types(pl, t, nz, ng, r):
-    ok = (isinstance(pl, types.Array) and pl.ndim == 3 and pl.dtype == types.uint64 and pl.layout == "C"
-          and isinstance(nz, types.Array) and nz.ndim == 2 and nz.dtype == types.uint64 and nz.layout == "C"
-          and ng == nz and isinstance(t, types.Integer) and isinstance(r, types.Integer))
-    if not ok:
-        raise numba.core.errors.TypingError("sliced_popcount(planes uint64 (n, NB, 8) C, t int, nonzero uint64 "
-                                            f"(R, NB) C, negative like nonzero, r int), got {(pl, t, nz, ng, r)}")
+    _check_types(pl, t, nz, ng, r, ndim=3, dtype=types.uint64, usage="sliced_popcount(planes uint64 (n, NB, 8) C")
 
 
 @intrinsic
