@@ -59,9 +59,9 @@ def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version
     version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
     R, NB = nonzero.shape
     planes = np.empty((u.shape[0] if version == 5 else 0, u.shape[1], NB, 8), np.uint64)   # (S, tokens, NB, 8)
-    if version == 5:
-        for seg in range(u.shape[0]):
-            planes_kernel(u[seg], planes[seg])
+    if version == 5:                                                 # only the n_tok real tokens: the padded
+        for seg in range(u.shape[0]):                                # rows' sums are never stored
+            planes_kernel(u[seg, :n_tok], planes[seg, :n_tok])
     if version == 5 and n_tok == 1:                                  # decoding one sequence: a GEMV,
         for task in prange(-(-R // ROWS)):                           # ROWS rows per task
             r, r_end = task * ROWS, min(R, (task + 1) * ROWS)
