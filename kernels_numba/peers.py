@@ -163,7 +163,7 @@ def _engine_worker(S):
     """-> (info, run(request)) for the engine: decoding, prefill and the limits."""
     from .engine import Engine
     from .packing import pack_ternary
-    from .products import best_gemv_kernel, ternary_matvec
+    from .products import BEST, best_gemv_kernel, ternary_matvec
     t0 = time.perf_counter()
     model = _infer_model(S)
     engine = Engine(model)
@@ -193,7 +193,6 @@ def _engine_worker(S):
     n_roof = S["gemv"][0]
     p_roof, x_roof = gemvs[n_roof]
     acts_roof, out_roof = prepare(x_roof[None], p_roof.n_blocks), np.empty(n_roof, np.int32)
-    from .products import BEST
     info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, weight_bytes=weights,
                 bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
                 logits=[float(v) for v in logits[0]],
