@@ -21,6 +21,9 @@ Inference (the 370M shape: V=32000 D=1024 L=24 I=2816, random weights, seed 0 in
     torch-prefill  the PyTorch peer in float32 on the same weights, W~ computed once (freeze_), the
                    same 512-token prompt under torch.inference_mode
     gemm-prefill   the float32 GEMMs of that prefill alone (NumPy BLAS): the floor of a float prefill
+    llama-cpp      llama.cpp on a Llama of the same widths quantized to TQ2_0, its ternary format
+                   (kernels_numba/peer_llama.py; dev-only, requirements-peers.txt): batch-1 decoding
+                   and the same 512-token prefill, with the engine's thread count
 
 Decoding moves every packed weight (2 bits each) and the MLGRU state through the memory bus once per
 token, so bytes per token / read bandwidth bounds its speed; the roofline line beside it says
@@ -55,7 +58,8 @@ SPREAD_LIMIT = 0.3          # (p90 - p10) / median above this: the contender was
 PROMPT_SEED = 5
 # llama.cpp's ternary TQ2_0 on a random Llama of the same widths (D=1024, L=24, FFN 2816, V=32000),
 # llama-cpp-python 0.3.36 built with -march=native, 2 threads, measured on this project's machine on
-# 2026-11-30; NOT re-run by this benchmark, so it is printed as a reference, not as a ratio.
+# 2026-11-30. Printed as a reference, never as a ratio, when llama.cpp is not installed to run beside
+# the engine (the llama-cpp contender).
 LLAMA_CPP_TQ2_0 = dict(decode=(100, 135), prefill=(245, 285))
 PROTOCOL = "@@"             # worker lines that carry results start with this
 
@@ -322,6 +326,28 @@ def gemv_after_pauses_in_process(n, env_changes, calls=60):
     return {(p, s): st for p, s, st in items}, nbytes, ran
 
 
+def _llama_worker(S):
+    """llama.cpp's TQ2_0 peer (kernels_numba/peer_llama.py), the engine's thread count."""
+    from . import peer_llama
+    t0 = time.perf_counter()
+    path = peer_llama.build_tq2_0_model(S["config"], log=lambda m: print(m, flush=True))
+    threads = numba.get_num_threads()
+    peer = peer_llama.LlamaPeer(path, n_ctx=S["prompt"] + S["decode_tokens"] + 8, threads=threads)
+    prompt = [int(i) for i in _prompt(S, S["config"]["vocab_size"])[0]]
+    peer.prefill(prompt)                                             # warm-up
+    peer.generate(1, 2)
+    info = dict(setup_s=time.perf_counter() - t0, threads=threads, llama_cpp=peer.version,
+                tensor_types=peer_llama.tensor_types(path), file_bytes=os.path.getsize(path))
+
+    def run(req):
+        if req["task"] == "decode":
+            return _timed(lambda: peer.generate(1, req["tokens"]), 1)
+        if req["task"] == "prefill":
+            return _timed(lambda: peer.prefill(prompt), 1)
+        raise ValueError(f"unknown llama-cpp task {req['task']!r}")
+    return info, run
+
+
 def worker_main(kind, setting_json):
     S = json.loads(setting_json)
     if kind == "engine":
@@ -330,6 +356,8 @@ def worker_main(kind, setting_json):
         info, run = _torch_prefill_worker(S)
     elif kind == "gemm-prefill":
         info, run = _gemm_prefill_worker(S)
+    elif kind == "llama-cpp":
+        info, run = _llama_worker(S)
     else:
         info, step = _train_worker(kind, S)
         run = lambda req: (step(), _timed(step, req["steps"]))[1]   # noqa: E731 (one untimed step first)
@@ -434,8 +462,8 @@ def run_training(S, rounds, steps, kinds, log):
     return out
 
 
-def run_inference(S, rounds, with_torch, log):
-    kinds = ["engine", "gemm-prefill"] + (["torch-prefill"] if with_torch else [])
+def run_inference(S, rounds, with_torch, log, with_llama=False):
+    kinds = ["engine", "gemm-prefill"] + (["torch-prefill"] if with_torch else []) + (["llama-cpp"] if with_llama else [])
     workers = _start(kinds, S, log)
     reqs = [("engine", f"decode B={B}", dict(task="decode", batch=B, tokens=S["decode_tokens"]))
             for B in S["batches"]]
@@ -448,6 +476,9 @@ def run_inference(S, rounds, with_torch, log):
              ("gemm-prefill", "prefill", dict(task="prefill"))]
     if with_torch:
         reqs.append(("torch-prefill", "prefill", dict(task="prefill")))
+    if with_llama:
+        reqs += [("llama-cpp", "decode B=1", dict(task="decode", tokens=S["decode_tokens"])),
+                 ("llama-cpp", "prefill", dict(task="prefill"))]
     try:
         ts = alternate(workers, reqs, rounds)
     finally:
@@ -483,6 +514,11 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
     if not have_torch:
         log("PyTorch is not installed (a dev-only dependency: pip install -r requirements-dev.txt): "
             "the PyTorch peers are skipped; mmf, the GEMM floors and the limits still run.")
+    from .peer_llama import available as llama_available
+    have_llama = "infer" in only and llama_available()
+    if "infer" in only and not have_llama:
+        log("llama.cpp is not installed (dev-only: pip install -r requirements-peers.txt builds it): the TQ2_0 "
+            "peer is skipped and its figures from this machine are printed as a reference, not as ratios.")
     T, I = (SMOKE_TRAIN, SMOKE_INFER) if smoke else (TRAIN, INFER)
     rounds = rounds or (2 if smoke else 4)
     steps = steps or (2 if smoke else 3)
@@ -513,7 +549,7 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
                       + [f"mmf-numba tok/s / {k} tok/s: {r[k]['median'] / m:.2f}x" for k in kinds
                          if k not in ("mmf-numba", "gemm-floor")]))
     if "infer" in only:
-        r = run_inference(I, max(rounds, 2 if smoke else 8), have_torch, log)
+        r = run_inference(I, max(rounds, 2 if smoke else 8), have_torch, log, with_llama=have_llama)
         all_stats.update({f"infer {k}": v for k, v in r.items() if k != "info"})
         e = r["info"]["engine"]
         bw = e["probe_bytes"] / r["engine bandwidth"]["median"]
@@ -559,9 +595,18 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
             log(f"  prefill {P} tokens, PyTorch float32 (same weights, W~ once, inference_mode): {_fmt(pt)} = "
                 f"{P / pt['median']:,.0f} tok/s; last-token logits vs the engine's: max difference {err:.1e} of the "
                 f"largest, same argmax: {int(t_logits.argmax()) == int(e_logits.argmax())}")
-        lo, hi = LLAMA_CPP_TQ2_0["prefill"]
-        log(f"  reference, not from this run: llama.cpp TQ2_0 on this machine's project day, 512-token prefill "
-            f"{lo}-{hi} tok/s, decode {LLAMA_CPP_TQ2_0['decode'][0]}-{LLAMA_CPP_TQ2_0['decode'][1]} tok/s")
+        if have_llama:
+            li = r["info"]["llama-cpp"]
+            ld, lp = r["llama-cpp decode B=1"], r["llama-cpp prefill"]
+            types = ", ".join(f"{n} {k}" for k, n in sorted(li["tensor_types"].items(), key=lambda kv: -kv[1]))
+            log(f"  llama.cpp {li['llama_cpp']} ({li['threads']} threads), a Llama of the same widths in TQ2_0 "
+                f"({li['file_bytes'] / 2**20:.0f} MiB; tensors: {types}):")
+            log(f"    decode batch 1, {I['decode_tokens']} tokens: {_fmt(ld)} = {I['decode_tokens'] / ld['median']:,.0f} "
+                f"tok/s; prefill {P} tokens: {_fmt(lp)} = {P / lp['median']:,.0f} tok/s")
+        else:
+            lo, hi = LLAMA_CPP_TQ2_0["prefill"]
+            log(f"  reference, not from this run: llama.cpp TQ2_0 on this machine's project day, 512-token prefill "
+                f"{lo}-{hi} tok/s, decode {LLAMA_CPP_TQ2_0['decode'][0]}-{LLAMA_CPP_TQ2_0['decode'][1]} tok/s")
         inf = [f"decode batch 1: {dec[1]:.0f} tok/s = {100 * dec[1] / limit:.0f}% of the bandwidth limit "
                f"(targets >= 85%, >= 300 tok/s)"]
         if 8 in dec:
@@ -569,6 +614,10 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         inf.append(f"prefill tok/s, engine / its float32 GEMMs alone: {pg['median'] / pe['median']:.2f}x")
         if have_torch:
             inf.append(f"prefill tok/s, engine / PyTorch float32: {pt['median'] / pe['median']:.2f}x")
+        if have_llama:
+            inf.append(f"prefill tok/s, engine / llama.cpp TQ2_0: {lp['median'] / pe['median']:.2f}x (target >= 2x)")
+            inf.append(f"decode batch 1 tok/s, engine / llama.cpp TQ2_0: "
+                       f"{dec[1] / (I['decode_tokens'] / ld['median']):.2f}x")
         s16 = r["engine gemv out"]
         inf.append(f"GEMV {n_out}^2: {100 * e['gemv_bytes'][str(n_out)] / s16['median'] / bw:.0f}% of the read "
                    f"bandwidth (target >= 85%)")
