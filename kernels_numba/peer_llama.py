@@ -144,15 +144,23 @@ class LlamaPeer:
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
                                    n_threads=threads, n_threads_batch=threads, verbose=False)
         self.version = llama_cpp.__version__
+        self.n_vocab = self.llm.n_vocab()
+        self._llama_cpp = llama_cpp
+
+    def _last_logits(self):
+        # read from llama.cpp's context: llama-cpp-python's `scores` is filled only with logits_all=True
+        ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def prefill(self, ids):
-        """ids: list of ints -> the last token's logits (float32 (V,))."""
+        """ids: list of ints -> the last token's logits (float32 (V,), a view valid until the next call)."""
         self.llm.reset()                  # the KV cache starts empty, as the engine's state does
         self.llm.eval(list(ids))
-        return self.llm.scores[self.llm.n_tokens - 1]
+        return self._last_logits()
 
     def generate(self, first, n):
-        """One-token prompt, then n greedy tokens (n - 1 decoding steps after the prefill)."""
+        """One-token prompt, then n greedy tokens (n - 1 decoding steps after the prefill, the KV cache
+        carried); -> (tokens, the logits the last token was sampled from)."""
         logits = self.prefill([first])
         out = []
         for k in range(n):
@@ -160,5 +168,5 @@ class LlamaPeer:
             out.append(tok)
             if k + 1 < n:
                 self.llm.eval([tok])
-                logits = self.llm.scores[self.llm.n_tokens - 1]
-        return out
+                logits = self._last_logits()
+        return out, logits

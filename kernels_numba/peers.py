@@ -335,7 +335,7 @@ def _llama_worker(S):
     peer = peer_llama.LlamaPeer(path, n_ctx=S["prompt"] + S["decode_tokens"] + 8, threads=threads)
     prompt = [int(i) for i in _prompt(S, S["config"]["vocab_size"])[0]]
     peer.prefill(prompt)                                             # warm-up
-    peer.generate(1, 2)
+    peer.generate(1, 2)                                              # (tokens, logits)
     info = dict(setup_s=time.perf_counter() - t0, threads=threads, llama_cpp=peer.version,
                 tensor_types=peer_llama.tensor_types(path), file_bytes=os.path.getsize(path))
 
