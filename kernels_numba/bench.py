@@ -20,7 +20,9 @@
      same model (kernels_numba/peer_torch.py) and against its float-GEMM floor; decoding (batch 1, 4, 8,
      16, through Engine.generate) against the read bandwidth measured with the engine's threads, with
      the GEMV kernel's in-cache rate beside it (a roofline); a 512-token prefill against PyTorch
-     float32 on the same weights and against its float GEMMs; the 4096^2 and 16384^2 GEMVs in GB/s.
+     float32 on the same weights and against its float GEMMs; beside llama.cpp's ternary TQ2_0 on a
+     Llama of the same widths (kernels_numba/peer_llama.py, dev-only: requirements-peers.txt), batch-1
+     decoding and the same prefill; the 4096^2 and 16384^2 GEMVs in GB/s.
      Ratios are withheld when the machine is visibly busy. --no_compile skips the torch.compile
      contender (its first compile takes minutes; later runs reuse PyTorch's on-disk cache).
 
