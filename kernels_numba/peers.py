@@ -330,7 +330,7 @@ def _llama_worker(S):
     """llama.cpp's TQ2_0 peer (kernels_numba/peer_llama.py), the engine's thread count."""
     from . import peer_llama
     t0 = time.perf_counter()
-    path = peer_llama.build_tq2_0_model(S["config"], log=lambda m: print(m, flush=True))
+    path = peer_llama.build_tq2_0_model(S["config"], log=lambda m: print(m, file=sys.stderr, flush=True))
     threads = numba.get_num_threads()
     peer = peer_llama.LlamaPeer(path, n_ctx=S["prompt"] + S["decode_tokens"] + 8, threads=threads)
     prompt = [int(i) for i in _prompt(S, S["config"]["vocab_size"])[0]]
