@@ -137,6 +137,14 @@ def tensor_types(path):
     return counts
 
 
+def cpu_features():
+    """The CPU features llama.cpp was compiled to use, from its system info (e.g. AVX512, AVX512_VNNI)."""
+    import llama_cpp
+    info = llama_cpp.llama_print_system_info().decode()
+    pairs = (item.split("=") for item in info.split("|") if item.count("=") == 1)
+    return [k.split(":")[-1].strip() for k, v in pairs if v.strip() == "1"]
+
+
 class LlamaPeer:
     """llama.cpp on the TQ2_0 model with `threads` threads: prefill(ids) and generate(first, n), the
     latter greedy with the argmax taken here, as Engine.generate samples."""

@@ -337,7 +337,8 @@ def _llama_worker(S):
     peer.prefill(prompt)                                             # warm-up
     peer.generate(1, 2)                                              # (tokens, logits)
     info = dict(setup_s=time.perf_counter() - t0, threads=threads, llama_cpp=peer.version,
-                tensor_types=peer_llama.tensor_types(path), file_bytes=os.path.getsize(path))
+                tensor_types=peer_llama.tensor_types(path), file_bytes=os.path.getsize(path),
+                cpu_features=peer_llama.cpu_features())
 
     def run(req):
         if req["task"] == "decode":
@@ -600,7 +601,7 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
             ld, lp = r["llama-cpp decode B=1"], r["llama-cpp prefill"]
             types = ", ".join(f"{n} {k}" for k, n in sorted(li["tensor_types"].items(), key=lambda kv: -kv[1]))
             log(f"  llama.cpp {li['llama_cpp']} ({li['threads']} threads), a Llama of the same widths in TQ2_0 "
-                f"({li['file_bytes'] / 2**20:.0f} MiB; tensors: {types}):")
+                f"({li['file_bytes'] / 2**20:.0f} MiB; tensors: {types}); built for {' '.join(li['cpu_features'])}:")
             log(f"    decode batch 1, {I['decode_tokens']} tokens: {_fmt(ld)} = {I['decode_tokens'] / ld['median']:,.0f} "
                 f"tok/s; prefill {P} tokens: {_fmt(lp)} = {P / lp['median']:,.0f} tok/s")
         else:

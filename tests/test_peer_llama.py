@@ -63,6 +63,7 @@ def test_quantized_model_and_greedy_decoding(tmp_path, monkeypatch):
     types = peer_llama.tensor_types(path)
     assert types.get("TQ2_0") == 7 * TINY["num_layers"]
     assert not any(name.endswith(".tmp") for name in __import__("os").listdir(tmp_path))
+    assert "AVX2" in peer_llama.cpu_features() or "NEON" in peer_llama.cpu_features()   # a build for this CPU
     peer = peer_llama.LlamaPeer(path, n_ctx=64, threads=1)
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
     first = np.array(peer.prefill(prompt))
