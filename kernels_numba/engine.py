@@ -493,6 +493,9 @@ class Engine:
                                          self.p_gain[l, 3])
             rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU: gate and up from one quantization
             q, s = self._quantize_rows(rn, self.u_gain[l])
+            # two GEMMs, each cutting q into planes again (~0.1 ms), so that gate and up are contiguous for
+            # the GLU pass: one GEMM over the 2I rows with strided halves measured 22.1 against 20.5 ms per
+            # layer (512 tokens, alternated, 15 rounds)
             gate, up = (self._product_rows(q, s, self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
                                            self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2))
             mixers.glu_forward_kernel(gate, up, p)                   # SiLU(gate) * up

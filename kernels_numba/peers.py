@@ -464,7 +464,8 @@ def run_training(S, rounds, steps, kinds, log):
 
 
 def run_inference(S, rounds, with_torch, log, with_llama=False):
-    kinds = ["engine", "gemm-prefill"] + (["torch-prefill"] if with_torch else []) + (["llama-cpp"] if with_llama else [])
+    kinds = (["engine", "gemm-prefill"] + (["torch-prefill"] if with_torch else [])
+             + (["llama-cpp"] if with_llama else []))
     workers = _start(kinds, S, log)
     reqs = [("engine", f"decode B={B}", dict(task="decode", batch=B, tokens=S["decode_tokens"]))
             for B in S["batches"]]

@@ -2,7 +2,9 @@
 and drives llama.cpp the way the engine is timed.
 
 The GGUF writer needs only `gguf` (requirements-dev.txt); the quantized model and its decoding need
-llama.cpp itself (requirements-peers.txt, not installed by CI, which skips those two tests)."""
+llama.cpp itself (requirements-peers.txt, not installed by CI, which skips that one test)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -13,15 +15,11 @@ gguf = pytest.importorskip("gguf")
 TINY = dict(vocab_size=96, hidden_size=256, num_layers=2, intermediate_size=512)   # rows of 256: TQ2_0 applies
 
 
-def _fields(reader):
-    return {name: field for name, field in reader.fields.items()}
-
-
 def test_f16_gguf_is_a_llama_of_the_given_widths(tmp_path):
     path = tmp_path / "m.gguf"
     peer_llama.write_f16_gguf(str(path), TINY)
     r = gguf.GGUFReader(str(path))
-    f = _fields(r)
+    f = r.fields
     text = lambda k: bytes(f[k].parts[f[k].data[0]]).decode()   # noqa: E731
     num = lambda k: int(f[k].parts[f[k].data[0]][0])           # noqa: E731
     assert text("general.architecture") == "llama"
@@ -62,7 +60,7 @@ def test_quantized_model_and_greedy_decoding(tmp_path, monkeypatch):
     path = peer_llama.build_tq2_0_model(TINY, log=lambda m: None)
     types = peer_llama.tensor_types(path)
     assert types.get("TQ2_0") == 7 * TINY["num_layers"]
-    assert not any(name.endswith(".tmp") for name in __import__("os").listdir(tmp_path))
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
     assert "AVX2" in peer_llama.cpu_features() or "NEON" in peer_llama.cpu_features()   # a build for this CPU
     peer = peer_llama.LlamaPeer(path, n_ctx=64, threads=1)
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
