@@ -40,9 +40,9 @@ from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares, maxnum
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
-from .simd import ROWS, TOKENS, masked_sad, transpose_blocks
-from .products import (BEST, MATMULS, planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows,
-                       v5_row_tokens)
+from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
+from .products import (BEST, LOOKUP_GROUPS, LOOKUP_MIN_TOKENS, MATMULS, lookup_product, lookup_tables,
+                       planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows, v5_row_tokens)
 
 
 # ----------------------------------------------------------------------------
@@ -353,6 +353,7 @@ class Engine:
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.version = BEST                                          # the products' kernel version (same integers)
+        self.lookup_from = LOOKUP_MIN_TOKENS                         # prefills of this many tokens run version 6
 
     # ------------------------------------------------------------------------
     @property
@@ -444,17 +445,29 @@ class Engine:
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
         return q, s
 
-    def _product_rows(self, q, s, nonzero, negative, offset, beta):
-        """E4 for many rows: the ternary GEMM kernel on the codes q, then y = acc * beta / s."""
-        packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
-        acc = MATMULS[self.version](packed, q)                       # (rows, out) int32, additions only
-        y = np.empty(acc.shape, np.float32)
-        _rescale_rows(acc, (beta / s).astype(np.float32), y)
-        return y
+    def _product_rows(self, q, s, weights, buffer=None):
+        """E4 for many rows: the ternary GEMM of the codes q (rows, in) with each (nonzero, negative,
+        offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. From
+        self.lookup_from rows on, version 6, whose lookup tables of q are built once (into `buffer`)
+        for all of `weights`; else the kernel version self.version."""
+        lookup = self.lookup_from is not None and q.shape[0] >= self.lookup_from
+        tables = lookup_tables(q, n_blocks(q.shape[1]), buffer) if lookup else None
+        ys = []
+        for nonzero, negative, offset, beta in weights:
+            if lookup:
+                acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)
+                lookup_product(nonzero, negative, tables, acc)       # (rows, out) int32, additions only
+            else:
+                packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
+                acc = MATMULS[self.version](packed, q)
+            y = np.empty(acc.shape, np.float32)
+            _rescale_rows(acc, (beta / s).astype(np.float32), y)
+            ys.append(y)
+        return ys
 
-    def _bitlinear_rows(self, x2, nonzero, negative, offset, beta, gain):
+    def _bitlinear_rows(self, x2, weights, gain, buffer=None):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
-        return self._product_rows(*self._quantize_rows(x2, gain), nonzero, negative, offset, beta)
+        return self._product_rows(*self._quantize_rows(x2, gain), [weights], buffer)[0]
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)
@@ -481,28 +494,35 @@ class Engine:
         h, o = np.empty((B * T, D), np.float32), np.empty((B * T, D), np.float32)
         rstd_g, h0 = np.empty(B * T, np.float32), np.zeros((B, D), np.float32)
         p = np.empty((B * T, I), np.float32)
+        buffer = None                                                # version 6's tables, reused by every product
+        if self.lookup_from is not None and B * T >= self.lookup_from:
+            buffer = np.empty(-(-B * T // LOOKUP_TOKENS) * LOOKUP_TOKENS * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32,
+                              np.int16)
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
-            a_i, a_f, a_g = (self._bitlinear_rows(xn, self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
-                                                  self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k], self.p_gain[l, k])
+            a_i, a_f, a_g = (self._bitlinear_rows(xn, (self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
+                                                       self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k]),
+                                                  self.p_gain[l, k], buffer)
                              for k in range(3))
             # E6 in one pass: gates, the recurrence over time, o = rms(a_g; g_norm) * SiLU(h)
             mixers.mlgru_forward_kernel(a_i, a_f, a_g, self.lb[l], h0, self.g_norm[l], c, T, h, o, rstd_g)
             state[:, l] = h.reshape(B, T, D)[:, -1]
-            x = x + self._bitlinear_rows(o, self.o_nz[l], self.o_ng[l], self.o_off[l], self.p_beta[l, 3],
-                                         self.p_gain[l, 3])
+            x = x + self._bitlinear_rows(o, (self.o_nz[l], self.o_ng[l], self.o_off[l], self.p_beta[l, 3]),
+                                         self.p_gain[l, 3], buffer)
             rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU: gate and up from one quantization
             q, s = self._quantize_rows(rn, self.u_gain[l])
-            # two GEMMs, each cutting q into planes again (~0.1 ms), so that gate and up are contiguous for
-            # the GLU pass: one GEMM over the 2I rows with strided halves measured 22.1 against 20.5 ms per
-            # layer (512 tokens, alternated, 15 rounds)
-            gate, up = (self._product_rows(q, s, self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
-                                           self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2))
+            # two GEMMs (version 6 builds q's tables once for both), so that gate and up are contiguous
+            # for the GLU pass: one GEMM over the 2I rows with strided halves measured 22.1 against
+            # 20.5 ms per layer (version 5, 512 tokens, alternated, 15 rounds)
+            gate, up = self._product_rows(q, s, [(self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
+                                                  self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2)],
+                                          buffer)
             mixers.glu_forward_kernel(gate, up, p)                   # SiLU(gate) * up
-            x = x + self._bitlinear_rows(p, self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l], self.d_gain[l])
+            x = x + self._bitlinear_rows(p, (self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l]),
+                                         self.d_gain[l], buffer)
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
-        logits = self._bitlinear_rows(xn, self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain)
+        logits = self._bitlinear_rows(xn, (self.head_nz, self.head_ng, self.head_off, self.head_beta), self.head_gain)
         logits[~np.isfinite(xn).all(axis=1)] = np.nan                # int8 codes of inf/NaN are garbage
         return logits, state
 

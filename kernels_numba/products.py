@@ -32,8 +32,8 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
                       pack_ternary)
-from .simd import (ROWS, TOKENS, bit_planes, masked_sad, masked_sad_tokens, sliced_popcount, sliced_popcount_rows,
-                   sliced_popcount_tokens, transpose_blocks)
+from .simd import (LOOKUP_TOKENS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad, masked_sad_tokens,
+                   sliced_popcount, sliced_popcount_rows, sliced_popcount_tokens, transpose_blocks)
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
@@ -447,11 +447,131 @@ def matmul_v5(p, X_q):
     return packed_product(p, X_q, activation_planes, _v5_matvec_kernel, _v5_matmul_kernel)
 
 
+# ----------------------------------------------------------------------------
+# version 6: lookup tables over the same bit planes (T-MAC idea), for many tokens at once
+
+LOOKUP_GROUPS = 22        # lookup groups per 64-weight block: bits 3m..3m+2 for m < 21, and bit 63 alone
+LOOKUP_CHUNK = 85         # groups summed in int16 before widening: 85 groups * 3 * 128 = 32640 < 2^15
+LOOKUP_ROW_BLOCKS = 16     # 32-row blocks per task: their codes stay in L2 while every token passes
+PAD_CODE = 13             # the code of three zero weights (digits 1, 1, 1)
+
+
+def _codes_of_bits():
+    """(64,) uint8: the base-3 code of a group from its 3 nonzero bits (low) and 3 negative bits (high).
+    Weight i of the group (bit i) has digit 2 / 1 / 0 for +1 / 0 / -1, and the code is
+    9 digit_0 + 3 digit_1 + digit_2 (< 27). Impossible patterns (negative without nonzero) get PAD_CODE."""
+    codes = np.full(64, PAD_CODE, np.uint8)
+    for nz in range(8):
+        for ng in range(8):
+            if ng & ~nz == 0:
+                d = [1 + ((nz >> i) & 1) - 2 * ((ng >> i) & 1) for i in range(3)]
+                codes[nz | (ng << 3)] = 9 * d[0] + 3 * d[1] + d[2]
+    return codes
+
+
+CODES_OF_BITS = _codes_of_bits()
+
+
+@njit(parallel=True, cache=True)
+def _lookup_tables_kernel(X_q, tables):
+    """tables[t] = token t's lookup tables (simd.group_tables): its int8 bytes put in bit order by
+    the one-shuffle-per-block transpose of version 4, then 22 tables per block."""
+    n, K = X_q.shape
+    n_bytes = tables.shape[1] // LOOKUP_GROUPS * BLOCK
+    for t in prange(n):
+        row = np.zeros(n_bytes, np.uint8)                            # padding columns stay 0
+        row[:K] = X_q[t].view(np.uint8)
+        xb = np.empty(n_bytes, np.uint8)
+        transpose_blocks(row, xb)
+        group_tables(xb, tables[t])
+
+
+def lookup_tables(X_q, n_blk, buffer=None):
+    """int8 (n, in) -> int16 (n rounded up to LOOKUP_TOKENS, 22 n_blocks, 32): every token's tables;
+    the padded tokens' tables are 0. They take 21 bytes per activation, so a caller that builds many
+    passes a `buffer` (int16, at least that many elements) to be reused: a fresh 30 MB array costs
+    more in page faults than the tables cost to compute (measured: 3.5 against 1.5 ms)."""
+    n = X_q.shape[0]
+    shape = (-(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS, n_blk * LOOKUP_GROUPS, 32)
+    if buffer is None:
+        tables = np.empty(shape, np.int16)
+    else:
+        tables = buffer[:shape[0] * shape[1] * 32].reshape(shape)
+    tables[n:] = 0
+    _lookup_tables_kernel(X_q, tables)
+    return tables
+
+
+@njit(inline="always")
+def lookup_codes(nonzero, negative, r_begin, codes_of_bits, codes):
+    """codes[rb, 22 b + m, i] = the base-3 code of group m of block b of row r_begin + 32 rb + i,
+    read from the plane words (3 nonzero and 3 negative bits -> codes_of_bits); rows past the matrix
+    get PAD_CODE (they add 0 and are never stored)."""
+    R, NB = nonzero.shape
+    for rb in range(codes.shape[0]):
+        for i in range(32):
+            r = r_begin + rb * 32 + i
+            if r >= R:
+                for g in range(codes.shape[1]):
+                    codes[rb, g, i] = PAD_CODE
+                continue
+            for b in range(NB):
+                nz, ng = nonzero[r, b], negative[r, b]
+                for m in range(LOOKUP_GROUPS):
+                    s = U64(3 * m)
+                    codes[rb, b * LOOKUP_GROUPS + m, i] = codes_of_bits[((nz >> s) & U64(7)) | (((ng >> s) & U64(7)) << U64(3))]
+
+
+@njit(parallel=True, cache=True)
+def _v6_matmul_kernel(nonzero, negative, codes_of_bits, tables, out):
+    """tables (n padded to LOOKUP_TOKENS, 22 NB, 32) -> out (n, R) int32. Each task turns its
+    LOOKUP_ROW_BLOCKS x 32 rows into codes once (for all tokens), then walks the tokens
+    LOOKUP_TOKENS at a time and the groups LOOKUP_CHUNK at a time, all its row blocks per chunk, so
+    that a chunk's tables come from L1 and the codes from L2."""
+    R = nonzero.shape[0]
+    n, G = out.shape[0], tables.shape[1]
+    n_rb = -(-R // 32)
+    for task in prange(-(-n_rb // LOOKUP_ROW_BLOCKS)):
+        r0 = task * LOOKUP_ROW_BLOCKS * 32
+        n_own = min(LOOKUP_ROW_BLOCKS, n_rb - task * LOOKUP_ROW_BLOCKS)
+        codes = np.empty((n_own, G, 32), np.uint8)
+        lookup_codes(nonzero, negative, r0, codes_of_bits, codes)
+        acc = np.empty((LOOKUP_TOKENS, n_own * 32), np.int32)
+        rows = min(n_own * 32, R - r0)
+        for t in range(0, n, LOOKUP_TOKENS):
+            acc[:] = 0
+            for j0 in range(0, G, LOOKUP_CHUNK):
+                for rb in range(n_own):
+                    lookup_chunk(codes, tables, acc, rb, t, j0, min(G, j0 + LOOKUP_CHUNK))
+            for k in range(min(LOOKUP_TOKENS, n - t)):
+                for i in range(rows):
+                    out[t + k, r0 + i] = acc[k, i]
+
+
+def lookup_product(nonzero, negative, tables, out):
+    """out (n, R) int32 = the tokens whose lookup_tables are `tables` times the packed rows."""
+    _v6_matmul_kernel(nonzero, negative, CODES_OF_BITS, tables, out)
+
+
+def matmul_v6(p, X_q):
+    """Version 6 for any number of tokens (each call turns every row into codes, so it pays from
+    LOOKUP_MIN_TOKENS tokens on)."""
+    out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
+    lookup_product(p.nonzero, p.negative, lookup_tables(X_q, p.n_blocks), out)
+    return out
+
+
 BEST = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3              # what the public API runs here
-MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5}
+MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6}
+# from this many tokens on the public API (and Engine.prefill) runs version 6 where VPERMW exists:
+# measured on the 370M shape's seven products of one layer, 2 threads, alternated, medians of 9,
+# version 5 / version 6: 2.3 / 2.5 ms at 32 tokens, 4.4 / 4.1 at 64, 8.2 / 7.6 at 128
+LOOKUP_MIN_TOKENS = 64 if simd.AVAILABLE else None
 
 
 def matmul_best(p, X_q):
+    if LOOKUP_MIN_TOKENS is not None and X_q.shape[0] >= LOOKUP_MIN_TOKENS:
+        return matmul_v6(p, X_q)
     return MATMULS[BEST](p, X_q)
 
 
@@ -552,6 +672,9 @@ VERSIONS = {
     5: ("Numba + LLVM IR: bit-sliced activations + VPOPCNTQ, 2 bits per weight" if simd.POPCNT else
         "Numba + LLVM IR, bit-sliced activations + popcount (this CPU has no AVX-512 VPOPCNTDQ: slower here)",
         prepare_v4, matmul_v5, (_v5_matvec_kernel, _v5_matmul_kernel, planes_kernel)),
+    6: ("Numba + LLVM IR: lookup tables of 3 activations' 27 sums, VPERMW, 2 bits per weight" if simd.AVAILABLE else
+        "Numba + LLVM IR, lookup tables, portable build (this CPU has no AVX-512BW: slower here)",
+        prepare_v4, matmul_v6, (_v6_matmul_kernel, _lookup_tables_kernel)),
 }
 
 

@@ -328,3 +328,130 @@ def sliced_popcount_tokens(typingctx, planes, t, nonzero, negative, r):
     _check_sliced_types(planes, t, nonzero, negative, r)
     ret = types.UniTuple(types.uint64, TOKENS)
     return ret(planes, t, nonzero, negative, r), _row_sums_codegen(_emit_sliced_sums, TOKENS, ret)
+
+
+# ----------------------------------------------------------------------------
+# version 6: lookup tables, one VPERMW per 32 rows x 3 weights x 1 token
+
+LOOKUP_TOKENS = 4               # tokens per call of lookup_chunk (each code vector serves all of them)
+_I16 = ir.IntType(16)
+_CODES = ir.VectorType(_I8, 32)                                      # 32 rows' codes of one group
+_WORDS = ir.VectorType(_I16, 32)                                     # one group's table / 32 int16 sums
+_DWORDS = ir.VectorType(_I32, 16)                                    # half of them, widened
+
+
+def _permw(builder):
+    """builder -> f(table, idx) = table[idx[i]] for each of 32 int16 lanes (idx < 32). With AVX-512BW
+    that is VPERMW; elsewhere 32 extract/insert pairs that LLVM lowers for any CPU (slow, same result)."""
+    if AVAILABLE:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_WORDS, [_WORDS, _WORDS]),
+                                            "llvm.x86.avx512.permvar.hi.512")
+        return lambda table, idx: builder.call(fn, [table, idx])
+
+    def portable(table, idx):
+        out = ir.Constant(_WORDS, None)
+        for lane in range(32):
+            i = builder.extract_element(idx, ir.Constant(_I32, lane))
+            out = builder.insert_element(out, builder.extract_element(table, i), ir.Constant(_I32, lane))
+        return out
+    return portable
+
+
+@intrinsic
+def lookup_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
+    """For each of the LOOKUP_TOKENS tokens t+k and the 32 rows i of row block rb:
+        acc[k, 32 rb + i] += sum over groups j0 <= j < j1 of tables[t+k, j, codes[rb, j, i]]
+    codes (row blocks, G, 32) uint8 < 32, tables (tokens, G, 32) int16, acc (LOOKUP_TOKENS, width) int32.
+    Per group: one load of 32 codes widened to int16 (vpmovzxbw), then per token one table lookup of
+    32 lanes (vpermw) and one add (vpaddw); the int16 sums are widened into acc once per call, so the
+    caller keeps j1 - j0 small enough that they cannot overflow. No multiplication."""
+    ok = (isinstance(codes, types.Array) and codes.ndim == 3 and codes.dtype == types.uint8 and codes.layout == "C"
+          and isinstance(tables, types.Array) and tables.ndim == 3 and tables.dtype == types.int16
+          and tables.layout == "C" and isinstance(acc, types.Array) and acc.ndim == 2
+          and acc.dtype == types.int32 and acc.layout == "C"
+          and all(isinstance(v, types.Integer) for v in (rb, t, j0, j1)))
+    if not ok:
+        raise numba.core.errors.TypingError(
+            f"lookup_chunk(codes uint8 (RB, G, 32) C, tables int16 (n, G, 32) C, acc int32 (tokens, width) C, "
+            f"rb, t, j0, j1 ints), got {(codes, tables, acc, rb, t, j0, j1)}")
+
+    def codegen(context, builder, sig, args):
+        ca, ta, aa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(3))
+        rb, t, j0, j1 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in range(3, 7))
+        _, n_groups, _ = cgutils.unpack_tuple(builder, ca.shape, 3)
+        _, width = cgutils.unpack_tuple(builder, aa.shape, 2)
+        c = lambda v: ir.Constant(n_groups.type, v)                  # noqa: E731
+        # address arithmetic (row starts), not data
+        code_rows = builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(rb, n_groups), c(32))]),
+                                    _CODES.as_pointer())
+        table_rows = [builder.bitcast(builder.gep(ta.data, [builder.mul(builder.mul(builder.add(t, c(k)), n_groups),
+                                                                         c(32))]), _WORDS.as_pointer())
+                      for k in range(LOOKUP_TOKENS)]
+        permw = _permw(builder)
+        sums = [cgutils.alloca_once_value(builder, ir.Constant(_WORDS, None)) for _ in range(LOOKUP_TOKENS)]
+        with cgutils.for_range_slice(builder, j0, j1, c(1), inc=True) as (j, _):
+            idx = builder.zext(builder.load(builder.gep(code_rows, [j]), align=1), _WORDS)
+            for k in range(LOOKUP_TOKENS):
+                table = builder.load(builder.gep(table_rows[k], [j]), align=2)
+                builder.store(builder.add(builder.load(sums[k]), permw(table, idx)), sums[k])
+        halves = [ir.Constant(ir.VectorType(_I32, 16), list(range(16 * h, 16 * h + 16))) for h in range(2)]
+        for k in range(LOOKUP_TOKENS):
+            s = builder.load(sums[k])
+            out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width), builder.mul(rb, c(32)))]),
+                                  _DWORDS.as_pointer())
+            for h in range(2):
+                part = builder.sext(builder.shuffle_vector(s, s, halves[h]), _DWORDS)
+                q = builder.gep(out, [ir.Constant(_I32, h)])
+                builder.store(builder.add(builder.load(q, align=4), part), q, align=4)
+        return context.get_dummy_value()
+    return types.void(codes, tables, acc, rb, t, j0, j1), codegen
+
+
+def _table_masks():
+    """For entry e < 27 of a group's table (the code e = 9 d0 + 3 d1 + d2, digit 2 / 1 / 0 for a
+    +1 / 0 / -1 weight): (adds, subtracts), each three <32 x i16> masks, -1 where activation i is
+    added (d_i = 2) or subtracted (d_i = 0). Entries 27..31 are never looked up and stay 0."""
+    def vec(pred):
+        return [ir.Constant(_WORDS, [ir.Constant(_I16, -1 if e < 27 and pred(e, i) else 0) for e in range(32)])
+                for i in range(3)]
+    digit = lambda e, i: (e // 9, e // 3 % 3, e % 3)[i]                # noqa: E731
+    return vec(lambda e, i: digit(e, i) == 2), vec(lambda e, i: digit(e, i) == 0)
+
+
+@intrinsic
+def group_tables(typingctx, xb, tables):
+    """tables[22 b + m, e] = the signed sum of the activations under bits 3m, 3m+1, 3m+2 of block b
+    (bit 63 alone for m = 21) for the weights of code e, for every block b: xb (64 NB,) uint8 is one
+    token's int8 activations in bit order (byte k of a block under bit k of the plane words, as
+    transpose_blocks lays them out), tables (22 NB, 32) int16. Per group: three bytes widened and
+    broadcast, six ANDs with constant masks, five adds and subtractions; no multiplication."""
+    if not (isinstance(xb, types.Array) and xb.ndim == 1 and xb.dtype == types.uint8 and xb.layout == "C"
+            and isinstance(tables, types.Array) and tables.ndim == 2 and tables.dtype == types.int16
+            and tables.layout == "C"):
+        raise numba.core.errors.TypingError(f"group_tables(xb uint8 (64 NB,) C, tables int16 (22 NB, 32) C), "
+                                            f"got {(xb, tables)}")
+
+    def codegen(context, builder, sig, args):
+        xa, ta = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(2))
+        (n_bytes,) = cgutils.unpack_tuple(builder, xa.shape, 1)
+        adds, subs = _table_masks()
+        rows = builder.bitcast(ta.data, ir.ArrayType(_WORDS, 22).as_pointer())   # one block's 22 tables
+        lane0 = ir.Constant(_I32, 0)
+        splat_idx = ir.Constant(ir.VectorType(_I32, 32), [0] * 32)
+
+        def splat(value):                                            # vpbroadcastw
+            v = builder.insert_element(ir.Constant(_WORDS, ir.Undefined), value, lane0)
+            return builder.shuffle_vector(v, v, splat_idx)
+        with cgutils.for_range(builder, builder.lshr(n_bytes, ir.Constant(n_bytes.type, 6))) as loop:
+            block = builder.gep(xa.data, [builder.shl(loop.index, ir.Constant(n_bytes.type, 6))])
+            for m in range(22):
+                xs = [splat(builder.sext(builder.load(builder.gep(block, [ir.Constant(_I32, 3 * m + i)])), _I16))
+                      for i in range(3 if m < 21 else 1)]
+                plus = minus = None
+                for i, x in enumerate(xs):
+                    p, q = builder.and_(x, adds[i]), builder.and_(x, subs[i])
+                    plus = p if plus is None else builder.add(plus, p)
+                    minus = q if minus is None else builder.add(minus, q)
+                builder.store(builder.sub(plus, minus), builder.gep(rows, [loop.index, ir.Constant(_I32, m)]), align=2)
+        return context.get_dummy_value()
+    return types.void(xb, tables), codegen

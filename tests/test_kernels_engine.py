@@ -168,6 +168,21 @@ def test_gemm_prefill_equals_stepwise_prefill(trained):
     assert np.abs(logits - trained.forward(ids)[:, -1]).max() < 1e-3 * np.abs(logits_s).max()
 
 
+def test_lookup_prefill_gives_the_same_logits_and_state(trained):
+    # version 6 (lookup tables) computes the same integers as version 5, so a prefill through it is
+    # bit-identical; lookup_from = 1 forces it on a short prompt, None turns it off
+    ids = np.random.default_rng(1).integers(0, CFG["vocab_size"], (3, 25))
+    engine = Engine(trained)
+    assert engine.lookup_from == (64 if simd.AVAILABLE else None)
+    engine.lookup_from = None
+    logits, state = engine.prefill(ids)
+    engine.lookup_from = 1
+    logits6, state6 = engine.prefill(ids)
+    np.testing.assert_array_equal(logits6, logits)
+    np.testing.assert_array_equal(state6, state)
+    engine.step(np.array([1, 2, 3]), state6)                         # the state decodes on
+
+
 def test_engine_from_pretrained_decodes_the_exported_models_greedy_tokens(trained, tmp_path):
     from test_interop_engine import check_engine_from_pretrained
     trained.save_pretrained(str(tmp_path), dtype="bfloat16")     # as the released models are stored

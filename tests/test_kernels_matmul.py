@@ -75,7 +75,7 @@ def test_pack_rejects_bad_input(bad, err):
 # ----------------------------------------------------------------------------
 # exactness of every version
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_version_equals_reference(version):
     assert validate(version, np.random.default_rng(version), cases=14) >= 14
 
@@ -106,7 +106,7 @@ def test_public_api_exact_property_loop():
         np.testing.assert_array_equal(v, matmul_v0(Wt, X[:1])[0])
 
 
-@pytest.mark.parametrize("version", [3, 4, 5])
+@pytest.mark.parametrize("version", [3, 4, 5, 6])
 def test_worst_case_sums_do_not_overflow(version):
     # every weight -1 and every activation -128 (or +1 and +127) on a wide row: the largest sums
     n_in = 5000
@@ -169,15 +169,19 @@ def _kernel_args():
         "v5 matmul": (tm._v5_matmul_kernel, (p.nonzero, p.negative, p.offset,
                                              tm.activation_planes(X, p.n_blocks, tm.TOKENS), out)),
         "v5 planes": (tm.planes_kernel, (tm.activation_bytes(X, p.n_blocks), np.empty((2, p.n_blocks, 8), np.uint64))),
+        "v6 matmul": (tm._v6_matmul_kernel, (p.nonzero, p.negative, tm.CODES_OF_BITS, tm.lookup_tables(X, p.n_blocks),
+                                             out)),
+        "v6 tables": (tm._lookup_tables_kernel, (X, tm.lookup_tables(X, p.n_blocks))),
     }
 
 
-@pytest.mark.parametrize("name", ["v5 matvec", "v5 matmul", "v5 planes", "v4 matvec", "v4 matmul", "v3 matvec",
-                                  "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
+@pytest.mark.parametrize("name", ["v6 matmul", "v6 tables", "v5 matvec", "v5 matmul", "v5 planes", "v4 matvec",
+                                  "v4 matmul", "v3 matvec", "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
-    assert "<8 x i64>" in ir or name.startswith(("v1", "v2", "v5 planes")), "the v3-v5 kernels should be vectorized"
+    vector = "<32 x i16>" if name.startswith("v6") else "<8 x i64>"  # version 6 works on 32 int16 lanes
+    assert vector in ir or name.startswith(("v1", "v2", "v5 planes")), "the v3-v6 kernels should be vectorized"
     assert multiplies(ir, asm) == []
 
 
@@ -224,14 +228,53 @@ def test_v4_uses_mask_registers_and_psadbw(name):
     assert "vpsadbw" in asm and "kmovq" in asm and "{z}" in asm
 
 
-def test_v4_and_v5_portable_builds_are_exact(tmp_path):
+@pytest.mark.skipif(not tm.simd.AVAILABLE, reason="the instruction check needs a CPU with AVX-512BW")
+def test_v6_looks_up_with_vpermw():
+    # what version 6 claims to be: 32 rows' codes widened once (vpmovzxbw), one vpermw per token
+    kernel, args = _kernel_args()["v6 matmul"]
+    _, asm = compiled_code(kernel, *args)
+    assert "vpermw" in asm and "vpmovzxbw" in asm
+
+
+def test_lookup_tables_hold_the_signed_sums_of_each_group():
+    # group m of block b = the activations under bits 3m, 3m+1, 3m+2 of the plane words (bit 63 alone
+    # for m = 21); entry e = sum_i (digit_i(e) - 1) x_i with e = 9 d0 + 3 d1 + d2; entries 27..31 are 0
+    rng = np.random.default_rng(3)
+    X = rng.integers(-128, 128, (5, 150)).astype(np.int8)           # 3 blocks, the last one padded
+    tables = tm.lookup_tables(X, 3)
+    assert tables.shape == (8, 66, 32) and not tables[5:].any()      # padded to LOOKUP_TOKENS tokens
+    c = np.arange(150)
+    bit_order = np.zeros((5, 3 * 64), np.int64)
+    bit_order[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = X
+    for b in range(3):
+        for m in range(22):
+            xs = [bit_order[:, 64 * b + 3 * m + i] if 3 * m + i < 64 else np.zeros(5, np.int64) for i in range(3)]
+            for e in range(32):
+                d = (e // 9, e // 3 % 3, e % 3)
+                want = sum((d[i] - 1) * xs[i] for i in range(3)) if e < 27 else 0
+                np.testing.assert_array_equal(tables[:5, 22 * b + m, e], want)
+
+
+def test_codes_of_bits_name_every_ternary_triple_once():
+    # the 27 (nonzero, negative) bit patterns of three weights get the 27 codes 9 d0 + 3 d1 + d2, d = w + 1
+    seen = {}
+    for w in np.ndindex(3, 3, 3):
+        w = np.array(w) - 1
+        nz = sum(1 << i for i in range(3) if w[i] != 0)
+        ng = sum(1 << i for i in range(3) if w[i] == -1)
+        seen[tuple(w)] = int(tm.CODES_OF_BITS[nz | ng << 3])
+        assert seen[tuple(w)] == 9 * (w[0] + 1) + 3 * (w[1] + 1) + (w[2] + 1)
+    assert sorted(seen.values()) == list(range(27))
+
+
+def test_v4_to_v6_portable_builds_are_exact(tmp_path):
     # CPUs without AVX-512BW compile simd.py's portable IR: forced here with MMF_NO_AVX512=1 and a
     # fresh Numba cache (the cached machine code would be the AVX-512 build)
     import os
     import subprocess
     code = ("import sys; tm = __import__('kernels_numba.products', fromlist=['x']); "
             "assert not tm.simd.AVAILABLE and not tm.simd.POPCNT and tm.BEST == 3; "
-            "print(tm.validate(5)); print(tm.validate(4))")
+            "print(tm.validate(6)); print(tm.validate(5)); print(tm.validate(4))")
     env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
