@@ -11,9 +11,9 @@ activations, fused RMSNorm + quantization, MLGRU scans, a Numba backend for mmf 
 
 Files, one concept each:
     packing.py         the 2-bit bit-plane layout (and the base-3 layout of the lookup-table kernel)
-    products.py        the add/subtract products, numbered versions 0-5, validated and timed
-    simd.py            the inner loops of versions 4 and 5 in LLVM IR: AVX-512 mask registers +
-                       VPSADBW; bit-sliced activations + VPOPCNTQ
+    products.py        the add/subtract products, numbered versions 0-6, validated and timed
+    simd.py            the inner loops of versions 4-6 in LLVM IR: AVX-512 mask registers +
+                       VPSADBW; bit-sliced activations + VPOPCNTQ; lookup tables + VPERMW
     expf.py            a float32 exp Numba can vectorize (gates, softmax)
     fused.py           row kernels: norm + quantize, RMSNorm, cross-entropy, gate nonlinearities,
                        ternary W~, the embedding gradient

@@ -40,8 +40,9 @@ from .fused import ACT_EPS, ACT_QMAX, SAFE_FAST, _sum_squares, maxnum
 from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
+from . import simd
 from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
-from .products import (BEST, LOOKUP_GROUPS, LOOKUP_MIN_TOKENS, MATMULS, lookup_product, lookup_tables,
+from .products import (BEST, LOOKUP_GROUPS, MATMULS, lookup_codes_bytes, lookup_product, lookup_tables,
                        planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows, v5_row_tokens)
 
 
@@ -195,6 +196,10 @@ def _rescale_rows(acc, c, y):
 
 # ----------------------------------------------------------------------------
 
+# prefills of at least this many tokens (all sequences together) run version 6, where VPERMW exists.
+# Measured on the 370M shape, 2 threads, alternated in one process, medians of 7: version 5 / 6
+# 110 / 127 ms at 64 tokens, 236 / 246 at 128, 387 / 399 at 192, 480 / 384 at 256, 922 / 739 at 512
+LOOKUP_FROM = 256 if simd.AVAILABLE else None
 EMBEDDINGS = ("float32", "mmap", "int8")
 
 
@@ -353,7 +358,7 @@ class Engine:
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.version = BEST                                          # the products' kernel version (same integers)
-        self.lookup_from = LOOKUP_MIN_TOKENS                         # prefills of this many tokens run version 6
+        self.lookup_from = LOOKUP_FROM                               # prefills of this many tokens run version 6
 
     # ------------------------------------------------------------------------
     @property
@@ -445,18 +450,21 @@ class Engine:
         q, s, _, _ = fused.norm_quant(x2, gain, BITLINEAR_EPS, want_q=True, want_xq=False)
         return q, s
 
-    def _product_rows(self, q, s, weights, buffer=None):
+    def _product_rows(self, q, s, weights, buffers=None):
         """E4 for many rows: the ternary GEMM of the codes q (rows, in) with each (nonzero, negative,
         offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. From
-        self.lookup_from rows on, version 6, whose lookup tables of q are built once (into `buffer`)
-        for all of `weights`; else the kernel version self.version."""
+        self.lookup_from rows on, version 6, whose lookup tables of q are built once for all of
+        `weights`, in `buffers` (tables, codes: _lookup_buffers) reused by every product of a prefill;
+        else the kernel version self.version."""
         lookup = self.lookup_from is not None and q.shape[0] >= self.lookup_from
-        tables = lookup_tables(q, n_blocks(q.shape[1]), buffer) if lookup else None
+        if lookup:
+            buffers = buffers or self._lookup_buffers(q.shape[0])
+            tables = lookup_tables(q, n_blocks(q.shape[1]), buffers[0])
         ys = []
         for nonzero, negative, offset, beta in weights:
             if lookup:
                 acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)
-                lookup_product(nonzero, negative, tables, acc)       # (rows, out) int32, additions only
+                lookup_product(nonzero, negative, tables, acc, buffers[1])   # (rows, out) int32, additions only
             else:
                 packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
                 acc = MATMULS[self.version](packed, q)
@@ -465,9 +473,20 @@ class Engine:
             ys.append(y)
         return ys
 
-    def _bitlinear_rows(self, x2, weights, gain, buffer=None):
+    def _bitlinear_rows(self, x2, weights, gain, buffers=None):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
-        return self._product_rows(*self._quantize_rows(x2, gain), [weights], buffer)[0]
+        return self._product_rows(*self._quantize_rows(x2, gain), [weights], buffers)[0]
+
+    def _lookup_buffers(self, rows):
+        """(tables int16, codes uint8) scratch for version 6 on `rows` tokens, large enough for every
+        product of the model: allocated once per prefill, because fresh pages for each product's
+        21 bytes of tables per activation and 2.7 bits of codes per weight cost more than filling them
+        (measured on a 64-token prefill of the 370M shape: 195 against 116 ms with them reused)."""
+        cfg = self.config
+        D, I = cfg.hidden_size, cfg.intermediate_size
+        tables = np.empty(-(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32, np.int16)
+        codes = np.empty(max(lookup_codes_bytes(r, rows, n_blocks(k)) for r, k in ((D, D), (I, D), (D, I))), np.uint8)
+        return tables, codes
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)
@@ -494,21 +513,19 @@ class Engine:
         h, o = np.empty((B * T, D), np.float32), np.empty((B * T, D), np.float32)
         rstd_g, h0 = np.empty(B * T, np.float32), np.zeros((B, D), np.float32)
         p = np.empty((B * T, I), np.float32)
-        buffer = None                                                # version 6's tables, reused by every product
-        if self.lookup_from is not None and B * T >= self.lookup_from:
-            buffer = np.empty(-(-B * T // LOOKUP_TOKENS) * LOOKUP_TOKENS * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32,
-                              np.int16)
+        lookup = self.lookup_from is not None and B * T >= self.lookup_from
+        buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's, reused by every product
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
             a_i, a_f, a_g = (self._bitlinear_rows(xn, (self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
                                                        self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k]),
-                                                  self.p_gain[l, k], buffer)
+                                                  self.p_gain[l, k], buffers)
                              for k in range(3))
             # E6 in one pass: gates, the recurrence over time, o = rms(a_g; g_norm) * SiLU(h)
             mixers.mlgru_forward_kernel(a_i, a_f, a_g, self.lb[l], h0, self.g_norm[l], c, T, h, o, rstd_g)
             state[:, l] = h.reshape(B, T, D)[:, -1]
             x = x + self._bitlinear_rows(o, (self.o_nz[l], self.o_ng[l], self.o_off[l], self.p_beta[l, 3]),
-                                         self.p_gain[l, 3], buffer)
+                                         self.p_gain[l, 3], buffers)
             rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU: gate and up from one quantization
             q, s = self._quantize_rows(rn, self.u_gain[l])
             # two GEMMs (version 6 builds q's tables once for both), so that gate and up are contiguous
@@ -516,10 +533,10 @@ class Engine:
             # 20.5 ms per layer (version 5, 512 tokens, alternated, 15 rounds)
             gate, up = self._product_rows(q, s, [(self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
                                                   self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2)],
-                                          buffer)
+                                          buffers)
             mixers.glu_forward_kernel(gate, up, p)                   # SiLU(gate) * up
             x = x + self._bitlinear_rows(p, (self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l]),
-                                         self.d_gain[l], buffer)
+                                         self.d_gain[l], buffers)
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
         logits = self._bitlinear_rows(xn, (self.head_nz, self.head_ng, self.head_off, self.head_beta), self.head_gain)

@@ -14,13 +14,19 @@ timed (`python -m kernels_numba.products N`):
              that loop in LLVM IR); 6 instructions per 64 weights instead of ~2 per weight
   version 5  the same planes against the activations cut into 8 bit planes, counted by VPOPCNTQ
              (simd.py): 3 instructions per 64 weights, no mask registers
+  version 6  lookup tables again (T-MAC), now over the same planes: each task turns its rows' plane
+             words into one base-3 code per 3 weights, and every token gets a table of the 27 signed
+             sums of each 3 activations; one VPERMW then looks up 32 rows x 3 weights (simd.py).
+             For many tokens at once: Engine.prefill runs it on long prompts
 
 The public API runs the best version this CPU has: 5 with AVX-512 VPOPCNTDQ, else 4 with AVX-512BW,
-else 3 (all give the same integers).
+else 3 (all give the same integers). Version 6 builds 21 bytes of tables per activation and
+derives the codes at every call, so it pays only where a caller reuses its buffers over many
+products (Engine.prefill); a single call through the public API is faster with version 5.
 
 Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
 No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR and machine code of
-versions 1-4 to prove it.
+versions 1-6 to prove it.
 """
 import sys
 import time
@@ -503,12 +509,12 @@ def lookup_tables(X_q, n_blk, buffer=None):
 
 
 @njit(inline="always")
-def lookup_codes(nonzero, negative, r_begin, codes_of_bits, codes):
-    """codes[rb, 22 b + m, i] = the base-3 code of group m of block b of row r_begin + 32 rb + i,
-    read from the plane words (3 nonzero and 3 negative bits -> codes_of_bits); rows past the matrix
-    get PAD_CODE (they add 0 and are never stored)."""
+def lookup_codes(nonzero, negative, r_begin, n_blocks_used, codes_of_bits, codes):
+    """codes[rb, 22 b + m, i] = the base-3 code of group m of block b of row r_begin + 32 rb + i, for
+    rb < n_blocks_used, read from the plane words (3 nonzero and 3 negative bits -> codes_of_bits);
+    rows past the matrix get PAD_CODE (they add 0 and are never stored)."""
     R, NB = nonzero.shape
-    for rb in range(codes.shape[0]):
+    for rb in range(n_blocks_used):
         for i in range(32):
             r = r_begin + rb * 32 + i
             if r >= R:
@@ -522,23 +528,47 @@ def lookup_codes(nonzero, negative, r_begin, codes_of_bits, codes):
                     codes[rb, b * LOOKUP_GROUPS + m, i] = codes_of_bits[((nz >> s) & U64(7)) | (((ng >> s) & U64(7)) << U64(3))]
 
 
+LOOKUP_MIN_TASKS = 4      # narrow matrices split the tokens too, so that both threads get work
+
+
+@njit(cache=True)
+def lookup_tasks(R, n):
+    """(row groups, token parts) of version 6's tasks for n tokens and R rows: groups of
+    LOOKUP_ROW_BLOCKS 32-row blocks; a matrix of fewer than LOOKUP_MIN_TASKS groups also splits the
+    tokens into parts (each part derives its codes again: ~1% of its work at 64 tokens)."""
+    n_groups = -(-(-(-R // 32)) // LOOKUP_ROW_BLOCKS)
+    return n_groups, min(-(-n // LOOKUP_TOKENS), -(-LOOKUP_MIN_TASKS // n_groups))
+
+
+def lookup_codes_bytes(R, n, n_blk):
+    """Bytes of the codes scratch that version 6 needs for n tokens and R rows of n_blk blocks."""
+    n_groups, parts = lookup_tasks(R, n)
+    return n_groups * parts * LOOKUP_ROW_BLOCKS * n_blk * LOOKUP_GROUPS * 32
+
+
 @njit(parallel=True, cache=True)
-def _v6_matmul_kernel(nonzero, negative, codes_of_bits, tables, out):
+def _v6_matmul_kernel(nonzero, negative, codes_of_bits, tables, scratch, out):
     """tables (n padded to LOOKUP_TOKENS, 22 NB, 32) -> out (n, R) int32. Each task turns its
-    LOOKUP_ROW_BLOCKS x 32 rows into codes once (for all tokens), then walks the tokens
-    LOOKUP_TOKENS at a time and the groups LOOKUP_CHUNK at a time, all its row blocks per chunk, so
-    that a chunk's tables come from L1 and the codes from L2."""
+    LOOKUP_ROW_BLOCKS x 32 rows into codes once (into its part of `scratch`, uint8 of at least
+    lookup_codes_bytes), then walks its tokens LOOKUP_TOKENS at a time and the groups LOOKUP_CHUNK at
+    a time, all its row blocks per chunk, so that a chunk's tables come from L1 and the codes from L2."""
     R = nonzero.shape[0]
     n, G = out.shape[0], tables.shape[1]
     n_rb = -(-R // 32)
-    for task in prange(-(-n_rb // LOOKUP_ROW_BLOCKS)):
-        r0 = task * LOOKUP_ROW_BLOCKS * 32
-        n_own = min(LOOKUP_ROW_BLOCKS, n_rb - task * LOOKUP_ROW_BLOCKS)
-        codes = np.empty((n_own, G, 32), np.uint8)
-        lookup_codes(nonzero, negative, r0, codes_of_bits, codes)
+    n_groups, parts = lookup_tasks(R, n)
+    quads = -(-n // LOOKUP_TOKENS)
+    all_codes = scratch[:n_groups * parts * LOOKUP_ROW_BLOCKS * G * 32].reshape(
+        (n_groups * parts, LOOKUP_ROW_BLOCKS, G, 32))
+    for task in prange(n_groups * parts):
+        group, part = task // parts, task % parts
+        r0 = group * LOOKUP_ROW_BLOCKS * 32
+        n_own = min(LOOKUP_ROW_BLOCKS, n_rb - group * LOOKUP_ROW_BLOCKS)
+        codes = all_codes[task]                                      # (LOOKUP_ROW_BLOCKS, G, 32), n_own used
+        lookup_codes(nonzero, negative, r0, n_own, codes_of_bits, codes)
         acc = np.empty((LOOKUP_TOKENS, n_own * 32), np.int32)
         rows = min(n_own * 32, R - r0)
-        for t in range(0, n, LOOKUP_TOKENS):
+        for q in range(part * quads // parts, (part + 1) * quads // parts):
+            t = q * LOOKUP_TOKENS
             acc[:] = 0
             for j0 in range(0, G, LOOKUP_CHUNK):
                 for rb in range(n_own):
@@ -548,14 +578,19 @@ def _v6_matmul_kernel(nonzero, negative, codes_of_bits, tables, out):
                     out[t + k, r0 + i] = acc[k, i]
 
 
-def lookup_product(nonzero, negative, tables, out):
-    """out (n, R) int32 = the tokens whose lookup_tables are `tables` times the packed rows."""
-    _v6_matmul_kernel(nonzero, negative, CODES_OF_BITS, tables, out)
+def lookup_product(nonzero, negative, tables, out, scratch=None):
+    """out (n, R) int32 = the tokens whose lookup_tables are `tables` times the packed rows. A caller
+    that runs many passes a reused `scratch` (uint8, lookup_codes_bytes): fresh codes pages cost more
+    than deriving the codes."""
+    need = lookup_codes_bytes(nonzero.shape[0], out.shape[0], nonzero.shape[1])
+    if scratch is None or scratch.size < need:
+        scratch = np.empty(need, np.uint8)
+    _v6_matmul_kernel(nonzero, negative, CODES_OF_BITS, tables, scratch, out)
 
 
 def matmul_v6(p, X_q):
-    """Version 6 for any number of tokens (each call turns every row into codes, so it pays from
-    LOOKUP_MIN_TOKENS tokens on)."""
+    """Version 6 for any number of tokens. It pays where its tables (21 bytes per activation) and
+    codes are reused across many rows and calls: Engine.prefill keeps both buffers for a whole prompt."""
     out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
     lookup_product(p.nonzero, p.negative, lookup_tables(X_q, p.n_blocks), out)
     return out
@@ -563,15 +598,9 @@ def matmul_v6(p, X_q):
 
 BEST = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3              # what the public API runs here
 MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6}
-# from this many tokens on the public API (and Engine.prefill) runs version 6 where VPERMW exists:
-# measured on the 370M shape's seven products of one layer, 2 threads, alternated, medians of 9,
-# version 5 / version 6: 2.3 / 2.5 ms at 32 tokens, 4.4 / 4.1 at 64, 8.2 / 7.6 at 128
-LOOKUP_MIN_TOKENS = 64 if simd.AVAILABLE else None
 
 
 def matmul_best(p, X_q):
-    if LOOKUP_MIN_TOKENS is not None and X_q.shape[0] >= LOOKUP_MIN_TOKENS:
-        return matmul_v6(p, X_q)
     return MATMULS[BEST](p, X_q)
 
 

@@ -1,5 +1,5 @@
 """Explicit 512-bit SIMD for the ternary kernels, written as LLVM IR: mask registers + VPSADBW
-(version 4) and bit-sliced activations + VPOPCNTQ (version 5).
+(version 4), bit-sliced activations + VPOPCNTQ (version 5) and lookup tables + VPERMW (version 6).
 
 Numba's auto-vectorizer cannot be talked into using AVX-512's two best tools for ternary weights,
 so this file writes the inner loop in LLVM IR directly (a Numba `@intrinsic`), one block of 64
@@ -33,9 +33,22 @@ three instructions, no mask registers; the 2^k enter once per row as shifts. The
 version 4's to the last bit (same planes, same offsets). It wins where VPOPCNTQ exists (`POPCNT`:
 AVX-512 VPOPCNTDQ): measured in cache, 1.6x version 4's rate for one token and ~1.1x for four.
 
+Version 6 looks the sums up instead. Three ternary weights have 27 patterns, so for each token and
+each group of three activations x0, x1, x2 a table of 32 int16 holds the 27 sums +-x0 +-x1 +-x2
+(and five unused zeros: `group_tables`), and each row's group becomes one byte, its base-3 code.
+VPERMW takes 32 int16 indices and returns the 32 table entries they name, so with the codes of 32
+rows for one group in a vector,
+
+    idx  = zext(codes[group, 32 rows])                  32 codes as int16                 (vpmovzxbw)
+    acc += permw(table[token, group], idx)              32 rows' sums for this group      (vpermw, vpaddw)
+
+two instructions per 96 weights and token, and the code vector serves four tokens (`lookup_chunk`).
+The int16 sums are widened into int32 every 85 groups, before they could overflow.
+
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
 that LLVM lowers for any CPU, and the public API prefers the SWAR kernel (version 3), which is
-faster there; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles everywhere too.
+faster there; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles everywhere too,
+and version 6's (its VPERMW becomes 32 extract/insert pairs).
 """
 import os
 

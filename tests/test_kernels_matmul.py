@@ -170,7 +170,7 @@ def _kernel_args():
                                              tm.activation_planes(X, p.n_blocks, tm.TOKENS), out)),
         "v5 planes": (tm.planes_kernel, (tm.activation_bytes(X, p.n_blocks), np.empty((2, p.n_blocks, 8), np.uint64))),
         "v6 matmul": (tm._v6_matmul_kernel, (p.nonzero, p.negative, tm.CODES_OF_BITS, tm.lookup_tables(X, p.n_blocks),
-                                             out)),
+                                             np.empty(tm.lookup_codes_bytes(8, 2, p.n_blocks), np.uint8), out)),
         "v6 tables": (tm._lookup_tables_kernel, (X, tm.lookup_tables(X, p.n_blocks))),
     }
 
