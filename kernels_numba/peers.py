@@ -197,8 +197,9 @@ def _engine_worker(S):
     n_roof = S["gemv"][0]
     p_roof, x_roof = gemvs[n_roof]
     acts_roof, out_roof = prepare(x_roof[None], p_roof.n_blocks), np.empty(n_roof, np.int32)
-    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, weight_bytes=weights,
-                bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
+    lookup = engine.lookup_from is not None and prompt.size >= engine.lookup_from
+    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, prefill_version=6 if lookup else BEST,
+                weight_bytes=weights, bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
                 logits=[float(v) for v in logits[0]],
                 gemv_bytes={n: p.nonzero.nbytes + p.negative.nbytes + p.offset.nbytes for n, (p, _) in gemvs.items()})
 
@@ -555,7 +556,8 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         all_stats.update({f"infer {k}": v for k, v in r.items() if k != "info"})
         e = r["info"]["engine"]
         bw = e["probe_bytes"] / r["engine bandwidth"]["median"]
-        log(f"[P2] {I['config']}; engine process: {e['threads']} threads, ternary products version {e['version']}")
+        log(f"[P2] {I['config']}; engine process: {e['threads']} threads, ternary products version {e['version']} "
+            f"(prefill: version {e.get('prefill_version', e['version'])})")
         log(f"  read bandwidth ({e['probe_bytes'] >> 20} MiB streamed, {e['threads']} threads): "
             f"{bw / 1e9:.1f} GB/s (min-max {e['probe_bytes'] / r['engine bandwidth']['max'] / 1e9:.1f}-"
             f"{e['probe_bytes'] / r['engine bandwidth']['min'] / 1e9:.1f})")

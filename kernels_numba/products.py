@@ -458,7 +458,7 @@ def matmul_v5(p, X_q):
 
 LOOKUP_GROUPS = 22        # lookup groups per 64-weight block: bits 3m..3m+2 for m < 21, and bit 63 alone
 LOOKUP_CHUNK = 85         # groups summed in int16 before widening: 85 groups * 3 * 128 = 32640 < 2^15
-LOOKUP_ROW_BLOCKS = 16     # 32-row blocks per task: their codes stay in L2 while every token passes
+LOOKUP_ROW_BLOCKS = 16    # 32-row blocks per task: their codes stay in L2 while every token passes
 PAD_CODE = 13             # the code of three zero weights (digits 1, 1, 1)
 
 
@@ -497,6 +497,10 @@ def lookup_tables(X_q, n_blk, buffer=None):
     the padded tokens' tables are 0. They take 21 bytes per activation, so a caller that builds many
     passes a `buffer` (int16, at least that many elements) to be reused: a fresh 30 MB array costs
     more in page faults than the tables cost to compute (measured: 3.5 against 1.5 ms)."""
+    if X_q.dtype != np.int8 or X_q.ndim != 2 or X_q.shape[1] > n_blk * BLOCK:
+        raise ValueError(f"lookup_tables: X_q must be int8 (n, in) with in <= 64 * n_blocks = {n_blk * BLOCK}, "
+                         f"got {X_q.dtype} {X_q.shape}")
+    X_q = np.ascontiguousarray(X_q)
     n = X_q.shape[0]
     shape = (-(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS, n_blk * LOOKUP_GROUPS, 32)
     if buffer is None:
@@ -535,7 +539,7 @@ LOOKUP_MIN_TASKS = 4      # narrow matrices split the tokens too, so that both t
 def lookup_tasks(R, n):
     """(row groups, token parts) of version 6's tasks for n tokens and R rows: groups of
     LOOKUP_ROW_BLOCKS 32-row blocks; a matrix of fewer than LOOKUP_MIN_TASKS groups also splits the
-    tokens into parts (each part derives its codes again: ~1% of its work at 64 tokens)."""
+    tokens into parts (each part derives its codes again)."""
     n_groups = -(-(-(-R // 32)) // LOOKUP_ROW_BLOCKS)
     return n_groups, min(-(-n // LOOKUP_TOKENS), -(-LOOKUP_MIN_TASKS // n_groups))
 
@@ -582,7 +586,13 @@ def lookup_product(nonzero, negative, tables, out, scratch=None):
     """out (n, R) int32 = the tokens whose lookup_tables are `tables` times the packed rows. A caller
     that runs many passes a reused `scratch` (uint8, lookup_codes_bytes): fresh codes pages cost more
     than deriving the codes."""
-    need = lookup_codes_bytes(nonzero.shape[0], out.shape[0], nonzero.shape[1])
+    R, NB = nonzero.shape
+    n = out.shape[0]
+    if (negative.shape != nonzero.shape or out.shape != (n, R) or out.dtype != np.int32 or tables.ndim != 3
+            or tables.shape[0] < -(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS or tables.shape[1:] != (NB * LOOKUP_GROUPS, 32)):
+        raise ValueError(f"lookup_product: tables {tables.shape} (from lookup_tables of {n} tokens and {NB} blocks) "
+                         f"and out {out.shape} {out.dtype} (int32 ({n}, {R})) do not fit planes {nonzero.shape}")
+    need = lookup_codes_bytes(R, n, NB)
     if scratch is None or scratch.size < need:
         scratch = np.empty(need, np.uint8)
     _v6_matmul_kernel(nonzero, negative, CODES_OF_BITS, tables, scratch, out)

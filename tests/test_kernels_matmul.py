@@ -255,6 +255,22 @@ def test_lookup_tables_hold_the_signed_sums_of_each_group():
                 np.testing.assert_array_equal(tables[:5, 22 * b + m, e], want)
 
 
+def test_lookup_product_refuses_tables_of_another_shape():
+    # the kernel reads without bounds checks, so its entry checks what it is given against the planes
+    rng = np.random.default_rng(4)
+    p = pack_ternary(rng.integers(-1, 2, (40, 130)).astype(np.int8))        # 3 blocks
+    X = rng.integers(-128, 128, (6, 130)).astype(np.int8)
+    out = np.empty((6, 40), np.int32)
+    tm.lookup_product(p.nonzero, p.negative, tm.lookup_tables(X, p.n_blocks), out)
+    np.testing.assert_array_equal(out, matmul_v0(unpack_ternary(p), X))
+    with pytest.raises(ValueError, match="in <= 64"):
+        tm.lookup_tables(X, 2)                                       # 130 columns do not fit 2 blocks
+    for tables, o in [(tm.lookup_tables(X[:, :128], 2), out), (tm.lookup_tables(X[:3], 3), out),
+                      (tm.lookup_tables(X, 3), np.empty((6, 41), np.int32)), (tm.lookup_tables(X, 3), out.astype(np.int64))]:
+        with pytest.raises(ValueError, match="do not fit"):
+            tm.lookup_product(p.nonzero, p.negative, tables, o)
+
+
 def test_codes_of_bits_name_every_ternary_triple_once():
     # the 27 (nonzero, negative) bit patterns of three weights get the 27 codes 9 d0 + 3 d1 + d2, d = w + 1
     seen = {}
