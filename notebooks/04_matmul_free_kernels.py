@@ -232,15 +232,52 @@ for v in (4, 5):
     print(f"version {v}: {tm.fmt(tm.time_it(lambda: tm.MATMULS[v](pc, Xc), repeats=50))}")
 
 # %% [markdown]
+# ## 3d. Version 6: look the sums up, for many tokens at once
+#
+# A prompt multiplies each matrix by hundreds of tokens, and then a table pays. Three ternary
+# weights have only 3³ = 27 patterns, so for each token and each group of three activations
+# `x0, x1, x2` one table of 32 int16 holds all 27 sums `±x0 ±x1 ±x2` (five entries unused), built
+# with ANDs and adds (`simd.group_tables`). Each row's group of three weights becomes one byte, its
+# base-3 code `9·(w0+1) + 3·(w1+1) + (w2+1)`, read straight from the bit planes (3 `nonzero` bits and
+# 3 `negative` bits → `CODES_OF_BITS`). **VPERMW** takes 32 such codes as indices and returns the 32
+# table entries they name: 32 rows × 3 weights of one token in one instruction, and one add. The
+# int16 sums are widened into int32 every 85 groups, before they could overflow (85 · 3 · 128 < 2¹⁵).
+# The tables cost 21 bytes per activation and the codes are derived at every call, so it pays only
+# for long prompts: `Engine.prefill` runs it from `LOOKUP_FROM` tokens on and reuses its buffers.
+
+# %%
+# one token; the first group's activations sit under bits 0, 1, 2 of the plane words, which are
+# columns 0, 8, 16 (packing.py's bit order)
+x3 = np.zeros((1, 64), np.int8)
+x3[0, [0, 8, 16]] = (5, -7, 100)
+t6 = tm.lookup_tables(x3, 1)                                     # (tokens padded to 4, 22 groups, 32)
+for w in ((1, 1, 1), (1, -1, 0), (-1, 0, 1)):
+    code = 9 * (w[0] + 1) + 3 * (w[1] + 1) + (w[2] + 1)
+    print(f"weights {w}: code {code:2d}, table entry {t6[0, 0, code]:5d} = {w[0] * 5 + w[1] * -7 + w[2] * 100}")
+# a prompt-sized product, version 5 against version 6, same integers
+n6, d6 = (128, 512) if SMOKE else (512, 1024)
+W6, X6 = tm.random_case(np.random.default_rng(6), n6, d6, d6)
+p6 = pack_ternary(W6)
+assert np.array_equal(tm.matmul_v6(p6, X6), tm.matmul_v5(p6, X6))
+tables6 = tm.lookup_tables(X6, p6.n_blocks)
+out6 = np.empty((n6, d6), np.int32)
+ir6, asm6 = tm.compiled_code(tm._v6_matmul_kernel, p6.nonzero, p6.negative, tm.CODES_OF_BITS, tables6,
+                             np.empty(tm.lookup_codes_bytes(d6, n6, p6.n_blocks), np.uint8), out6)
+print("multiplications on data:", tm.multiplies(ir6, asm6), "| vpermw in the kernel:", "vpermw" in asm6)
+print(f"version 5: {tm.fmt(tm.time_it(lambda: tm.matmul_v5(p6, X6), repeats=10))}")
+print(f"version 6, tables ready: {tm.fmt(tm.time_it(lambda: tm.lookup_product(p6.nonzero, p6.negative, tables6, out6), repeats=10))}")
+
+# %% [markdown]
 # ## 4. Exactness
 #
 # Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
-# 4 mask registers + VPSADBW, 5 bit-sliced activations + VPOPCNTQ) is
+# 4 mask registers + VPSADBW, 5 bit-sliced activations + VPOPCNTQ, 6 lookup tables over the bit
+# planes + VPERMW) is
 # validated against the NumPy integer reference on random shapes, including widths that are not
 # multiples of 64, all-zero rows and activations at −128 and 127 — exact integer equality.
 
 # %%
-for v in (1, 2, 3, 4, 5):
+for v in (1, 2, 3, 4, 5, 6):
     print(f"version {v}: {tm.VERSIONS[v][0][:60]:60s} exact on {tm.validate(v, np.random.default_rng(v))} random shapes")
 rng = np.random.default_rng(2)
 for n, out, inp in [(1, 33, 1), (3, 7, 63), (5, 64, 65), (2, 100, 1000)]:
