@@ -198,7 +198,7 @@ def _rescale_rows(acc, c, y):
 
 # prefills of at least this many tokens (all sequences together) run version 6, where VPERMW exists.
 # Measured on the 370M shape, 2 threads, alternated in one process, medians of 7: version 5 / 6
-# 110 / 127 ms at 64 tokens, 236 / 246 at 128, 387 / 399 at 192, 480 / 384 at 256, 922 / 739 at 512
+# 110 / 127 ms at 64 tokens, 236 / 246 at 128, 387 / 399 at 192, 480 / 384 at 256; 922 / 739 at 512 (of 5)
 LOOKUP_FROM = 256 if simd.AVAILABLE else None
 EMBEDDINGS = ("float32", "mmap", "int8")
 
@@ -479,9 +479,10 @@ class Engine:
 
     def _lookup_buffers(self, rows):
         """(tables int16, codes uint8) scratch for version 6 on `rows` tokens, large enough for every
-        product of the model: allocated once per prefill, because fresh pages for each product's
-        21 bytes of tables per activation and 2.7 bits of codes per weight cost more than filling them
-        (measured on a 64-token prefill of the 370M shape: 195 against 116 ms with them reused)."""
+        product of the model: allocated once per prefill, because fresh pages for 21 bytes of tables per
+        activation cost more than filling them (products.lookup_tables: 3.5 against 1.5 ms for 512
+        tokens of width 2816). The codes are reused alike; alternated with fresh codes pages, the 370M
+        prefill measured the same (876 / 883 ms at 512 tokens, 140 / 139 ms at 64)."""
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
         tables = np.empty(-(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32, np.int16)
