@@ -452,17 +452,14 @@ class Engine:
 
     def _product_rows(self, q, s, weights, buffers=None):
         """E4 for many rows: the ternary GEMM of the codes q (rows, in) with each (nonzero, negative,
-        offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. From
-        self.lookup_from rows on, version 6, whose lookup tables of q are built once for all of
-        `weights`, in `buffers` (tables, codes: _lookup_buffers) reused by every product of a prefill;
-        else the kernel version self.version."""
-        lookup = self.lookup_from is not None and q.shape[0] >= self.lookup_from
-        if lookup:
-            buffers = buffers or self._lookup_buffers(q.shape[0])
+        offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. Given `buffers`
+        (tables, codes: _lookup_buffers, reused by every product of a prefill), version 6, whose
+        lookup tables of q are built once for all of `weights`; else the kernel version self.version."""
+        if buffers is not None:
             tables = lookup_tables(q, n_blocks(q.shape[1]), buffers[0])
         ys = []
         for nonzero, negative, offset, beta in weights:
-            if lookup:
+            if buffers is not None:
                 acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)
                 lookup_product(nonzero, negative, tables, acc, buffers[1])   # (rows, out) int32, additions only
             else:
@@ -515,7 +512,7 @@ class Engine:
         rstd_g, h0 = np.empty(B * T, np.float32), np.zeros((B, D), np.float32)
         p = np.empty((B * T, I), np.float32)
         lookup = self.lookup_from is not None and B * T >= self.lookup_from
-        buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's, reused by every product
+        buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's, for every product but the head
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
             a_i, a_f, a_g = (self._bitlinear_rows(xn, (self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],

@@ -252,6 +252,12 @@ def bit_planes(typingctx, u, planes):
     return types.void(u, planes), codegen
 
 
+def _splat(builder, value, vector_type):
+    """value in every lane of vector_type (one vpbroadcast): insert into lane 0, shuffle lane 0 everywhere."""
+    v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count))
+
+
 PREFETCH_WORDS = 512      # plane words (4 KiB) ahead of the GEMV's reads, into L2 (prefetcht1)
 
 
@@ -285,12 +291,7 @@ def _emit_sliced_sums(context, builder, sig, args, n_tokens, n_rows=1):
     tok_rows = [builder.gep(blocks, [builder.mul(builder.add(t, ir.Constant(t.type, j)), n_blocks)])
                 for j in range(n_tokens)]
     popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_QWORDS, [_QWORDS]), "llvm.ctpop.v8i64")
-    lane0 = ir.Constant(_I32, 0)
-    splat_idx = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
-
-    def splat(word):                                                 # vpbroadcastq
-        v = builder.insert_element(ir.Constant(_QWORDS, ir.Undefined), word, lane0)
-        return builder.shuffle_vector(v, v, splat_idx)
+    splat = lambda word: _splat(builder, word, _QWORDS)              # noqa: E731  (vpbroadcastq)
     accs = [[cgutils.alloca_once_value(builder, ir.Constant(_QWORDS, None)) for _ in range(n_tokens)]
             for _ in range(n_rows)]
     with cgutils.for_range(builder, n_blocks) as loop:
@@ -449,12 +450,7 @@ def group_tables(typingctx, xb, tables):
         (n_bytes,) = cgutils.unpack_tuple(builder, xa.shape, 1)
         adds, subs = _table_masks()
         rows = builder.bitcast(ta.data, ir.ArrayType(_WORDS, 22).as_pointer())   # one block's 22 tables
-        lane0 = ir.Constant(_I32, 0)
-        splat_idx = ir.Constant(ir.VectorType(_I32, 32), [0] * 32)
-
-        def splat(value):                                            # vpbroadcastw
-            v = builder.insert_element(ir.Constant(_WORDS, ir.Undefined), value, lane0)
-            return builder.shuffle_vector(v, v, splat_idx)
+        splat = lambda value: _splat(builder, value, _WORDS)         # noqa: E731  (vpbroadcastw)
         with cgutils.for_range(builder, builder.lshr(n_bytes, ir.Constant(n_bytes.type, 6))) as loop:
             block = builder.gep(xa.data, [builder.shl(loop.index, ir.Constant(n_bytes.type, 6))])
             for m in range(22):
