@@ -16,8 +16,9 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
   logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel that
-  products.py runs best on this CPU (version 5, bit-sliced activations + VPOPCNTQ; else version 4,
-  AVX-512 masks + VPSADBW; else version 3, SWAR); the whole step is one compiled function.
+  products.py runs best on this CPU for one token (BEST: version 5, bit-sliced activations + a
+  popcount, with VPOPCNTQ or AVX2's VPSHUFB counts; version 4 with AVX-512BW alone; else version 3,
+  SWAR) or for several (BEST_TOKENS); the whole step is one compiled function.
 
 A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
 once and only the recurrence walks over time (`prefill`; `prefill_stepwise` is the plain loop).
@@ -42,7 +43,7 @@ from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
 from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
-from .products import (BEST, LOOKUP_GROUPS, MATMULS, lookup_codes_bytes, lookup_product, lookup_tables,
+from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, lookup_codes_bytes, lookup_product, lookup_tables,
                        planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows, v5_row_tokens)
 
 
@@ -357,7 +358,8 @@ class Engine:
             self.emb_scale = np.ones(V, np.float32)
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
-        self.version = BEST                                          # the products' kernel version (same integers)
+        self.version = BEST                                          # kernel version of one sequence's GEMVs
+        self.version_tokens = BEST_TOKENS                            # of batched steps and prefills (same integers)
         self.lookup_from = LOOKUP_FROM                               # prefills of this many tokens run version 6
 
     # ------------------------------------------------------------------------
@@ -423,7 +425,7 @@ class Engine:
               self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
               self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
               self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
-              self.final_norm, self.eps, u_d, u_i, self.version, logits)
+              self.final_norm, self.eps, u_d, u_i, self.version if B == 1 else self.version_tokens, logits)
         return logits
 
     def _check_ids(self, ids):
@@ -454,7 +456,7 @@ class Engine:
         """E4 for many rows: the ternary GEMM of the codes q (rows, in) with each (nonzero, negative,
         offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. Given `buffers`
         (tables, codes: _lookup_buffers, reused by every product of a prefill), version 6, whose
-        lookup tables of q are built once for all of `weights`; else the kernel version self.version."""
+        lookup tables of q are built once for all of `weights`; else the kernel version self.version_tokens."""
         if buffers is not None:
             tables = lookup_tables(q, n_blocks(q.shape[1]), buffers[0])
         ys = []
@@ -464,7 +466,7 @@ class Engine:
                 lookup_product(nonzero, negative, tables, acc, buffers[1])   # (rows, out) int32, additions only
             else:
                 packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
-                acc = MATMULS[self.version](packed, q)
+                acc = MATMULS[self.version_tokens](packed, q)
             y = np.empty(acc.shape, np.float32)
             _rescale_rows(acc, (beta / s).astype(np.float32), y)
             ys.append(y)

@@ -606,12 +606,26 @@ def matmul_v6(p, X_q):
     return out
 
 
-BEST = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3              # what the public API runs here
+# What the public API runs here: BEST for one token (a GEMV), BEST_TOKENS for several (a GEMM).
+# With AVX-512 the IR's own instructions decide (VPOPCNTQ: version 5, else version 4's masks). With
+# AVX2 only (AMD EPYC 7003 "Milan", 2 threads, 2026-12-01, alternated, medians; version 3 was the
+# choice before these measurements): 4096^2 GEMV 0.67 / 0.34 / 0.33 ms (versions 3 / 4 / 5), the
+# 370M-shape decoding 31 / 83 / 108 tok/s at batch 1 and 35 / 141 / 116 tok/s at batch 8; a 2816 x
+# 1024 GEMM of 8 tokens 37 / 41 / 33 G weight-tokens/s, of 128 tokens 42 / 38 / 33. Without AVX2
+# (older x86, other architectures) nothing was measured: version 3, plain SWAR code, stays.
+if simd.POPCNT:
+    BEST, BEST_TOKENS = 5, 5
+elif simd.AVAILABLE:
+    BEST, BEST_TOKENS = 4, 4
+elif simd.AVX2:
+    BEST, BEST_TOKENS = 5, 4
+else:
+    BEST, BEST_TOKENS = 3, 3
 MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6}
 
 
 def matmul_best(p, X_q):
-    return MATMULS[BEST](p, X_q)
+    return MATMULS[BEST if X_q.shape[0] == 1 else BEST_TOKENS](p, X_q)
 
 
 def best_gemv_kernel():
@@ -706,10 +720,10 @@ VERSIONS = {
     3: ("Numba bit planes + SWAR, 2 bits per weight", prepare_v3, matmul_v3,
         (_v3_matvec_kernel, _v3_matmul_kernel, _v3_matmul_tokens_kernel)),
     4: ("Numba + LLVM IR: AVX-512 mask registers + VPSADBW, 2 bits per weight" if simd.AVAILABLE else
-        "Numba + LLVM IR, portable build (this CPU has no AVX-512BW; version 3 is faster here)",
+        "Numba + LLVM IR, portable build (this CPU has no AVX-512BW)",
         prepare_v4, matmul_v4, (_v4_matvec_kernel, _v4_matmul_kernel)),
     5: ("Numba + LLVM IR: bit-sliced activations + VPOPCNTQ, 2 bits per weight" if simd.POPCNT else
-        "Numba + LLVM IR, bit-sliced activations + popcount (this CPU has no AVX-512 VPOPCNTDQ: slower here)",
+        "Numba + LLVM IR, bit-sliced activations + popcount (this CPU has no AVX-512 VPOPCNTDQ)",
         prepare_v4, matmul_v5, (_v5_matvec_kernel, _v5_matmul_kernel, planes_kernel)),
     6: ("Numba + LLVM IR: lookup tables of 3 activations' 27 sums, VPERMW, 2 bits per weight" if simd.AVAILABLE else
         "Numba + LLVM IR, lookup tables, portable build (this CPU has no AVX-512BW: slower here)",

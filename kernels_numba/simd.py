@@ -46,9 +46,11 @@ two instructions per 96 weights and token, and the code vector serves four token
 The int16 sums are widened into int32 every 85 groups, before they could overflow.
 
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
-that LLVM lowers for any CPU, and the public API prefers the SWAR kernel (version 3), which is
-faster there; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles everywhere too,
-and version 6's (its VPERMW becomes 32 extract/insert pairs).
+that LLVM lowers for any CPU; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles
+everywhere too: with AVX2 (`AVX2`) LLVM counts the bits of each 256-bit half with two VPSHUFB
+nibble lookups and a VPSADBW, and that is the fastest GEMV there (products.BEST says which version
+runs where, with the measurements). Version 6's IR compiles everywhere as well, but its VPERMW
+becomes 32 extract/insert pairs: far slower, and never chosen without AVX-512BW.
 """
 import os
 
@@ -75,6 +77,7 @@ def _host_has(feature):
 # on-disk cache does not know about this switch)
 AVAILABLE = _host_has("avx512bw") and os.environ.get("MMF_NO_AVX512") != "1"
 POPCNT = AVAILABLE and _host_has("avx512vpopcntdq")                 # version 5's fast path
+AVX2 = _host_has("avx2")        # 256-bit integer vectors: LLVM lowers the portable IR onto them (VPSHUFB counts)
 
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _BYTES = ir.VectorType(_I8, 64)                                      # one zmm of activation bytes

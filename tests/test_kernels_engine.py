@@ -51,7 +51,7 @@ def test_prefill_and_steps_match_full_forward_logits(trained, version):
     # for one int8 code landing on the other side of a rounding tie (~1e-4..1e-3), nothing more.
     # version 3 is the portable GEMV that CPUs without AVX-512BW get.
     engine = Engine(trained)
-    engine.version = version
+    engine.version = engine.version_tokens = version
     ids = np.array([[1, 2, 3, 40, 5, 6, 7]])
     logits, state = engine.prefill(ids[:, :4])
     ref = trained.forward(ids)                                       # (1, 7, V)
@@ -66,7 +66,7 @@ def test_every_gemv_version_gives_identical_logits(trained):
     out = {}
     for version in VERSIONS:
         engine = Engine(trained)
-        engine.version = version
+        engine.version = engine.version_tokens = version
         logits, state = engine.prefill(ids)
         out[version] = [logits] + [engine.step(np.array([t]), state) for t in (5, 35, 8)]
     for v in VERSIONS[1:]:
@@ -74,9 +74,23 @@ def test_every_gemv_version_gives_identical_logits(trained):
             np.testing.assert_array_equal(a, b)                      # the same integers, the same floats
 
 
-def test_the_engine_runs_the_best_version_this_cpu_has(trained):
-    want = 5 if simd.POPCNT else 4 if simd.AVAILABLE else 3
-    assert Engine(trained).version == want
+def test_the_engine_runs_the_best_versions_this_cpu_has(trained):
+    # (one token, several tokens): the measured choice per instruction set (products.BEST's comment)
+    want = (5, 5) if simd.POPCNT else (4, 4) if simd.AVAILABLE else (5, 4) if simd.AVX2 else (3, 3)
+    engine = Engine(trained)
+    assert (engine.version, engine.version_tokens) == want
+
+
+def test_a_batch_step_with_the_default_versions_equals_each_sequence_alone(trained):
+    # with AVX2 alone a batch runs version 4 and one sequence version 5: still the same integers
+    engine = Engine(trained)
+    ids = np.array([[3, 14, 15], [26, 5, 35], [8, 9, 7]])
+    logits, state = engine.prefill(ids)
+    alone = [engine.prefill(ids[b:b + 1]) for b in range(3)]
+    logits = engine.step(np.array([5, 6, 7]), state)
+    for b in range(3):
+        np.testing.assert_array_equal(logits[b], engine.step(np.array([[5, 6, 7][b]]), alone[b][1])[0])
+        np.testing.assert_array_equal(state[b], alone[b][1][0])
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -84,7 +98,7 @@ def test_a_batch_step_equals_each_sequence_alone(trained, version):
     # B = 5 sequences share each weight read (a GEMM over tokens, padded to the kernel's 4-token
     # groups); every sequence's logits and state must be those of decoding it alone (a GEMV)
     engine = Engine(trained)
-    engine.version = version
+    engine.version = engine.version_tokens = version
     ids = np.array([[3, 14, 15], [26, 5, 35], [8, 9, 7], [9, 32, 3], [1, 2, 4]])
     logits, state = engine.prefill(ids)
     alone = [engine.prefill(ids[b:b + 1]) for b in range(5)]
