@@ -54,7 +54,7 @@ from mmf.layers.rmsnorm import rmsnorm_forward
 from .backend import NumbaBackend
 from .engine import Engine
 from .packing import pack_ternary
-from .products import BEST, ternary_matvec
+from .products import BEST, BEST_TOKENS, cpu_vectors, ternary_matvec
 
 FULL = dict(gemv=4096, decode=dict(vocab_size=32000, hidden_size=1024, num_layers=24, intermediate_size=2816),
             decode_tokens=24, train=dict(vocab_size=2048, hidden_size=256, num_layers=4), batch=16, seq=128,
@@ -442,7 +442,7 @@ def main(argv=None):
     want = set(args.only or ["gemv", "decode", "train", "memory"]) | ({"pretrained"} if args.pretrained else set())
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
-          f"ternary products version {BEST} (products.py); "
+          f"ternary products version {BEST} for one token, {BEST_TOKENS} for several (products.py; {cpu_vectors()}); "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
     if "gemv" in want:
         r = bench_gemv(S["gemv"])

@@ -167,7 +167,7 @@ def _engine_worker(S):
     """-> (info, run(request)) for the engine: decoding, prefill and the limits."""
     from .engine import Engine
     from .packing import pack_ternary
-    from .products import BEST, best_gemv_kernel, ternary_matvec
+    from .products import BEST, BEST_TOKENS, best_gemv_kernel, cpu_vectors, ternary_matvec
     t0 = time.perf_counter()
     model = _infer_model(S)
     engine = Engine(model)
@@ -198,7 +198,8 @@ def _engine_worker(S):
     p_roof, x_roof = gemvs[n_roof]
     acts_roof, out_roof = prepare(x_roof[None], p_roof.n_blocks), np.empty(n_roof, np.int32)
     lookup = engine.lookup_from is not None and prompt.size >= engine.lookup_from
-    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, prefill_version=6 if lookup else BEST,
+    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, batch_version=BEST_TOKENS,
+                prefill_version=6 if lookup else BEST_TOKENS, cpu=cpu_vectors(),
                 weight_bytes=weights, bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
                 logits=[float(v) for v in logits[0]],
                 gemv_bytes={n: p.nonzero.nbytes + p.negative.nbytes + p.offset.nbytes for n, (p, _) in gemvs.items()})
@@ -557,7 +558,8 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         e = r["info"]["engine"]
         bw = e["probe_bytes"] / r["engine bandwidth"]["median"]
         log(f"[P2] {I['config']}; engine process: {e['threads']} threads, ternary products version {e['version']} "
-            f"(prefill: version {e.get('prefill_version', e['version'])})")
+            f"(batches: version {e.get('batch_version', e['version'])}; prefill: version "
+            f"{e.get('prefill_version', e['version'])}; {e.get('cpu', 'CPU not recorded')})")
         log(f"  read bandwidth ({e['probe_bytes'] >> 20} MiB streamed, {e['threads']} threads): "
             f"{bw / 1e9:.1f} GB/s (min-max {e['probe_bytes'] / r['engine bandwidth']['max'] / 1e9:.1f}-"
             f"{e['probe_bytes'] / r['engine bandwidth']['min'] / 1e9:.1f})")

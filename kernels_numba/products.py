@@ -624,6 +624,15 @@ else:
 MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6}
 
 
+def cpu_vectors():
+    """What decided BEST here, in words (the benches print it beside their figures)."""
+    if simd.POPCNT:
+        return "AVX-512 with VPOPCNTDQ"
+    if simd.AVAILABLE:
+        return "AVX-512BW without VPOPCNTDQ"
+    return "AVX2, no AVX-512" if simd.AVX2 else "no AVX2"
+
+
 def matmul_best(p, X_q):
     return MATMULS[BEST if X_q.shape[0] == 1 else BEST_TOKENS](p, X_q)
 
@@ -743,7 +752,8 @@ def validate(version, rng=None, cases=12):
     rng = rng or np.random.default_rng(0)
     _, prepare, run, _ = VERSIONS[version]
     shapes = [(1, 1, 1), (1, 7, 63), (3, 5, 64), (2, 9, 65), (1, 33, 129), (4, 17, 320), (1, 64, 1000),
-              (64, 3, 70), (300, 5, 200), (520, 2, 130)]             # the token-vectorized path, > 1 tile
+              (64, 3, 70), (300, 5, 200), (520, 2, 130),             # the token-vectorized path, > 1 tile
+              (1, 4, 2100), (5, 3, 4000)]                            # rows of > 31 blocks (simd.BYTE_COUNT_BLOCKS)
     shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(max(0, cases - len(shapes)))]
     for n, n_out, n_in in shapes:
         Wt, X = random_case(rng, n, n_out, n_in)
