@@ -38,8 +38,9 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
                       pack_ternary)
-from .simd import (LOOKUP_TOKENS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad, masked_sad_tokens,
-                   sliced_popcount, sliced_popcount_rows, sliced_popcount_tokens, transpose_blocks)
+from .simd import (LOOKUP_TOKENS, NIBBLE_TOKENS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
+                   masked_sad_tokens, nibble_chunk, nibble_tables, sliced_popcount, sliced_popcount_rows,
+                   sliced_popcount_tokens, transpose_blocks)
 
 U64 = np.uint64
 ONES = U64(0x0101010101010101)      # the low bit of each byte lane
@@ -606,6 +607,129 @@ def matmul_v6(p, X_q):
     return out
 
 
+# ----------------------------------------------------------------------------
+# version 7: lookup tables on AVX2 (simd.nibble_chunk): one VPSHUFB per 16 rows x 2 weights x 1 token
+
+NIBBLE_GROUPS = 32        # groups per 64-weight block: bits 2m, 2m+1 of the plane words
+NIBBLE_CHUNK = 128        # groups per nibble_chunk call: 4 tokens' tables (16 KiB) stay in L1; < 1024
+NIBBLE_ROW_BLOCKS = 16    # 16-row blocks per task: their codes (16 bytes per row and group) stay in L2
+
+
+@njit(parallel=True, cache=True)
+def _nibble_tables_kernel(X_q, tables):
+    """tables[t] = token t's nibble tables (simd.nibble_tables), its bytes in bit order first."""
+    n, K = X_q.shape
+    n_bytes = tables.shape[1] // NIBBLE_GROUPS * BLOCK
+    for t in prange(n):
+        row = np.zeros(n_bytes, np.uint8)                            # padding columns: x = 0 under 0 weights
+        row[:K] = X_q[t].view(np.uint8)
+        xb = np.empty(n_bytes, np.uint8)
+        transpose_blocks(row, xb)
+        nibble_tables(xb, tables[t])
+
+
+def nibble_tables_of(X_q, n_blk, buffer=None):
+    """int8 (n, in) -> uint8 (n rounded up to NIBBLE_TOKENS, 32 n_blocks, 32): every token's version-7
+    tables (16 bytes per activation); the padded tokens' tables are 0. A caller that builds many
+    passes a reused `buffer` (uint8, at least that many elements), as for version 6."""
+    if X_q.dtype != np.int8 or X_q.ndim != 2 or X_q.shape[1] > n_blk * BLOCK:
+        raise ValueError(f"nibble_tables_of: X_q must be int8 (n, in) with in <= 64 * n_blocks = {n_blk * BLOCK}, "
+                         f"got {X_q.dtype} {X_q.shape}")
+    X_q = np.ascontiguousarray(X_q)
+    n = X_q.shape[0]
+    shape = (-(-n // NIBBLE_TOKENS) * NIBBLE_TOKENS, n_blk * NIBBLE_GROUPS, 32)
+    tables = np.empty(shape, np.uint8) if buffer is None else buffer[:shape[0] * shape[1] * 32].reshape(shape)
+    tables[n:] = 0
+    _nibble_tables_kernel(X_q, tables)
+    return tables
+
+
+@njit(inline="always")
+def nibble_codes(nonzero, negative, r_begin, n_blocks_used, codes):
+    """codes[rb, 32 b + m, i] = the two nonzero bits 2m, 2m+1 of block b of row r_begin + 16 rb + i,
+    with its two negative bits above them (a 4-bit index, < 16), for rb < n_blocks_used; rows past
+    the matrix get code 0 (zero weights: they add 0 and are never stored)."""
+    R, NB = nonzero.shape
+    for rb in range(n_blocks_used):
+        for i in range(16):
+            r = r_begin + rb * 16 + i
+            if r >= R:
+                for g in range(codes.shape[1]):
+                    codes[rb, g, i] = 0
+                continue
+            for b in range(NB):
+                nz, ng = nonzero[r, b], negative[r, b]
+                for m in range(NIBBLE_GROUPS):
+                    s = U64(2 * m)
+                    codes[rb, b * NIBBLE_GROUPS + m, i] = ((nz >> s) & U64(3)) | (((ng >> s) & U64(3)) << U64(2))
+
+
+@njit(cache=True)
+def nibble_tasks(R, n):
+    """(row groups, token parts) of version 7's tasks, as lookup_tasks for version 6."""
+    n_groups = -(-(-(-R // 16)) // NIBBLE_ROW_BLOCKS)
+    return n_groups, min(-(-n // NIBBLE_TOKENS), -(-LOOKUP_MIN_TASKS // n_groups))
+
+
+def nibble_codes_bytes(R, n, n_blk):
+    """Bytes of the codes scratch that version 7 needs for n tokens and R rows of n_blk blocks."""
+    n_groups, parts = nibble_tasks(R, n)
+    return n_groups * parts * NIBBLE_ROW_BLOCKS * n_blk * NIBBLE_GROUPS * 16
+
+
+@njit(parallel=True, cache=True)
+def _v7_matmul_kernel(nonzero, negative, offset, tables, scratch, out):
+    """tables (n padded to NIBBLE_TOKENS, 32 NB, 32) -> out (n, R) int32: version 6's task layout
+    with 16-row blocks; each sum is versions 4 and 5's (u under +1, 255 - u under -1) less the offset."""
+    R = nonzero.shape[0]
+    n, G = out.shape[0], tables.shape[1]
+    n_rb = -(-R // 16)
+    n_groups, parts = nibble_tasks(R, n)
+    quads = -(-n // NIBBLE_TOKENS)
+    all_codes = scratch[:n_groups * parts * NIBBLE_ROW_BLOCKS * G * 16].reshape(
+        (n_groups * parts, NIBBLE_ROW_BLOCKS, G, 16))
+    for task in prange(n_groups * parts):
+        group, part = task // parts, task % parts
+        r0 = group * NIBBLE_ROW_BLOCKS * 16
+        n_own = min(NIBBLE_ROW_BLOCKS, n_rb - group * NIBBLE_ROW_BLOCKS)
+        codes = all_codes[task]                                      # (NIBBLE_ROW_BLOCKS, G, 16), n_own used
+        nibble_codes(nonzero, negative, r0, n_own, codes)
+        acc = np.empty((NIBBLE_TOKENS, n_own * 16), np.int32)
+        rows = min(n_own * 16, R - r0)
+        for q in range(part * quads // parts, (part + 1) * quads // parts):
+            t = q * NIBBLE_TOKENS
+            acc[:] = 0
+            for j0 in range(0, G, NIBBLE_CHUNK):
+                for rb in range(n_own):
+                    nibble_chunk(codes, tables, acc, rb, t, j0, min(G, j0 + NIBBLE_CHUNK))
+            for k in range(min(NIBBLE_TOKENS, n - t)):
+                for i in range(rows):
+                    out[t + k, r0 + i] = np.int32(np.int64(acc[k, i]) - offset[r0 + i])
+
+
+def nibble_product(nonzero, negative, offset, tables, out, scratch=None):
+    """out (n, R) int32 = the tokens whose nibble_tables_of are `tables` times the packed rows (version 7);
+    `scratch` as for version 6's lookup_product."""
+    R, NB = nonzero.shape
+    n = out.shape[0]
+    if (negative.shape != nonzero.shape or offset.shape != (R,) or out.shape != (n, R) or out.dtype != np.int32
+            or tables.ndim != 3 or tables.shape[0] < -(-n // NIBBLE_TOKENS) * NIBBLE_TOKENS
+            or tables.shape[1:] != (NB * NIBBLE_GROUPS, 32)):
+        raise ValueError(f"nibble_product: tables {tables.shape} (from nibble_tables_of {n} tokens and {NB} blocks) "
+                         f"and out {out.shape} {out.dtype} (int32 ({n}, {R})) do not fit planes {nonzero.shape}")
+    need = nibble_codes_bytes(R, n, NB)
+    if scratch is None or scratch.size < need:
+        scratch = np.empty(need, np.uint8)
+    _v7_matmul_kernel(nonzero, negative, offset, tables, scratch, out)
+
+
+def matmul_v7(p, X_q):
+    """Version 7 for any number of tokens; like version 6 it pays where tables and codes are reused."""
+    out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
+    nibble_product(p.nonzero, p.negative, p.offset, nibble_tables_of(X_q, p.n_blocks), out)
+    return out
+
+
 # What the public API runs here: BEST for one token (a GEMV), BEST_TOKENS for several (a GEMM).
 # With AVX-512 the IR's own instructions decide (VPOPCNTQ: version 5, else version 4's masks). With
 # AVX2 only (AMD EPYC 7003 "Milan", 2 threads, 2026-12-01, alternated, medians; version 3 was the
@@ -621,7 +745,7 @@ elif simd.AVX2:
     BEST, BEST_TOKENS = 5, 4
 else:
     BEST, BEST_TOKENS = 3, 3
-MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6}
+MATMULS = {3: matmul_v3, 4: matmul_v4, 5: matmul_v5, 6: matmul_v6, 7: matmul_v7}
 
 
 def cpu_vectors():
@@ -737,6 +861,9 @@ VERSIONS = {
     6: ("Numba + LLVM IR: lookup tables of 3 activations' 27 sums, VPERMW, 2 bits per weight" if simd.AVAILABLE else
         "Numba + LLVM IR, lookup tables, portable build (this CPU has no AVX-512BW: slower here)",
         prepare_v4, matmul_v6, (_v6_matmul_kernel, _lookup_tables_kernel)),
+    7: ("Numba + LLVM IR: lookup tables of 2 activations' nibble sums, AVX2 VPSHUFB, 2 bits per weight" if simd.AVX2
+        else "Numba + LLVM IR, nibble lookup tables, portable build (this CPU has no AVX2: slower here)",
+        prepare_v4, matmul_v7, (_v7_matmul_kernel, _nibble_tables_kernel)),
 }
 
 

@@ -467,3 +467,149 @@ def group_tables(typingctx, xb, tables):
                 builder.store(builder.sub(plus, minus), builder.gep(rows, [loop.index, ir.Constant(_I32, m)]), align=2)
         return context.get_dummy_value()
     return types.void(xb, tables), codegen
+
+
+# ----------------------------------------------------------------------------
+# version 7: lookup tables for AVX2, one VPSHUFB per 16 rows x 2 weights x 1 token
+
+NIBBLE_TOKENS = 4               # tokens per call of nibble_chunk (each code vector serves all of them)
+NIBBLE_BYTE_GROUPS = 8          # groups summed in bytes before widening: 8 * 30 = 240 < 2^8
+_HALF = ir.VectorType(_I8, 16)                                       # 16 rows' codes of one group
+_LANES = ir.VectorType(_I8, 32)                                      # a group's two 16-entry tables / 16 rows' sums
+_SUMS = ir.VectorType(_I16, 16)                                      # 16 rows' sums, widened
+
+
+def _pshufb(builder):
+    """builder -> f(tables, idx): byte i of the result is byte idx[i] & 15 of the 16-byte half of
+    `tables` that holds byte i (idx < 16 here). With AVX2 that is VPSHUFB; elsewhere 32
+    extract/insert pairs that LLVM lowers for any CPU (slow, same result)."""
+    if AVX2:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_LANES, [_LANES, _LANES]),
+                                            "llvm.x86.avx2.pshuf.b")
+        return lambda tables, idx: builder.call(fn, [tables, idx])
+
+    def portable(tables, idx):
+        out = ir.Constant(_LANES, None)
+        for lane in range(32):
+            i = builder.and_(builder.extract_element(idx, ir.Constant(_I32, lane)), ir.Constant(_I8, 15))
+            i = builder.add(builder.zext(i, _I32), ir.Constant(_I32, lane & 16))
+            out = builder.insert_element(out, builder.extract_element(tables, i), ir.Constant(_I32, lane))
+        return out
+    return portable
+
+
+@intrinsic
+def nibble_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
+    """For each of the NIBBLE_TOKENS tokens t+k and the 16 rows i of row block rb:
+        acc[k, 16 rb + i] += sum over groups j0 <= j < j1 of (16 hi + lo), where
+        lo, hi = tables[t+k, j, codes[rb, j, i]], tables[t+k, j, 16 + codes[rb, j, i]]
+    codes (row blocks, G, 16) uint8 < 16, tables (tokens, G, 32) uint8 (each entry <= 30), acc
+    (NIBBLE_TOKENS, width) int32. Per group: 16 codes loaded into both halves of a vector, then per
+    token one VPSHUFB looks up the 16 rows' low-nibble sums (first half) and high-nibble sums (second
+    half) at once, and one VPADDB adds them; the bytes are widened to int16 every NIBBLE_BYTE_GROUPS
+    groups and into acc once per call, so the caller keeps j1 - j0 <= 1024 (1024 * 30 < 2^15).
+    The final 16 hi is a shift. No multiplication."""
+    ok = (isinstance(codes, types.Array) and codes.ndim == 3 and codes.dtype == types.uint8 and codes.layout == "C"
+          and isinstance(tables, types.Array) and tables.ndim == 3 and tables.dtype == types.uint8
+          and tables.layout == "C" and isinstance(acc, types.Array) and acc.ndim == 2
+          and acc.dtype == types.int32 and acc.layout == "C"
+          and all(isinstance(v, types.Integer) for v in (rb, t, j0, j1)))
+    if not ok:
+        raise numba.core.errors.TypingError(
+            f"nibble_chunk(codes uint8 (RB, G, 16) C, tables uint8 (n, G, 32) C, acc int32 (tokens, width) C, "
+            f"rb, t, j0, j1 ints), got {(codes, tables, acc, rb, t, j0, j1)}")
+
+    def codegen(context, builder, sig, args):
+        ca, ta, aa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(3))
+        rb, t, j0, j1 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in range(3, 7))
+        _, n_groups, _ = cgutils.unpack_tuple(builder, ca.shape, 3)
+        _, width = cgutils.unpack_tuple(builder, aa.shape, 2)
+        c = lambda v: ir.Constant(n_groups.type, v)                  # noqa: E731
+        idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
+        # address arithmetic (row starts), not data
+        code_rows = builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(rb, n_groups), c(16))]),
+                                    _HALF.as_pointer())
+        table_rows = [builder.bitcast(builder.gep(ta.data, [builder.mul(builder.mul(builder.add(t, c(k)), n_groups),
+                                                                         c(32))]), _LANES.as_pointer())
+                      for k in range(NIBBLE_TOKENS)]
+        pshufb = _pshufb(builder)
+        lo = [cgutils.alloca_once_value(builder, ir.Constant(_SUMS, None)) for _ in range(NIBBLE_TOKENS)]
+        hi = [cgutils.alloca_once_value(builder, ir.Constant(_SUMS, None)) for _ in range(NIBBLE_TOKENS)]
+        sums = [cgutils.alloca_once_value(builder, ir.Constant(_LANES, None)) for _ in range(NIBBLE_TOKENS)]
+        step = c(NIBBLE_BYTE_GROUPS)
+        with cgutils.for_range_slice(builder, j0, j1, step, inc=True) as (s0, _):
+            s1 = builder.select(builder.icmp_signed("<", builder.add(s0, step), j1), builder.add(s0, step), j1)
+            for k in range(NIBBLE_TOKENS):
+                builder.store(ir.Constant(_LANES, None), sums[k])
+            with cgutils.for_range_slice(builder, s0, s1, c(1), inc=True) as (j, _):
+                half = builder.load(builder.gep(code_rows, [j]), align=1)
+                codes16 = builder.shuffle_vector(half, half, idx(list(range(16)) * 2))   # both halves (vbroadcasti128)
+                for k in range(NIBBLE_TOKENS):
+                    table = builder.load(builder.gep(table_rows[k], [j]), align=1)
+                    builder.store(builder.add(builder.load(sums[k]), pshufb(table, codes16)), sums[k])
+            for k in range(NIBBLE_TOKENS):                           # bytes -> int16, low and high halves
+                s = builder.load(sums[k])
+                for half_sums, first in ((lo[k], 0), (hi[k], 16)):
+                    part = builder.zext(builder.shuffle_vector(s, s, idx(list(range(first, first + 16)))), _SUMS)
+                    builder.store(builder.add(builder.load(half_sums), part), half_sums)
+        wide = ir.VectorType(_I32, 16)
+        for k in range(NIBBLE_TOKENS):
+            total = builder.add(builder.shl(builder.zext(builder.load(hi[k]), wide), ir.Constant(wide, [4] * 16)),
+                                builder.zext(builder.load(lo[k]), wide))   # 16 hi + lo
+            out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width), builder.mul(rb, c(16)))]),
+                                  wide.as_pointer())
+            builder.store(builder.add(builder.load(out, align=4), total), out, align=4)
+        return context.get_dummy_value()
+    return types.void(codes, tables, acc, rb, t, j0, j1), codegen
+
+
+def _nibble_masks():
+    """For entry e < 16 of a group's table (e = nonzero bits of the two weights | negative bits << 2),
+    four <32 x i8> masks, 0xFF where weight i counts its nibble v (+1: nonzero, not negative) or
+    15 - v (-1: nonzero and negative), the same in both 16-byte halves."""
+    def vec(i, negative):
+        return ir.Constant(_LANES, [ir.Constant(_I8, -1 if (e >> i) & 1 and (e >> (i + 2)) & 1 == negative else 0)
+                                    for e in list(range(16)) * 2])
+    return vec(0, 0), vec(0, 1), vec(1, 0), vec(1, 1)
+
+
+@intrinsic
+def nibble_tables(typingctx, xb, tables):
+    """tables[32 b + m] = group m of block b's two tables (the activations under bits 2m and 2m+1 of
+    the plane words): byte e < 16 the low-nibble sum, byte 16 + e the high-nibble sum, for the
+    weights of code e (nonzero bits | negative bits << 2), where a +1 weight counts the nibble v of
+    its offset-binary activation u = x + 128 and a -1 weight counts 15 - v (so that 16 hi + lo is
+    the sum of u and 255 - u that versions 4 and 5 compute before their offsets). xb (64 NB,) uint8 is
+    one token's int8 activations in bit order (transpose_blocks), tables (32 NB, 32) uint8.
+    Per group: two VPSHUFB broadcasts, two XORs, four ANDs with constant masks, three adds."""
+    if not (isinstance(xb, types.Array) and xb.ndim == 1 and xb.dtype == types.uint8 and xb.layout == "C"
+            and isinstance(tables, types.Array) and tables.ndim == 2 and tables.dtype == types.uint8
+            and tables.layout == "C"):
+        raise numba.core.errors.TypingError(f"nibble_tables(xb uint8 (64 NB,) C, tables uint8 (32 NB, 32) C), "
+                                            f"got {(xb, tables)}")
+
+    def codegen(context, builder, sig, args):
+        xa, ta = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(2))
+        (n_bytes,) = cgutils.unpack_tuple(builder, xa.shape, 1)
+        plus0, minus0, plus1, minus1 = _nibble_masks()
+        idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
+        splat8 = lambda v: ir.Constant(_HALF, [ir.Constant(_I8, v)] * 16)        # noqa: E731
+        fifteen = ir.Constant(_LANES, [ir.Constant(_I8, 15)] * 32)
+        chunks = builder.bitcast(xa.data, _HALF.as_pointer())        # 16 activations at a time
+        rows = builder.bitcast(ta.data, _LANES.as_pointer())
+        with cgutils.for_range(builder, builder.lshr(n_bytes, ir.Constant(n_bytes.type, 4))) as loop:
+            u = builder.xor(builder.load(builder.gep(chunks, [loop.index]), align=1), splat8(-128))   # x + 128
+            low, high = builder.and_(u, splat8(15)), builder.lshr(u, splat8(4))
+            nibbles = builder.shuffle_vector(low, high, idx(list(range(32))))    # (low nibbles | high nibbles)
+            for g in range(8):                                       # 8 groups of 2 activations
+                entry = None
+                for i, (plus, minus) in enumerate(((plus0, minus0), (plus1, minus1))):
+                    a = 2 * g + i
+                    v = builder.shuffle_vector(nibbles, nibbles, idx([a] * 16 + [16 + a] * 16))   # vpshufb
+                    term = builder.add(builder.and_(v, plus), builder.and_(builder.xor(v, fifteen), minus))
+                    entry = term if entry is None else builder.add(entry, term)
+                q = builder.gep(rows, [builder.add(builder.shl(loop.index, ir.Constant(n_bytes.type, 3)),
+                                                   ir.Constant(n_bytes.type, g))])
+                builder.store(entry, q, align=1)
+        return context.get_dummy_value()
+    return types.void(xb, tables), codegen
