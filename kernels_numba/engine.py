@@ -42,9 +42,10 @@ from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
-from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
-from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, lookup_codes_bytes, lookup_product, lookup_tables,
-                       planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows, v5_row_tokens)
+from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
+from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, lookup_codes_bytes, lookup_product,
+                       lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of, planes_kernel, v3_row_dot,
+                       v4_row_tokens, v5_gemv_rows, v5_row_tokens)
 
 
 # ----------------------------------------------------------------------------
@@ -197,10 +198,15 @@ def _rescale_rows(acc, c, y):
 
 # ----------------------------------------------------------------------------
 
-# prefills of at least this many tokens (all sequences together) run version 6, where VPERMW exists.
-# Measured on the 370M shape, 2 threads, alternated in one process, medians of 7: version 5 / 6
-# 110 / 127 ms at 64 tokens, 236 / 246 at 128, 387 / 399 at 192, 480 / 384 at 256; 922 / 739 at 512 (of 5)
-LOOKUP_FROM = 256 if simd.AVAILABLE else None
+# prefills of at least LOOKUP_FROM tokens (all sequences together) run a lookup-table version: 6 where
+# VPERMW exists (AVX-512BW), else 7 where VPSHUFB does (AVX2). Measured on the 370M shape, 2 threads,
+# alternated in one process, medians of 7: version 5 / 6 110 / 127 ms at 64 tokens, 236 / 246 at 128,
+# 387 / 399 at 192, 480 / 384 at 256; 922 / 739 at 512 (of 5). Version 4 / 7 (AMD EPYC 7003, AVX2 only,
+# medians of 5, of 3 at 512): 165 / 186 ms at 32 tokens, 318 / 293 at 64, 873 / 661 at 128, 1455 / 1085
+# at 256, 3078 / 1976 at 512.
+LOOKUP7_FROM = 64
+LOOKUP_VERSION = 6 if simd.AVAILABLE else 7
+LOOKUP_FROM = 256 if simd.AVAILABLE else LOOKUP7_FROM if simd.AVX2 else None   # (without AVX2: never)
 EMBEDDINGS = ("float32", "mmap", "int8")
 
 
@@ -360,7 +366,8 @@ class Engine:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
         self.version = BEST                                          # kernel version of one sequence's GEMVs
         self.version_tokens = BEST_TOKENS                            # of batched steps and prefills (same integers)
-        self.lookup_from = LOOKUP_FROM                               # prefills of this many tokens run version 6
+        self.lookup_from = LOOKUP_FROM                               # prefills of this many tokens run
+        self.lookup_version = LOOKUP_VERSION                         # this lookup-table version (6 or 7)
 
     # ------------------------------------------------------------------------
     @property
@@ -455,15 +462,21 @@ class Engine:
     def _product_rows(self, q, s, weights, buffers=None):
         """E4 for many rows: the ternary GEMM of the codes q (rows, in) with each (nonzero, negative,
         offset, beta) of `weights`, then y = acc * beta / s -> [(rows, out) float32]. Given `buffers`
-        (tables, codes: _lookup_buffers, reused by every product of a prefill), version 6, whose
-        lookup tables of q are built once for all of `weights`; else the kernel version self.version_tokens."""
+        (version, tables, codes: _lookup_buffers, reused by every product of a prefill), that
+        lookup-table version (6 or 7), whose tables of q are built once for all of `weights`; else the
+        kernel version self.version_tokens."""
         if buffers is not None:
-            tables = lookup_tables(q, n_blocks(q.shape[1]), buffers[0])
+            version, table_buffer, codes = buffers
+            build = lookup_tables if version == 6 else nibble_tables_of
+            tables = build(q, n_blocks(q.shape[1]), table_buffer)
         ys = []
         for nonzero, negative, offset, beta in weights:
             if buffers is not None:
-                acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)
-                lookup_product(nonzero, negative, tables, acc, buffers[1])   # (rows, out) int32, additions only
+                acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)   # (rows, out) int32, additions only
+                if version == 6:
+                    lookup_product(nonzero, negative, tables, acc, codes)
+                else:
+                    nibble_product(nonzero, negative, offset, tables, acc, codes)
             else:
                 packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
                 acc = MATMULS[self.version_tokens](packed, q)
@@ -477,16 +490,24 @@ class Engine:
         return self._product_rows(*self._quantize_rows(x2, gain), [weights], buffers)[0]
 
     def _lookup_buffers(self, rows):
-        """(tables int16, codes uint8) scratch for version 6 on `rows` tokens, large enough for every
-        product of the model: allocated once per prefill, because fresh pages for 21 bytes of tables per
-        activation cost more than filling them (products.lookup_tables: 3.5 against 1.5 ms for 512
-        tokens of width 2816). The codes are reused alike; alternated with fresh codes pages, the 370M
-        prefill measured the same (876 / 883 ms at 512 tokens, 140 / 139 ms at 64)."""
+        """(version, tables, codes) scratch for self.lookup_version on `rows` tokens, large enough for
+        every product of the model: allocated once per prefill, because fresh pages for the tables (21
+        bytes per activation for version 6, 16 for version 7) cost more than filling them
+        (products.lookup_tables: 3.5 against 1.5 ms for 512 tokens of width 2816). The codes are reused
+        alike; alternated with fresh codes pages, the 370M prefill measured the same with version 6
+        (876 / 883 ms at 512 tokens, 140 / 139 ms at 64)."""
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
-        tables = np.empty(-(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32, np.int16)
-        codes = np.empty(max(lookup_codes_bytes(r, rows, n_blocks(k)) for r, k in ((D, D), (I, D), (D, I))), np.uint8)
-        return tables, codes
+        shapes = ((D, D), (I, D), (D, I))
+        if self.lookup_version == 6:
+            quads = -(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS
+            tables = np.empty(quads * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32, np.int16)
+            codes = np.empty(max(lookup_codes_bytes(r, rows, n_blocks(k)) for r, k in shapes), np.uint8)
+        else:
+            quads = -(-rows // NIBBLE_TOKENS) * NIBBLE_TOKENS
+            tables = np.empty(quads * NIBBLE_GROUPS * n_blocks(max(D, I)) * 32, np.uint8)
+            codes = np.empty(max(nibble_codes_bytes(r, rows, n_blocks(k)) for r, k in shapes), np.uint8)
+        return self.lookup_version, tables, codes
 
     def _rms_rows(self, x2, g):
         y, rstd = np.empty_like(x2), np.empty(x2.shape[0], np.float32)
@@ -514,7 +535,7 @@ class Engine:
         rstd_g, h0 = np.empty(B * T, np.float32), np.zeros((B, D), np.float32)
         p = np.empty((B * T, I), np.float32)
         lookup = self.lookup_from is not None and B * T >= self.lookup_from
-        buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's, for every product but the head
+        buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's or 7's, for every product but the head
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
             a_i, a_f, a_g = (self._bitlinear_rows(xn, (self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],

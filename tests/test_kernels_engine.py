@@ -75,10 +75,12 @@ def test_every_gemv_version_gives_identical_logits(trained):
 
 
 def test_the_engine_runs_the_best_versions_this_cpu_has(trained):
-    # (one token, several tokens): the measured choice per instruction set (products.BEST's comment)
-    want = (5, 5) if simd.POPCNT else (4, 4) if simd.AVAILABLE else (5, 4) if simd.AVX2 else (3, 3)
+    # (one token, several tokens, long prompts): the measured choice per instruction set
+    # (products.BEST's and engine.LOOKUP_FROM's comments)
+    want = ((5, 5, 6) if simd.POPCNT else (4, 4, 6) if simd.AVAILABLE else (5, 4, 7) if simd.AVX2
+            else (3, 3, None))
     engine = Engine(trained)
-    assert (engine.version, engine.version_tokens) == want
+    assert (engine.version, engine.version_tokens, engine.lookup_from and engine.lookup_version) == want
 
 
 def test_a_batch_step_with_the_default_versions_equals_each_sequence_alone(trained):
@@ -182,11 +184,13 @@ def test_gemm_prefill_equals_stepwise_prefill(trained):
     assert np.abs(logits - trained.forward(ids)[:, -1]).max() < 1e-3 * np.abs(logits_s).max()
 
 
-def test_lookup_prefill_gives_the_same_logits_and_state(trained):
-    # version 6 (lookup tables) computes the same integers as version 5, so a prefill through it is
-    # bit-identical; lookup_from = 1 forces it on a short prompt, None turns it off
+@pytest.mark.parametrize("lookup_version", [6, 7])
+def test_lookup_prefill_gives_the_same_logits_and_state(trained, lookup_version):
+    # versions 6 and 7 (lookup tables) compute the same integers as versions 4 and 5, so a prefill
+    # through them is bit-identical; lookup_from = 1 forces one on a short prompt, None turns it off
     ids = np.random.default_rng(1).integers(0, CFG["vocab_size"], (3, 25))
     engine = Engine(trained)
+    engine.lookup_version = lookup_version
     engine.lookup_from = None
     logits, state = engine.prefill(ids)
     engine.lookup_from = 1

@@ -79,7 +79,7 @@ def test_pack_rejects_bad_input(bad, err):
 # ----------------------------------------------------------------------------
 # exactness of every version
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_version_equals_reference(version):
     assert validate(version, np.random.default_rng(version), cases=14) >= 14
 
@@ -110,7 +110,7 @@ def test_public_api_exact_property_loop():
         np.testing.assert_array_equal(v, matmul_v0(Wt, X[:1])[0])
 
 
-@pytest.mark.parametrize("version", [3, 4, 5, 6])
+@pytest.mark.parametrize("version", [3, 4, 5, 6, 7])
 def test_worst_case_sums_do_not_overflow(version):
     # every weight -1 and every activation -128 (or +1 and +127) on a wide row: the largest sums
     n_in = 5000
@@ -176,16 +176,19 @@ def _kernel_args():
         "v6 matmul": (tm._v6_matmul_kernel, (p.nonzero, p.negative, tm.CODES_OF_BITS, tm.lookup_tables(X, p.n_blocks),
                                              np.empty(tm.lookup_codes_bytes(8, 2, p.n_blocks), np.uint8), out)),
         "v6 tables": (tm._lookup_tables_kernel, (X, tm.lookup_tables(X, p.n_blocks))),
+        "v7 matmul": (tm._v7_matmul_kernel, (p.nonzero, p.negative, p.offset, tm.nibble_tables_of(X, p.n_blocks),
+                                             np.empty(tm.nibble_codes_bytes(8, 2, p.n_blocks), np.uint8), out)),
+        "v7 tables": (tm._nibble_tables_kernel, (X, tm.nibble_tables_of(X, p.n_blocks))),
     }
 
 
-@pytest.mark.parametrize("name", ["v6 matmul", "v6 tables", "v5 matvec", "v5 matmul", "v5 planes", "v4 matvec",
+@pytest.mark.parametrize("name", ["v7 matmul", "v7 tables", "v6 matmul", "v6 tables", "v5 matvec", "v5 matmul", "v5 planes", "v4 matvec",
                                   "v4 matmul", "v3 matvec", "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
     if not name.startswith(("v1", "v2", "v5 planes")):
-        assert vectorized(ir, asm), "the v3-v6 kernels should run on the host's widest vector registers"
+        assert vectorized(ir, asm), "the v3-v7 kernels should run on the host's widest vector registers"
     assert multiplies(ir, asm) == []
 
 
@@ -263,6 +266,58 @@ def test_v6_looks_up_with_vpermw():
     assert "vpermw" in asm and "vpmovzxbw" in asm
 
 
+@pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
+def test_v7_looks_up_with_vpshufb():
+    # what version 7 claims to be: 16 rows' codes in both halves (vbroadcasti128), one vpshufb and one
+    # vpaddb per token and group, the byte sums widened with vpmovzxbw
+    kernel, args = _kernel_args()["v7 matmul"]
+    _, asm = compiled_code(kernel, *args)
+    assert "vpshufb" in asm and "vpaddb" in asm and "vpmovzxbw" in asm
+
+
+def test_nibble_tables_hold_the_nibble_sums_of_each_group():
+    # group m of block b = the activations under bits 2m, 2m+1 of the plane words; entry e < 16 (e =
+    # nonzero bits | negative bits << 2) holds the low-nibble sum, entry 16 + e the high-nibble sum,
+    # of u = x + 128 under a +1 weight and of 255 - u under a -1 weight; codes with a negative bit
+    # whose nonzero bit is clear (never produced) hold 0 for that weight
+    rng = np.random.default_rng(5)
+    X = rng.integers(-128, 128, (5, 150)).astype(np.int8)           # 3 blocks, the last one padded
+    tables = tm.nibble_tables_of(X, 3)
+    assert tables.shape == (8, 96, 32) and not tables[5:].any()      # padded to NIBBLE_TOKENS tokens
+    c = np.arange(150)
+    u = np.full((5, 3 * 64), 128, np.int64)                          # padding columns: x = 0
+    u[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = X.astype(np.int64) + 128
+    for b in range(3):
+        for m in range(32):
+            for e in range(16):
+                lo = hi = 0
+                for i in range(2):
+                    v = u[:, 64 * b + 2 * m + i]
+                    if (e >> i) & 1:
+                        w = v if not (e >> (i + 2)) & 1 else 255 - v
+                        lo, hi = lo + (w & 15), hi + (w >> 4)
+                np.testing.assert_array_equal(tables[:5, 32 * b + m, e], lo)
+                np.testing.assert_array_equal(tables[:5, 32 * b + m, 16 + e], hi)
+
+
+def test_nibble_product_refuses_tables_of_another_shape():
+    rng = np.random.default_rng(6)
+    p = pack_ternary(rng.integers(-1, 2, (40, 130)).astype(np.int8))        # 3 blocks
+    X = rng.integers(-128, 128, (6, 130)).astype(np.int8)
+    out = np.empty((6, 40), np.int32)
+    tm.nibble_product(p.nonzero, p.negative, p.offset, tm.nibble_tables_of(X, p.n_blocks), out)
+    np.testing.assert_array_equal(out, matmul_v0(unpack_ternary(p), X))
+    with pytest.raises(ValueError, match="in <= 64"):
+        tm.nibble_tables_of(X, 2)                                    # 130 columns do not fit 2 blocks
+    for tables, o in [(tm.nibble_tables_of(X[:, :128], 2), out), (tm.nibble_tables_of(X[:3], 3), out),
+                      (tm.nibble_tables_of(X, 3), np.empty((6, 41), np.int32)),
+                      (tm.nibble_tables_of(X, 3), out.astype(np.int64))]:
+        with pytest.raises(ValueError, match="do not fit"):
+            tm.nibble_product(p.nonzero, p.negative, p.offset, tables, o)
+    with pytest.raises(ValueError, match="do not fit"):
+        tm.nibble_product(p.nonzero, p.negative, p.offset[:39], tm.nibble_tables_of(X, 3), out)
+
+
 def test_lookup_tables_hold_the_signed_sums_of_each_group():
     # group m of block b = the activations under bits 3m, 3m+1, 3m+2 of the plane words (bit 63 alone
     # for m = 21); entry e = sum_i (digit_i(e) - 1) x_i with e = 9 d0 + 3 d1 + d2; entries 27..31 are 0
@@ -310,7 +365,7 @@ def test_codes_of_bits_name_every_ternary_triple_once():
     assert sorted(seen.values()) == list(range(27))
 
 
-def test_v4_to_v6_portable_builds_are_exact(tmp_path):
+def test_v4_to_v7_portable_builds_are_exact(tmp_path):
     # CPUs without AVX-512BW compile simd.py's portable IR: forced here with MMF_NO_AVX512=1 and a
     # fresh Numba cache (the cached machine code would be the AVX-512 build)
     import os
@@ -318,7 +373,7 @@ def test_v4_to_v6_portable_builds_are_exact(tmp_path):
     code = ("import sys; tm = __import__('kernels_numba.products', fromlist=['x']); "
             "assert not tm.simd.AVAILABLE and not tm.simd.POPCNT; "
             "assert (tm.BEST, tm.BEST_TOKENS) == ((5, 4) if tm.simd.AVX2 else (3, 3)); "
-            "print(tm.validate(6)); print(tm.validate(5)); print(tm.validate(4))")
+            "print(tm.validate(7)); print(tm.validate(6)); print(tm.validate(5)); print(tm.validate(4))")
     env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
