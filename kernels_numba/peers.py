@@ -199,7 +199,7 @@ def _engine_worker(S):
     acts_roof, out_roof = prepare(x_roof[None], p_roof.n_blocks), np.empty(n_roof, np.int32)
     lookup = engine.lookup_from is not None and prompt.size >= engine.lookup_from
     info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, batch_version=BEST_TOKENS,
-                prefill_version=6 if lookup else BEST_TOKENS, cpu=cpu_vectors(),
+                prefill_version=engine.lookup_version if lookup else BEST_TOKENS, cpu=cpu_vectors(),
                 weight_bytes=weights, bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
                 logits=[float(v) for v in logits[0]],
                 gemv_bytes={n: p.nonzero.nbytes + p.negative.nbytes + p.offset.nbytes for n, (p, _) in gemvs.items()})

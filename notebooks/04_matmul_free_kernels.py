@@ -173,7 +173,8 @@ assert found
 # instructions per 64 weights (counted below from the compiled loop) instead of ~2 per weight. Numba's
 # auto-vectorizer does not find this,
 # so `kernels_numba/simd.py` writes the loop in LLVM IR as a Numba `@intrinsic`. On a CPU without
-# AVX-512BW the same IR compiles to portable code and the public API uses version 3 instead.
+# AVX-512BW the same IR compiles to portable code; with AVX2 the public API then runs version 5 for
+# one token and version 4 for several (measured faster there than version 3; `products.BEST`).
 # The activations are re-ordered once per call (`activation_bytes`) so that byte `k` of a block sits
 # under bit `k` of the plane words.
 
@@ -268,16 +269,48 @@ print(f"version 5: {tm.fmt(tm.time_it(lambda: tm.matmul_v5(p6, X6), repeats=10))
 print(f"version 6, tables ready: {tm.fmt(tm.time_it(lambda: tm.lookup_product(p6.nonzero, p6.negative, tables6, out6), repeats=10))}")
 
 # %% [markdown]
+# ## 3e. Version 7: the same idea with AVX2's VPSHUFB
+#
+# Most laptops have AVX2 but no AVX-512, and so no VPERMW. AVX2's table lookup is **VPSHUFB**: 16
+# one-byte entries per 16-byte half. Two ternary weights need only 16 indices if each row's group
+# is the 4-bit pair (2 `nonzero` bits | 2 `negative` bits << 2), straight from the planes. A byte
+# cannot hold `±x0 ±x1`, so version 7 splits each offset-binary activation `u = x + 128` into its
+# low and high nibble: a +1 weight counts `v`, a −1 weight counts `15 − v` (the same `u` or `255 − u`
+# as versions 4 and 5), and each table entry is at most 30. One group's table holds the low-nibble
+# sums in the first half and the high-nibble sums in the second; with the 16 rows' codes in both
+# halves one VPSHUFB gives 16 rows × 2 weights for both nibbles, and one VPADDB adds them. The
+# bytes are widened every 8 groups (8 · 30 < 256); at the end `16 · high + low`, a shift and an add.
+
+# %%
+x7 = np.zeros((1, 64), np.int8)
+x7[0, [0, 8]] = (5, -7)                                          # under bits 0 and 1 of the planes
+t7 = tm.nibble_tables_of(x7, 1)                                  # (tokens padded to 4, 32 groups, 32)
+u7 = np.array([5, -7]) + 128
+for w in ((1, 1), (1, -1), (-1, 0)):
+    code = sum(1 << i for i in range(2) if w[i]) | sum(4 << i for i in range(2) if w[i] < 0)
+    s7 = sum(u7[i] if w[i] > 0 else 255 - u7[i] for i in range(2) if w[i])
+    print(f"weights {w}: code {code:2d}, 16 * {t7[0, 0, 16 + code]} + {t7[0, 0, code]} = "
+          f"{16 * int(t7[0, 0, 16 + code]) + int(t7[0, 0, code])} = the sum of u or 255 - u: {s7}")
+assert np.array_equal(tm.matmul_v7(p6, X6), tm.matmul_v5(p6, X6))
+tables7 = tm.nibble_tables_of(X6, p6.n_blocks)
+ir7, asm7 = tm.compiled_code(tm._v7_matmul_kernel, p6.nonzero, p6.negative, p6.offset, tables7,
+                             np.empty(tm.nibble_codes_bytes(d6, n6, p6.n_blocks), np.uint8), out6)
+print("AVX2 here:", simd.AVX2, "| multiplications on data:", tm.multiplies(ir7, asm7),
+      "| vpshufb in the kernel:", "vpshufb" in asm7)
+print(f"version 4: {tm.fmt(tm.time_it(lambda: tm.matmul_v4(p6, X6), repeats=10))}")
+print(f"version 7, tables ready: {tm.fmt(tm.time_it(lambda: tm.nibble_product(p6.nonzero, p6.negative, p6.offset, tables7, out6), repeats=10))}")
+
+# %% [markdown]
 # ## 4. Exactness
 #
 # Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
 # 4 mask registers + VPSADBW, 5 bit-sliced activations + VPOPCNTQ, 6 lookup tables over the bit
-# planes + VPERMW) is
+# planes + VPERMW, 7 nibble lookup tables + VPSHUFB) is
 # validated against the NumPy integer reference on random shapes, including widths that are not
 # multiples of 64, all-zero rows and activations at −128 and 127 — exact integer equality.
 
 # %%
-for v in (1, 2, 3, 4, 5, 6):
+for v in (1, 2, 3, 4, 5, 6, 7):
     print(f"version {v}: {tm.VERSIONS[v][0][:60]:60s} exact on {tm.validate(v, np.random.default_rng(v))} random shapes")
 rng = np.random.default_rng(2)
 for n, out, inp in [(1, 33, 1), (3, 7, 63), (5, 64, 65), (2, 100, 1000)]:
