@@ -18,15 +18,19 @@ timed (`python -m kernels_numba.products N`):
              words into one base-3 code per 3 weights, and every token gets a table of the 27 signed
              sums of each 3 activations; one VPERMW then looks up 32 rows x 3 weights (simd.py).
              For many tokens at once: Engine.prefill runs it on long prompts
+  version 7  version 6 for AVX2 (no VPERMW): a 4-bit code per 2 weights, and per token and group
+             the low- and high-nibble sums of the 2 activations as two 16-byte tables; one VPSHUFB
+             looks up 16 rows x 2 weights for both nibbles (simd.py). Engine.prefill on AVX2 CPUs
 
-The public API runs the best version this CPU has: 5 with AVX-512 VPOPCNTDQ, else 4 with AVX-512BW,
-else 3 (all give the same integers). Version 6 builds 21 bytes of tables per activation and
-derives the codes at every call, so it pays only where a caller reuses its buffers over many
-products (Engine.prefill); a single call through the public API is faster with version 5.
+The public API runs the best version this CPU has (BEST for one token, BEST_TOKENS for several):
+5 with AVX-512 VPOPCNTDQ, else 4 with AVX-512BW, else 5 / 4 with AVX2, else 3 (all give the same
+integers). Versions 6 and 7 build tables per activation (21 and 16 bytes) and derive the codes at
+every call, so they pay only where a caller reuses their buffers over many products (Engine.prefill);
+a single call through the public API is faster with version 5 or 4.
 
 Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
 No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR and machine code of
-versions 1-6 to prove it.
+versions 1-7 to prove it.
 """
 import sys
 import time
