@@ -483,38 +483,46 @@ def _codes_of_bits():
 CODES_OF_BITS = _codes_of_bits()
 
 
+@njit(inline="always")
+def bit_order_row(x, n_bytes):
+    """One token's int8 activations (K,) -> uint8 (n_bytes,) in bit order (byte k of a block under bit
+    k of the plane words: version 4's one-shuffle-per-block transpose); padding columns are 0."""
+    row = np.zeros(n_bytes, np.uint8)
+    row[:x.shape[0]] = x.view(np.uint8)
+    xb = np.empty(n_bytes, np.uint8)
+    transpose_blocks(row, xb)
+    return xb
+
+
 @njit(parallel=True, cache=True)
 def _lookup_tables_kernel(X_q, tables):
-    """tables[t] = token t's lookup tables (simd.group_tables): its int8 bytes put in bit order by
-    the one-shuffle-per-block transpose of version 4, then 22 tables per block."""
-    n, K = X_q.shape
+    """tables[t] = token t's lookup tables (simd.group_tables): 22 tables per block of its bytes."""
     n_bytes = tables.shape[1] // LOOKUP_GROUPS * BLOCK
-    for t in prange(n):
-        row = np.zeros(n_bytes, np.uint8)                            # padding columns stay 0
-        row[:K] = X_q[t].view(np.uint8)
-        xb = np.empty(n_bytes, np.uint8)
-        transpose_blocks(row, xb)
-        group_tables(xb, tables[t])
+    for t in prange(X_q.shape[0]):
+        group_tables(bit_order_row(X_q[t], n_bytes), tables[t])
 
 
-def lookup_tables(X_q, n_blk, buffer=None):
-    """int8 (n, in) -> int16 (n rounded up to LOOKUP_TOKENS, 22 n_blocks, 32): every token's tables;
-    the padded tokens' tables are 0. They take 21 bytes per activation, so a caller that builds many
-    passes a `buffer` (int16, at least that many elements) to be reused: a fresh 30 MB array costs
-    more in page faults than the tables cost to compute (measured: 3.5 against 1.5 ms)."""
+def token_tables(name, X_q, n_blk, groups, dtype, kernel, buffer=None):
+    """Versions 6 and 7: X_q int8 (n, in) -> dtype (n rounded up to 4 tokens, groups * n_blk, 32),
+    every token's tables filled by kernel(X_q, tables); the padded tokens' tables are 0. A caller that
+    builds many passes a `buffer` (dtype, at least that many elements) to be reused: a fresh 30 MB
+    array costs more in page faults than the tables cost to compute (measured: 3.5 against 1.5 ms)."""
     if X_q.dtype != np.int8 or X_q.ndim != 2 or X_q.shape[1] > n_blk * BLOCK:
-        raise ValueError(f"lookup_tables: X_q must be int8 (n, in) with in <= 64 * n_blocks = {n_blk * BLOCK}, "
+        raise ValueError(f"{name}: X_q must be int8 (n, in) with in <= 64 * n_blocks = {n_blk * BLOCK}, "
                          f"got {X_q.dtype} {X_q.shape}")
     X_q = np.ascontiguousarray(X_q)
     n = X_q.shape[0]
-    shape = (-(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS, n_blk * LOOKUP_GROUPS, 32)
-    if buffer is None:
-        tables = np.empty(shape, np.int16)
-    else:
-        tables = buffer[:shape[0] * shape[1] * 32].reshape(shape)
+    shape = (-(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS, n_blk * groups, 32)
+    tables = np.empty(shape, dtype) if buffer is None else buffer[:shape[0] * shape[1] * 32].reshape(shape)
     tables[n:] = 0
-    _lookup_tables_kernel(X_q, tables)
+    kernel(X_q, tables)
     return tables
+
+
+def lookup_tables(X_q, n_blk, buffer=None):
+    """int8 (n, in) -> int16 (n rounded up to LOOKUP_TOKENS, 22 n_blocks, 32): every token's version-6
+    tables, 21 bytes per activation (token_tables says more)."""
+    return token_tables("lookup_tables", X_q, n_blk, LOOKUP_GROUPS, np.int16, _lookup_tables_kernel, buffer)
 
 
 @njit(inline="always")
@@ -541,17 +549,17 @@ LOOKUP_MIN_TASKS = 4      # narrow matrices split the tokens too, so that both t
 
 
 @njit(cache=True)
-def lookup_tasks(R, n):
-    """(row groups, token parts) of version 6's tasks for n tokens and R rows: groups of
-    LOOKUP_ROW_BLOCKS 32-row blocks; a matrix of fewer than LOOKUP_MIN_TASKS groups also splits the
-    tokens into parts (each part derives its codes again)."""
-    n_groups = -(-(-(-R // 32)) // LOOKUP_ROW_BLOCKS)
+def table_tasks(R, n, block_rows, row_blocks):
+    """(row groups, token parts) of version 6's or 7's tasks for n tokens and R rows: groups of
+    row_blocks blocks of block_rows rows; a matrix of fewer than LOOKUP_MIN_TASKS groups also splits
+    the tokens into parts of whole 4-token calls (each part derives its codes again)."""
+    n_groups = -(-(-(-R // block_rows)) // row_blocks)
     return n_groups, min(-(-n // LOOKUP_TOKENS), -(-LOOKUP_MIN_TASKS // n_groups))
 
 
 def lookup_codes_bytes(R, n, n_blk):
     """Bytes of the codes scratch that version 6 needs for n tokens and R rows of n_blk blocks."""
-    n_groups, parts = lookup_tasks(R, n)
+    n_groups, parts = table_tasks(R, n, 32, LOOKUP_ROW_BLOCKS)
     return n_groups * parts * LOOKUP_ROW_BLOCKS * n_blk * LOOKUP_GROUPS * 32
 
 
@@ -564,7 +572,7 @@ def _v6_matmul_kernel(nonzero, negative, codes_of_bits, tables, scratch, out):
     R = nonzero.shape[0]
     n, G = out.shape[0], tables.shape[1]
     n_rb = -(-R // 32)
-    n_groups, parts = lookup_tasks(R, n)
+    n_groups, parts = table_tasks(R, n, 32, LOOKUP_ROW_BLOCKS)
     quads = -(-n // LOOKUP_TOKENS)
     all_codes = scratch[:n_groups * parts * LOOKUP_ROW_BLOCKS * G * 32].reshape(
         (n_groups * parts, LOOKUP_ROW_BLOCKS, G, 32))
@@ -621,31 +629,16 @@ NIBBLE_ROW_BLOCKS = 16    # 16-row blocks per task: their codes (16 bytes per ro
 
 @njit(parallel=True, cache=True)
 def _nibble_tables_kernel(X_q, tables):
-    """tables[t] = token t's nibble tables (simd.nibble_tables), its bytes in bit order first."""
-    n, K = X_q.shape
+    """tables[t] = token t's nibble tables (simd.nibble_tables): 32 tables per block of its bytes."""
     n_bytes = tables.shape[1] // NIBBLE_GROUPS * BLOCK
-    for t in prange(n):
-        row = np.zeros(n_bytes, np.uint8)                            # padding columns: x = 0 under 0 weights
-        row[:K] = X_q[t].view(np.uint8)
-        xb = np.empty(n_bytes, np.uint8)
-        transpose_blocks(row, xb)
-        nibble_tables(xb, tables[t])
+    for t in prange(X_q.shape[0]):
+        nibble_tables(bit_order_row(X_q[t], n_bytes), tables[t])
 
 
 def nibble_tables_of(X_q, n_blk, buffer=None):
     """int8 (n, in) -> uint8 (n rounded up to NIBBLE_TOKENS, 32 n_blocks, 32): every token's version-7
-    tables (16 bytes per activation); the padded tokens' tables are 0. A caller that builds many
-    passes a reused `buffer` (uint8, at least that many elements), as for version 6."""
-    if X_q.dtype != np.int8 or X_q.ndim != 2 or X_q.shape[1] > n_blk * BLOCK:
-        raise ValueError(f"nibble_tables_of: X_q must be int8 (n, in) with in <= 64 * n_blocks = {n_blk * BLOCK}, "
-                         f"got {X_q.dtype} {X_q.shape}")
-    X_q = np.ascontiguousarray(X_q)
-    n = X_q.shape[0]
-    shape = (-(-n // NIBBLE_TOKENS) * NIBBLE_TOKENS, n_blk * NIBBLE_GROUPS, 32)
-    tables = np.empty(shape, np.uint8) if buffer is None else buffer[:shape[0] * shape[1] * 32].reshape(shape)
-    tables[n:] = 0
-    _nibble_tables_kernel(X_q, tables)
-    return tables
+    tables, 16 bytes per activation (token_tables says more)."""
+    return token_tables("nibble_tables_of", X_q, n_blk, NIBBLE_GROUPS, np.uint8, _nibble_tables_kernel, buffer)
 
 
 @njit(inline="always")
@@ -668,16 +661,9 @@ def nibble_codes(nonzero, negative, r_begin, n_blocks_used, codes):
                     codes[rb, b * NIBBLE_GROUPS + m, i] = ((nz >> s) & U64(3)) | (((ng >> s) & U64(3)) << U64(2))
 
 
-@njit(cache=True)
-def nibble_tasks(R, n):
-    """(row groups, token parts) of version 7's tasks, as lookup_tasks for version 6."""
-    n_groups = -(-(-(-R // 16)) // NIBBLE_ROW_BLOCKS)
-    return n_groups, min(-(-n // NIBBLE_TOKENS), -(-LOOKUP_MIN_TASKS // n_groups))
-
-
 def nibble_codes_bytes(R, n, n_blk):
     """Bytes of the codes scratch that version 7 needs for n tokens and R rows of n_blk blocks."""
-    n_groups, parts = nibble_tasks(R, n)
+    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
     return n_groups * parts * NIBBLE_ROW_BLOCKS * n_blk * NIBBLE_GROUPS * 16
 
 
@@ -688,7 +674,7 @@ def _v7_matmul_kernel(nonzero, negative, offset, tables, scratch, out):
     R = nonzero.shape[0]
     n, G = out.shape[0], tables.shape[1]
     n_rb = -(-R // 16)
-    n_groups, parts = nibble_tasks(R, n)
+    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
     quads = -(-n // NIBBLE_TOKENS)
     all_codes = scratch[:n_groups * parts * NIBBLE_ROW_BLOCKS * G * 16].reshape(
         (n_groups * parts, NIBBLE_ROW_BLOCKS, G, 16))

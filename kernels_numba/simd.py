@@ -374,6 +374,28 @@ def _permw(builder):
     return portable
 
 
+def _check_chunk_types(usage, table_dtype, codes, tables, acc, rb, t, j0, j1):
+    """Typing check of lookup_chunk's / nibble_chunk's arguments (codes, tables, acc, rb, t, j0, j1)."""
+    ok = (isinstance(codes, types.Array) and codes.ndim == 3 and codes.dtype == types.uint8 and codes.layout == "C"
+          and isinstance(tables, types.Array) and tables.ndim == 3 and tables.dtype == table_dtype
+          and tables.layout == "C" and isinstance(acc, types.Array) and acc.ndim == 2
+          and acc.dtype == types.int32 and acc.layout == "C"
+          and all(isinstance(v, types.Integer) for v in (rb, t, j0, j1)))
+    if not ok:
+        raise numba.core.errors.TypingError(f"{usage}, acc int32 (tokens, width) C, rb, t, j0, j1 ints), "
+                                            f"got {(codes, tables, acc, rb, t, j0, j1)}")
+
+
+def _chunk_args(context, builder, sig, args):
+    """A chunk intrinsic's arguments as LLVM values: the three array structs, the four indices as
+    intp, the number of groups G and the width of acc."""
+    ca, ta, aa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(3))
+    rb, t, j0, j1 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in range(3, 7))
+    _, n_groups, _ = cgutils.unpack_tuple(builder, ca.shape, 3)
+    _, width = cgutils.unpack_tuple(builder, aa.shape, 2)
+    return ca, ta, aa, rb, t, j0, j1, n_groups, width
+
+
 @intrinsic
 def lookup_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     """For each of the LOOKUP_TOKENS tokens t+k and the 32 rows i of row block rb:
@@ -382,21 +404,11 @@ def lookup_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     Per group: one load of 32 codes widened to int16 (vpmovzxbw), then per token one table lookup of
     32 lanes (vpermw) and one add (vpaddw); the int16 sums are widened into acc once per call, so the
     caller keeps j1 - j0 small enough that they cannot overflow. No multiplication."""
-    ok = (isinstance(codes, types.Array) and codes.ndim == 3 and codes.dtype == types.uint8 and codes.layout == "C"
-          and isinstance(tables, types.Array) and tables.ndim == 3 and tables.dtype == types.int16
-          and tables.layout == "C" and isinstance(acc, types.Array) and acc.ndim == 2
-          and acc.dtype == types.int32 and acc.layout == "C"
-          and all(isinstance(v, types.Integer) for v in (rb, t, j0, j1)))
-    if not ok:
-        raise numba.core.errors.TypingError(
-            f"lookup_chunk(codes uint8 (RB, G, 32) C, tables int16 (n, G, 32) C, acc int32 (tokens, width) C, "
-            f"rb, t, j0, j1 ints), got {(codes, tables, acc, rb, t, j0, j1)}")
+    _check_chunk_types("lookup_chunk(codes uint8 (RB, G, 32) C, tables int16 (n, G, 32) C", types.int16,
+                       codes, tables, acc, rb, t, j0, j1)
 
     def codegen(context, builder, sig, args):
-        ca, ta, aa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(3))
-        rb, t, j0, j1 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in range(3, 7))
-        _, n_groups, _ = cgutils.unpack_tuple(builder, ca.shape, 3)
-        _, width = cgutils.unpack_tuple(builder, aa.shape, 2)
+        ca, ta, aa, rb, t, j0, j1, n_groups, width = _chunk_args(context, builder, sig, args)
         c = lambda v: ir.Constant(n_groups.type, v)                  # noqa: E731
         # address arithmetic (row starts), not data
         code_rows = builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(rb, n_groups), c(32))]),
@@ -472,7 +484,7 @@ def group_tables(typingctx, xb, tables):
 # ----------------------------------------------------------------------------
 # version 7: lookup tables for AVX2, one VPSHUFB per 16 rows x 2 weights x 1 token
 
-NIBBLE_TOKENS = 4               # tokens per call of nibble_chunk (each code vector serves all of them)
+NIBBLE_TOKENS = LOOKUP_TOKENS   # tokens per call of nibble_chunk (each code vector serves all of them)
 NIBBLE_BYTE_GROUPS = 8          # groups summed in bytes before widening: 8 * 30 = 240 < 2^8
 _HALF = ir.VectorType(_I8, 16)                                       # 16 rows' codes of one group
 _LANES = ir.VectorType(_I8, 32)                                      # a group's two 16-entry tables / 16 rows' sums
@@ -509,21 +521,11 @@ def nibble_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     half) at once, and one VPADDB adds them; the bytes are widened to int16 every NIBBLE_BYTE_GROUPS
     groups and into acc once per call, so the caller keeps j1 - j0 <= 1024 (1024 * 30 < 2^15).
     The final 16 hi is a shift. No multiplication."""
-    ok = (isinstance(codes, types.Array) and codes.ndim == 3 and codes.dtype == types.uint8 and codes.layout == "C"
-          and isinstance(tables, types.Array) and tables.ndim == 3 and tables.dtype == types.uint8
-          and tables.layout == "C" and isinstance(acc, types.Array) and acc.ndim == 2
-          and acc.dtype == types.int32 and acc.layout == "C"
-          and all(isinstance(v, types.Integer) for v in (rb, t, j0, j1)))
-    if not ok:
-        raise numba.core.errors.TypingError(
-            f"nibble_chunk(codes uint8 (RB, G, 16) C, tables uint8 (n, G, 32) C, acc int32 (tokens, width) C, "
-            f"rb, t, j0, j1 ints), got {(codes, tables, acc, rb, t, j0, j1)}")
+    _check_chunk_types("nibble_chunk(codes uint8 (RB, G, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+                       codes, tables, acc, rb, t, j0, j1)
 
     def codegen(context, builder, sig, args):
-        ca, ta, aa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(3))
-        rb, t, j0, j1 = (context.cast(builder, args[k], sig.args[k], types.intp) for k in range(3, 7))
-        _, n_groups, _ = cgutils.unpack_tuple(builder, ca.shape, 3)
-        _, width = cgutils.unpack_tuple(builder, aa.shape, 2)
+        ca, ta, aa, rb, t, j0, j1, n_groups, width = _chunk_args(context, builder, sig, args)
         c = lambda v: ir.Constant(n_groups.type, v)                  # noqa: E731
         idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
         # address arithmetic (row starts), not data

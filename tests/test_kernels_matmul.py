@@ -300,24 +300,6 @@ def test_nibble_tables_hold_the_nibble_sums_of_each_group():
                 np.testing.assert_array_equal(tables[:5, 32 * b + m, 16 + e], hi)
 
 
-def test_nibble_product_refuses_tables_of_another_shape():
-    rng = np.random.default_rng(6)
-    p = pack_ternary(rng.integers(-1, 2, (40, 130)).astype(np.int8))        # 3 blocks
-    X = rng.integers(-128, 128, (6, 130)).astype(np.int8)
-    out = np.empty((6, 40), np.int32)
-    tm.nibble_product(p.nonzero, p.negative, p.offset, tm.nibble_tables_of(X, p.n_blocks), out)
-    np.testing.assert_array_equal(out, matmul_v0(unpack_ternary(p), X))
-    with pytest.raises(ValueError, match="in <= 64"):
-        tm.nibble_tables_of(X, 2)                                    # 130 columns do not fit 2 blocks
-    for tables, o in [(tm.nibble_tables_of(X[:, :128], 2), out), (tm.nibble_tables_of(X[:3], 3), out),
-                      (tm.nibble_tables_of(X, 3), np.empty((6, 41), np.int32)),
-                      (tm.nibble_tables_of(X, 3), out.astype(np.int64))]:
-        with pytest.raises(ValueError, match="do not fit"):
-            tm.nibble_product(p.nonzero, p.negative, p.offset, tables, o)
-    with pytest.raises(ValueError, match="do not fit"):
-        tm.nibble_product(p.nonzero, p.negative, p.offset[:39], tm.nibble_tables_of(X, 3), out)
-
-
 def test_lookup_tables_hold_the_signed_sums_of_each_group():
     # group m of block b = the activations under bits 3m, 3m+1, 3m+2 of the plane words (bit 63 alone
     # for m = 21); entry e = sum_i (digit_i(e) - 1) x_i with e = 9 d0 + 3 d1 + d2; entries 27..31 are 0
@@ -337,20 +319,36 @@ def test_lookup_tables_hold_the_signed_sums_of_each_group():
                 np.testing.assert_array_equal(tables[:5, 22 * b + m, e], want)
 
 
-def test_lookup_product_refuses_tables_of_another_shape():
-    # the kernel reads without bounds checks, so its entry checks what it is given against the planes
+TABLE_PRODUCTS = {   # version: (its tables of X_q, its product of packed p and those tables into out)
+    6: (tm.lookup_tables, lambda p, tables, out: tm.lookup_product(p.nonzero, p.negative, tables, out)),
+    7: (tm.nibble_tables_of, lambda p, tables, out: tm.nibble_product(p.nonzero, p.negative, p.offset, tables, out)),
+}
+
+
+@pytest.mark.parametrize("version", [6, 7])
+def test_table_products_refuse_tables_of_another_shape(version):
+    # the kernels read without bounds checks, so their entries check what they are given against the planes
+    build, product = TABLE_PRODUCTS[version]
     rng = np.random.default_rng(4)
     p = pack_ternary(rng.integers(-1, 2, (40, 130)).astype(np.int8))        # 3 blocks
     X = rng.integers(-128, 128, (6, 130)).astype(np.int8)
     out = np.empty((6, 40), np.int32)
-    tm.lookup_product(p.nonzero, p.negative, tm.lookup_tables(X, p.n_blocks), out)
+    product(p, build(X, p.n_blocks), out)
     np.testing.assert_array_equal(out, matmul_v0(unpack_ternary(p), X))
     with pytest.raises(ValueError, match="in <= 64"):
-        tm.lookup_tables(X, 2)                                       # 130 columns do not fit 2 blocks
-    for tables, o in [(tm.lookup_tables(X[:, :128], 2), out), (tm.lookup_tables(X[:3], 3), out),
-                      (tm.lookup_tables(X, 3), np.empty((6, 41), np.int32)), (tm.lookup_tables(X, 3), out.astype(np.int64))]:
+        build(X, 2)                                                  # 130 columns do not fit 2 blocks
+    for tables, o in [(build(X[:, :128], 2), out), (build(X[:3], 3), out),
+                      (build(X, 3), np.empty((6, 41), np.int32)), (build(X, 3), out.astype(np.int64))]:
         with pytest.raises(ValueError, match="do not fit"):
-            tm.lookup_product(p.nonzero, p.negative, tables, o)
+            product(p, tables, o)
+
+
+def test_nibble_product_refuses_offsets_of_another_length():
+    rng = np.random.default_rng(6)
+    p = pack_ternary(rng.integers(-1, 2, (40, 130)).astype(np.int8))
+    X = rng.integers(-128, 128, (6, 130)).astype(np.int8)
+    with pytest.raises(ValueError, match="do not fit"):
+        tm.nibble_product(p.nonzero, p.negative, p.offset[:39], tm.nibble_tables_of(X, 3), np.empty((6, 40), np.int32))
 
 
 def test_codes_of_bits_name_every_ternary_triple_once():
