@@ -207,6 +207,14 @@ def _rescale_rows(acc, c, y):
 LOOKUP7_FROM = 64
 LOOKUP_VERSION = 6 if simd.AVAILABLE else 7
 LOOKUP_FROM = 256 if simd.AVAILABLE else LOOKUP7_FROM if simd.AVX2 else None   # (without AVX2: never)
+# per lookup version: (its tables of q, built into a buffer; its product into acc; the bytes of codes
+# scratch it needs; its groups per 64-weight block; its tables' dtype). Both pad to 4-token calls.
+TABLE_VERSIONS = {
+    6: (lookup_tables, lambda nz, ng, offset, tables, acc, codes: lookup_product(nz, ng, tables, acc, codes),
+        lookup_codes_bytes, LOOKUP_GROUPS, np.int16),
+    7: (nibble_tables_of, nibble_product, nibble_codes_bytes, NIBBLE_GROUPS, np.uint8),
+}
+assert LOOKUP_TOKENS == NIBBLE_TOKENS
 EMBEDDINGS = ("float32", "mmap", "int8")
 
 
@@ -467,16 +475,13 @@ class Engine:
         kernel version self.version_tokens."""
         if buffers is not None:
             version, table_buffer, codes = buffers
-            build = lookup_tables if version == 6 else nibble_tables_of
+            build, product = TABLE_VERSIONS[version][:2]
             tables = build(q, n_blocks(q.shape[1]), table_buffer)
         ys = []
         for nonzero, negative, offset, beta in weights:
             if buffers is not None:
                 acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)   # (rows, out) int32, additions only
-                if version == 6:
-                    lookup_product(nonzero, negative, tables, acc, codes)
-                else:
-                    nibble_product(nonzero, negative, offset, tables, acc, codes)
+                product(nonzero, negative, offset, tables, acc, codes)
             else:
                 packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
                 acc = MATMULS[self.version_tokens](packed, q)
@@ -498,15 +503,10 @@ class Engine:
         (876 / 883 ms at 512 tokens, 140 / 139 ms at 64)."""
         cfg = self.config
         D, I = cfg.hidden_size, cfg.intermediate_size
-        shapes = ((D, D), (I, D), (D, I))
-        if self.lookup_version == 6:
-            quads = -(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS
-            tables = np.empty(quads * LOOKUP_GROUPS * n_blocks(max(D, I)) * 32, np.int16)
-            codes = np.empty(max(lookup_codes_bytes(r, rows, n_blocks(k)) for r, k in shapes), np.uint8)
-        else:
-            quads = -(-rows // NIBBLE_TOKENS) * NIBBLE_TOKENS
-            tables = np.empty(quads * NIBBLE_GROUPS * n_blocks(max(D, I)) * 32, np.uint8)
-            codes = np.empty(max(nibble_codes_bytes(r, rows, n_blocks(k)) for r, k in shapes), np.uint8)
+        _, _, codes_bytes, groups, dtype = TABLE_VERSIONS[self.lookup_version]
+        quads = -(-rows // LOOKUP_TOKENS) * LOOKUP_TOKENS
+        tables = np.empty(quads * groups * n_blocks(max(D, I)) * 32, dtype)
+        codes = np.empty(max(codes_bytes(r, rows, n_blocks(k)) for r, k in ((D, D), (I, D), (D, I))), np.uint8)
         return self.lookup_version, tables, codes
 
     def _rms_rows(self, x2, g):
