@@ -42,7 +42,7 @@ from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
-from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
+from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
 from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, lookup_codes_bytes, lookup_product,
                        lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of, planes_kernel, v3_row_dot,
                        v4_row_tokens, v5_gemv_rows, v5_row_tokens)
@@ -208,13 +208,13 @@ LOOKUP7_FROM = 64
 LOOKUP_VERSION = 6 if simd.AVAILABLE else 7
 LOOKUP_FROM = 256 if simd.AVAILABLE else LOOKUP7_FROM if simd.AVX2 else None   # (without AVX2: never)
 # per lookup version: (its tables of q, built into a buffer; its product into acc; the bytes of codes
-# scratch it needs; its groups per 64-weight block; its tables' dtype). Both pad to 4-token calls.
+# scratch it needs; its groups per 64-weight block; its tables' dtype). Both pad to 4-token calls
+# (simd.NIBBLE_TOKENS is LOOKUP_TOKENS).
 TABLE_VERSIONS = {
     6: (lookup_tables, lambda nz, ng, offset, tables, acc, codes: lookup_product(nz, ng, tables, acc, codes),
         lookup_codes_bytes, LOOKUP_GROUPS, np.int16),
     7: (nibble_tables_of, nibble_product, nibble_codes_bytes, NIBBLE_GROUPS, np.uint8),
 }
-assert LOOKUP_TOKENS == NIBBLE_TOKENS
 EMBEDDINGS = ("float32", "mmap", "int8")
 
 

@@ -870,7 +870,7 @@ def validate(version, rng=None, cases=12):
     _, prepare, run, _ = VERSIONS[version]
     shapes = [(1, 1, 1), (1, 7, 63), (3, 5, 64), (2, 9, 65), (1, 33, 129), (4, 17, 320), (1, 64, 1000),
               (64, 3, 70), (300, 5, 200), (520, 2, 130),             # the token-vectorized path, > 1 tile
-              (1, 4, 2100), (5, 3, 4000)]                            # rows of > 31 blocks (simd.BYTE_COUNT_BLOCKS)
+              (1, 4, 2100), (5, 3, 4000)]                            # long rows: several chunks of versions 6, 7
     shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(max(0, cases - len(shapes)))]
     for n, n_out, n_in in shapes:
         Wt, X = random_case(rng, n, n_out, n_in)

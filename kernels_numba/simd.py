@@ -447,6 +447,14 @@ def _table_masks():
     return vec(lambda e, i: digit(e, i) == 2), vec(lambda e, i: digit(e, i) == 0)
 
 
+def _check_table_types(usage, table_dtype, xb, tables):
+    """Typing check of group_tables' / nibble_tables' arguments: one token's bytes, its tables."""
+    if not (isinstance(xb, types.Array) and xb.ndim == 1 and xb.dtype == types.uint8 and xb.layout == "C"
+            and isinstance(tables, types.Array) and tables.ndim == 2 and tables.dtype == table_dtype
+            and tables.layout == "C"):
+        raise numba.core.errors.TypingError(f"{usage}, got {(xb, tables)}")
+
+
 @intrinsic
 def group_tables(typingctx, xb, tables):
     """tables[22 b + m, e] = the signed sum of the activations under bits 3m, 3m+1, 3m+2 of block b
@@ -454,11 +462,7 @@ def group_tables(typingctx, xb, tables):
     token's int8 activations in bit order (byte k of a block under bit k of the plane words, as
     transpose_blocks lays them out), tables (22 NB, 32) int16. Per group: three bytes widened and
     broadcast, six ANDs with constant masks, five adds and subtractions; no multiplication."""
-    if not (isinstance(xb, types.Array) and xb.ndim == 1 and xb.dtype == types.uint8 and xb.layout == "C"
-            and isinstance(tables, types.Array) and tables.ndim == 2 and tables.dtype == types.int16
-            and tables.layout == "C"):
-        raise numba.core.errors.TypingError(f"group_tables(xb uint8 (64 NB,) C, tables int16 (22 NB, 32) C), "
-                                            f"got {(xb, tables)}")
+    _check_table_types("group_tables(xb uint8 (64 NB,) C, tables int16 (22 NB, 32) C)", types.int16, xb, tables)
 
     def codegen(context, builder, sig, args):
         xa, ta = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(2))
@@ -584,11 +588,7 @@ def nibble_tables(typingctx, xb, tables):
     the sum of u and 255 - u that versions 4 and 5 compute before their offsets). xb (64 NB,) uint8 is
     one token's int8 activations in bit order (transpose_blocks), tables (32 NB, 32) uint8.
     Per group: two VPSHUFB broadcasts, two XORs, four ANDs with constant masks, three adds."""
-    if not (isinstance(xb, types.Array) and xb.ndim == 1 and xb.dtype == types.uint8 and xb.layout == "C"
-            and isinstance(tables, types.Array) and tables.ndim == 2 and tables.dtype == types.uint8
-            and tables.layout == "C"):
-        raise numba.core.errors.TypingError(f"nibble_tables(xb uint8 (64 NB,) C, tables uint8 (32 NB, 32) C), "
-                                            f"got {(xb, tables)}")
+    _check_table_types("nibble_tables(xb uint8 (64 NB,) C, tables uint8 (32 NB, 32) C)", types.uint8, xb, tables)
 
     def codegen(context, builder, sig, args):
         xa, ta = (context.make_array(sig.args[k])(context, builder, args[k]) for k in range(2))

@@ -215,6 +215,12 @@ def scalar_sum(a):
     return s
 
 
+def bit_order(c):
+    """Where column c sits in a token's bytes in bit order (packing.py's layout, written out here
+    independently of the code under test): byte 8 j + i of its block for column 8 i + j."""
+    return (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)
+
+
 def test_activation_bytes_sit_where_v4_byte_position_says():
     # the one-shuffle-per-block transpose against the documented position of each column
     rng = np.random.default_rng(12)
@@ -222,7 +228,7 @@ def test_activation_bytes_sit_where_v4_byte_position_says():
     got = tm.activation_bytes(X, 4)
     c = np.arange(200)
     want = np.zeros((3, 256), np.uint8)
-    want[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = (X.astype(np.int16) + 128).astype(np.uint8)
+    want[:, bit_order(c)] = (X.astype(np.int16) + 128).astype(np.uint8)
     np.testing.assert_array_equal(got, want)
 
 
@@ -286,7 +292,7 @@ def test_nibble_tables_hold_the_nibble_sums_of_each_group():
     assert tables.shape == (8, 96, 32) and not tables[5:].any()      # padded to NIBBLE_TOKENS tokens
     c = np.arange(150)
     u = np.full((5, 3 * 64), 128, np.int64)                          # padding columns: x = 0
-    u[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = X.astype(np.int64) + 128
+    u[:, bit_order(c)] = X.astype(np.int64) + 128
     for b in range(3):
         for m in range(32):
             for e in range(16):
@@ -308,11 +314,11 @@ def test_lookup_tables_hold_the_signed_sums_of_each_group():
     tables = tm.lookup_tables(X, 3)
     assert tables.shape == (8, 66, 32) and not tables[5:].any()      # padded to LOOKUP_TOKENS tokens
     c = np.arange(150)
-    bit_order = np.zeros((5, 3 * 64), np.int64)
-    bit_order[:, (c & ~63) | ((c & 7) << 3) | ((c >> 3) & 7)] = X
+    xb = np.zeros((5, 3 * 64), np.int64)
+    xb[:, bit_order(c)] = X
     for b in range(3):
         for m in range(22):
-            xs = [bit_order[:, 64 * b + 3 * m + i] if 3 * m + i < 64 else np.zeros(5, np.int64) for i in range(3)]
+            xs = [xb[:, 64 * b + 3 * m + i] if 3 * m + i < 64 else np.zeros(5, np.int64) for i in range(3)]
             for e in range(32):
                 d = (e // 9, e // 3 % 3, e % 3)
                 want = sum((d[i] - 1) * xs[i] for i in range(3)) if e < 27 else 0
