@@ -32,6 +32,7 @@ Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) i
 No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR and machine code of
 versions 1-7 to prove it.
 """
+import dataclasses
 import sys
 import time
 
@@ -42,8 +43,8 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
                       pack_ternary)
-from .simd import (LOOKUP_TOKENS, NIBBLE_TOKENS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
-                   masked_sad_tokens, nibble_chunk, nibble_tables, sliced_popcount, sliced_popcount_rows,
+from .simd import (LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
+                   masked_sad_tokens, nibble_chunk, nibble_tables, pair_chunk, pair_chunk1, sliced_popcount, sliced_popcount_rows,
                    sliced_popcount_tokens, transpose_blocks)
 
 U64 = np.uint64
@@ -720,6 +721,125 @@ def matmul_v7(p, X_q):
     return out
 
 
+# ----------------------------------------------------------------------------
+# version 8: version 7's codes stored, two per byte (2 bits per weight, as the planes), so that one
+# token (a GEMV) or a few pay nothing to derive them: one VPSHUFB per 16 rows x 2 weights x 1 token
+
+V8_CHUNK_PAIRS = 512      # pairs of groups per pair_chunk call: 1024 groups * 30 < 2^15
+V8_GEMV_BLOCKS = 4        # 16-row blocks per task of the GEMV (a multiple of PAIR_BLOCKS)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedPairs:
+    """A ternary matrix (out, in) as version 8 reads it: codes (row blocks, 16 n_blocks, 16) uint8,
+    ceil(out / 16) row blocks rounded up to a multiple of PAIR_BLOCKS, byte i of [rb, j] holding row 16 rb + i's 4-bit codes (nonzero bits | negative bits << 2,
+    version 7's) of groups 2j (low nibble) and 2j + 1 (high nibble); the same row offsets and scale
+    as the PackedTernary it came from (`pack_pairs`). Rows past `out` have code 0 (zero weights)."""
+    codes: np.ndarray       # (row blocks, 16 n_blocks, 16) uint8
+    offset: np.ndarray      # (out,) int64
+    shape: tuple            # (out, in)
+    scale: float = 1.0
+
+    @property
+    def n_blocks(self):
+        return self.codes.shape[1] // 16
+
+    @property
+    def nbytes(self):
+        return self.codes.nbytes + self.offset.nbytes
+
+
+@njit(parallel=True, cache=True)
+def pair_codes_kernel(nonzero, negative, codes):
+    """codes (ceil(R / 16), 16 NB, 16) uint8 <- the planes (R, NB): version 7's codes of each row
+    block (nibble_codes), two groups per byte."""
+    for rb in prange(codes.shape[0]):
+        one = np.empty((1, 2 * codes.shape[1], 16), np.uint8)       # (1, G, 16): one code per byte
+        nibble_codes(nonzero, negative, 16 * rb, 1, one)
+        for j in range(codes.shape[1]):
+            for i in range(16):
+                codes[rb, j, i] = one[0, 2 * j, i] | (one[0, 2 * j + 1, i] << np.uint8(4))
+
+
+def pack_pairs(p):
+    """PackedTernary -> PackedPairs (version 8's layout of the same weights; the planes are not kept)."""
+    _check_packed(p)
+    R, NB = p.nonzero.shape
+    codes = np.empty((-(-R // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS, 16 * NB, 16), np.uint8)
+    pair_codes_kernel(p.nonzero, p.negative, codes)
+    return PackedPairs(codes, p.offset, p.shape, p.scale)
+
+
+@njit(inline="always")
+def pair_block(codes, tables, t, rb, acc):
+    """acc[k, 16 rb + i] += row 16 rb + i of codes . token t + k, for k < acc.shape[0] (1 or
+    NIBBLE_TOKENS): all the pairs of groups, V8_CHUNK_PAIRS per call, before the int16 sums overflow.
+    With one token, PAIR_BLOCKS row blocks from rb on (pair_chunk1)."""
+    n_pairs = codes.shape[1]
+    for j0 in range(0, n_pairs, V8_CHUNK_PAIRS):
+        j1 = min(n_pairs, j0 + V8_CHUNK_PAIRS)
+        if acc.shape[0] == 1:
+            pair_chunk1(codes, tables, acc, rb, t, j0, j1)
+        else:
+            pair_chunk(codes, tables, acc, rb, t, j0, j1)
+
+
+@njit(parallel=True, cache=True)
+def _v8_matvec_kernel(codes, offset, tables, out):
+    """tables (tokens, G, 32) whose token 0 is the one token -> out (R,) int32, V8_GEMV_BLOCKS row
+    blocks per task, each block summed over all its groups with its sums in registers."""
+    R, n_rb = offset.shape[0], codes.shape[0]
+    for task in prange(-(-n_rb // V8_GEMV_BLOCKS)):
+        rb0 = task * V8_GEMV_BLOCKS
+        own = codes[rb0:min(n_rb, rb0 + V8_GEMV_BLOCKS)]             # (blocks, G / 2, 16)
+        acc = np.zeros((1, 16 * V8_GEMV_BLOCKS), np.int32)
+        for rb in range(0, own.shape[0], PAIR_BLOCKS):
+            pair_block(own, tables, 0, rb, acc)
+        for i in range(min(16 * own.shape[0], R - 16 * rb0)):
+            out[16 * rb0 + i] = np.int32(np.int64(acc[0, i]) - offset[16 * rb0 + i])
+
+
+@njit(parallel=True, cache=True)
+def _v8_matmul_kernel(codes, offset, tables, out):
+    """tables (n padded to NIBBLE_TOKENS, G, 32) -> out (n, R) int32: version 7's tasks (16-row
+    blocks, 4 tokens per call, NIBBLE_CHUNK groups of the tables at a time so that they stay in L1),
+    its codes read instead of derived."""
+    R, n, n_rb = offset.shape[0], out.shape[0], codes.shape[0]
+    n_pairs = codes.shape[1]
+    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
+    quads = -(-n // NIBBLE_TOKENS)
+    for task in prange(n_groups * parts):
+        group, part = task // parts, task % parts
+        rb0 = group * NIBBLE_ROW_BLOCKS
+        own = codes[rb0:min(n_rb, rb0 + NIBBLE_ROW_BLOCKS)]          # (blocks, G / 2, 16)
+        acc = np.empty((NIBBLE_TOKENS, 16 * own.shape[0]), np.int32)
+        rows = min(16 * own.shape[0], R - 16 * rb0)
+        for q in range(part * quads // parts, (part + 1) * quads // parts):
+            t = q * NIBBLE_TOKENS
+            acc[:] = 0
+            for j0 in range(0, n_pairs, NIBBLE_CHUNK // 2):
+                for rb in range(own.shape[0]):
+                    pair_chunk(own, tables, acc, rb, t, j0, min(n_pairs, j0 + NIBBLE_CHUNK // 2))
+            for k in range(min(NIBBLE_TOKENS, n - t)):
+                for i in range(rows):
+                    out[t + k, 16 * rb0 + i] = np.int32(np.int64(acc[k, i]) - offset[16 * rb0 + i])
+
+
+def matmul_v8(p, X_q):
+    """Version 8: p a PackedPairs (pack_pairs); the GEMV kernel for one token, else the tiled one."""
+    tables = nibble_tables_of(X_q, p.n_blocks)
+    out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
+    if X_q.shape[0] == 1:
+        _v8_matvec_kernel(p.codes, p.offset, tables, out[0])
+    else:
+        _v8_matmul_kernel(p.codes, p.offset, tables, out)
+    return out
+
+
+def prepare_v8(Wt):
+    return pack_pairs(pack_ternary(Wt))
+
+
 # What the public API runs here: BEST for one token (a GEMV), BEST_TOKENS for several (a GEMM).
 # With AVX-512 the IR's own instructions decide (VPOPCNTQ: version 5, else version 4's masks). With
 # AVX2 only (AMD EPYC 7003 "Milan", 2 threads, 2026-12-01, alternated, medians; version 3 was the
@@ -854,6 +974,9 @@ VERSIONS = {
     7: ("Numba + LLVM IR: lookup tables of 2 activations' nibble sums, AVX2 VPSHUFB, 2 bits per weight" if simd.AVX2
         else "Numba + LLVM IR, nibble lookup tables, portable build (this CPU has no AVX2: slower here)",
         prepare_v4, matmul_v7, (_v7_matmul_kernel, _nibble_tables_kernel)),
+    8: ("Numba + LLVM IR: version 7's codes stored two per byte, AVX2 VPSHUFB, 2 bits per weight" if simd.AVX2
+        else "Numba + LLVM IR, stored nibble codes, portable build (this CPU has no AVX2: slower here)",
+        prepare_v8, matmul_v8, (_v8_matvec_kernel, _v8_matmul_kernel, pair_codes_kernel)),
 }
 
 

@@ -514,6 +514,66 @@ def _pshufb(builder):
     return portable
 
 
+def _nibble_codegen(n_tokens, pairs, n_blocks=1):
+    """The codegen of nibble_chunk (pairs False: one code per byte, a group per step) and of
+    version 8's pair_chunk / pair_chunk1 (pairs True: two codes per byte, low nibble group 2j and
+    high nibble group 2j + 1, a pair of groups per step), for n_tokens tokens t .. t + n_tokens - 1
+    and n_blocks row blocks rb .. rb + n_blocks - 1 (each table load serves them all)."""
+    per_step = 2 if pairs else 1                                     # groups per byte of codes
+    sums_of = [(k, b) for k in range(n_tokens) for b in range(n_blocks)]
+
+    def codegen(context, builder, sig, args):
+        ca, ta, aa, rb, t, j0, j1, n_steps, width = _chunk_args(context, builder, sig, args)
+        c = lambda v: ir.Constant(n_steps.type, v)                   # noqa: E731
+        idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
+        splat8 = lambda v: ir.Constant(_LANES, [ir.Constant(_I8, v)] * 32)        # noqa: E731
+        # address arithmetic (row starts), not data
+        code_rows = [builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(builder.add(rb, c(b)), n_steps),
+                                                                        c(16))]), _HALF.as_pointer())
+                     for b in range(n_blocks)]
+        table_rows = [builder.bitcast(builder.gep(ta.data, [builder.mul(builder.mul(builder.add(t, c(k)), n_steps),
+                                                                         c(32 * per_step))]), _LANES.as_pointer())
+                      for k in range(n_tokens)]
+        pshufb = _pshufb(builder)
+        new = lambda v: {kb: cgutils.alloca_once_value(builder, v) for kb in sums_of}   # noqa: E731
+        lo, hi, sums = new(ir.Constant(_SUMS, None)), new(ir.Constant(_SUMS, None)), new(ir.Constant(_LANES, None))
+        step = c(NIBBLE_BYTE_GROUPS // per_step)
+        with cgutils.for_range_slice(builder, j0, j1, step, inc=True) as (s0, _):
+            s1 = builder.select(builder.icmp_signed("<", builder.add(s0, step), j1), builder.add(s0, step), j1)
+            for kb in sums_of:
+                builder.store(ir.Constant(_LANES, None), sums[kb])
+            with cgutils.for_range_slice(builder, s0, s1, c(1), inc=True) as (j, _):
+                codes = []
+                for b in range(n_blocks):
+                    half = builder.load(builder.gep(code_rows[b], [j]), align=1)
+                    both = builder.shuffle_vector(half, half, idx(list(range(16)) * 2))   # both halves (vbroadcasti128)
+                    codes.append([builder.and_(both, splat8(15)), builder.lshr(both, splat8(4))] if pairs else [both])
+                first = builder.shl(j, c(1)) if pairs else j                     # the step's first group
+                for k in range(n_tokens):
+                    tables = [builder.load(builder.gep(table_rows[k], [builder.add(first, c(h))]), align=1)
+                              for h in range(per_step)]
+                    for b in range(n_blocks):
+                        total = builder.load(sums[k, b])
+                        for table, code in zip(tables, codes[b]):
+                            total = builder.add(total, pshufb(table, code))
+                        builder.store(total, sums[k, b])
+            for kb in sums_of:                                       # bytes -> int16, low and high halves
+                s = builder.load(sums[kb])
+                for half_sums, first in ((lo[kb], 0), (hi[kb], 16)):
+                    part = builder.zext(builder.shuffle_vector(s, s, idx(list(range(first, first + 16)))), _SUMS)
+                    builder.store(builder.add(builder.load(half_sums), part), half_sums)
+        wide = ir.VectorType(_I32, 16)
+        for k, b in sums_of:
+            total = builder.add(builder.shl(builder.zext(builder.load(hi[k, b]), wide), ir.Constant(wide, [4] * 16)),
+                                builder.zext(builder.load(lo[k, b]), wide))   # 16 hi + lo
+            out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width),
+                                                                    builder.mul(builder.add(rb, c(b)), c(16)))]),
+                                  wide.as_pointer())
+            builder.store(builder.add(builder.load(out, align=4), total), out, align=4)
+        return context.get_dummy_value()
+    return codegen
+
+
 @intrinsic
 def nibble_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     """For each of the NIBBLE_TOKENS tokens t+k and the 16 rows i of row block rb:
@@ -527,46 +587,7 @@ def nibble_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     The final 16 hi is a shift. No multiplication."""
     _check_chunk_types("nibble_chunk(codes uint8 (RB, G, 16) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
-
-    def codegen(context, builder, sig, args):
-        ca, ta, aa, rb, t, j0, j1, n_groups, width = _chunk_args(context, builder, sig, args)
-        c = lambda v: ir.Constant(n_groups.type, v)                  # noqa: E731
-        idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
-        # address arithmetic (row starts), not data
-        code_rows = builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(rb, n_groups), c(16))]),
-                                    _HALF.as_pointer())
-        table_rows = [builder.bitcast(builder.gep(ta.data, [builder.mul(builder.mul(builder.add(t, c(k)), n_groups),
-                                                                         c(32))]), _LANES.as_pointer())
-                      for k in range(NIBBLE_TOKENS)]
-        pshufb = _pshufb(builder)
-        lo = [cgutils.alloca_once_value(builder, ir.Constant(_SUMS, None)) for _ in range(NIBBLE_TOKENS)]
-        hi = [cgutils.alloca_once_value(builder, ir.Constant(_SUMS, None)) for _ in range(NIBBLE_TOKENS)]
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(_LANES, None)) for _ in range(NIBBLE_TOKENS)]
-        step = c(NIBBLE_BYTE_GROUPS)
-        with cgutils.for_range_slice(builder, j0, j1, step, inc=True) as (s0, _):
-            s1 = builder.select(builder.icmp_signed("<", builder.add(s0, step), j1), builder.add(s0, step), j1)
-            for k in range(NIBBLE_TOKENS):
-                builder.store(ir.Constant(_LANES, None), sums[k])
-            with cgutils.for_range_slice(builder, s0, s1, c(1), inc=True) as (j, _):
-                half = builder.load(builder.gep(code_rows, [j]), align=1)
-                codes16 = builder.shuffle_vector(half, half, idx(list(range(16)) * 2))   # both halves (vbroadcasti128)
-                for k in range(NIBBLE_TOKENS):
-                    table = builder.load(builder.gep(table_rows[k], [j]), align=1)
-                    builder.store(builder.add(builder.load(sums[k]), pshufb(table, codes16)), sums[k])
-            for k in range(NIBBLE_TOKENS):                           # bytes -> int16, low and high halves
-                s = builder.load(sums[k])
-                for half_sums, first in ((lo[k], 0), (hi[k], 16)):
-                    part = builder.zext(builder.shuffle_vector(s, s, idx(list(range(first, first + 16)))), _SUMS)
-                    builder.store(builder.add(builder.load(half_sums), part), half_sums)
-        wide = ir.VectorType(_I32, 16)
-        for k in range(NIBBLE_TOKENS):
-            total = builder.add(builder.shl(builder.zext(builder.load(hi[k]), wide), ir.Constant(wide, [4] * 16)),
-                                builder.zext(builder.load(lo[k]), wide))   # 16 hi + lo
-            out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width), builder.mul(rb, c(16)))]),
-                                  wide.as_pointer())
-            builder.store(builder.add(builder.load(out, align=4), total), out, align=4)
-        return context.get_dummy_value()
-    return types.void(codes, tables, acc, rb, t, j0, j1), codegen
+    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=False)
 
 
 def _nibble_masks():
@@ -615,3 +636,28 @@ def nibble_tables(typingctx, xb, tables):
                 builder.store(entry, q, align=1)
         return context.get_dummy_value()
     return types.void(xb, tables), codegen
+
+
+# ----------------------------------------------------------------------------
+# version 8: version 7's codes stored, two per byte, for one token (a GEMV) or a few
+
+PAIR_BLOCKS = 2                 # row blocks per call of pair_chunk1 (each table load serves them all)
+
+@intrinsic
+def pair_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
+    """nibble_chunk over codes stored two per byte: codes (row blocks, G / 2, 16) uint8, byte i of
+    [rb, j] holding row i's code of group 2j (low nibble) and of group 2j + 1 (high nibble), for pairs
+    j0 <= j < j1 (the caller keeps j1 - j0 <= 512). Per pair: the 16 bytes loaded into both halves, an
+    AND and a shift split them into the two groups' codes, then per token two VPSHUFB and two VPADDB."""
+    _check_chunk_types("pair_chunk(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+                       codes, tables, acc, rb, t, j0, j1)
+    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True)
+
+
+@intrinsic
+def pair_chunk1(typingctx, codes, tables, acc, rb, t, j0, j1):
+    """pair_chunk for the one token t (a GEMV) and the PAIR_BLOCKS row blocks rb, rb + 1, ...: acc
+    (1, width); each table load serves all of them."""
+    _check_chunk_types("pair_chunk1(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+                       codes, tables, acc, rb, t, j0, j1)
+    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(1, pairs=True, n_blocks=PAIR_BLOCKS)
