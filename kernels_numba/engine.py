@@ -42,25 +42,45 @@ from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
-from .simd import LOOKUP_TOKENS, ROWS, TOKENS, masked_sad, transpose_blocks
+from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
 from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, lookup_codes_bytes, lookup_product,
-                       lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of, planes_kernel, v3_row_dot,
-                       v4_row_tokens, v5_gemv_rows, v5_row_tokens)
+                       pair_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
+                       pair_codes_kernel, pair_rows, planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows,
+                       v5_row_tokens)
 
 
 # ----------------------------------------------------------------------------
 # kernels of one decoding step (float32; B sequences share every weight read)
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _product_segments(nonzero, negative, offset, u, rows_per_seg, n_tok, version, acc):
+def _product_segments(nonzero, negative, codes, code_rows, offset, u, rows_per_seg, n_tok, version, acc):
     """acc[t, r] = packed row r . token t's activation bytes u[r // rows_per_seg, t], for t < n_tok.
     u is (S, tokens padded to TOKENS, 64 NB) uint8: S segments of rows read S different inputs
     (the i/f/g projections of one token read xn through three norms), all in one launch.
+    The rows are the planes (nonzero, negative) for versions 3-5, version 8's codes (row blocks, G / 2,
+    16) for version 8 (products.PackedPairs, each code_rows rows padded to whole PAIR_BLOCKS blocks);
+    version 8: each token's nibble tables first (serially), then PAIR_BLOCKS row blocks per task;
     version 5: the bytes are first cut into bit planes (serially: 8 byte-tests per block, for all
     rows), then ROWS rows at a time (one token) or TOKENS tokens at a time sharing each block's plane words;
     version 4: masked_sad (one token) or TOKENS at a time, sharing each block's masks;
     version 3 (SWAR) on the same bytes viewed as its (8, NB) words, one token at a time."""
-    R, NB = nonzero.shape
+    R, NB = offset.shape[0], nonzero.shape[1]
+    if version == 8:
+        n_pad = 1 if n_tok == 1 else -(-n_tok // NIBBLE_TOKENS) * NIBBLE_TOKENS
+        tables = np.empty((u.shape[0], n_pad, 2 * codes.shape[1], 32), np.uint8)   # (S, tokens, G, 32)
+        for seg in range(u.shape[0]):
+            for t in range(n_pad):                                   # the padded tokens' too: they are read
+                nibble_tables(u[seg, t], tables[seg, t])
+        per_seg = codes.shape[0] // (R // code_rows)                 # row blocks per code segment
+        scratch = np.empty((codes.shape[0] // PAIR_BLOCKS, min(n_pad, NIBBLE_TOKENS), 16 * PAIR_BLOCKS), np.int32)
+        for task in prange(codes.shape[0] // PAIR_BLOCKS):
+            rb = task * PAIR_BLOCKS
+            cseg = rb // per_seg
+            first = cseg * code_rows + 16 * (rb - cseg * per_seg)    # the block's first row
+            n_rows = min(16 * PAIR_BLOCKS, (cseg + 1) * code_rows - first)
+            if n_rows > 0:
+                pair_rows(codes, offset, tables[first // rows_per_seg], rb, n_tok, first, n_rows, scratch[task], acc)
+        return
     planes = np.empty((u.shape[0] if version == 5 else 0, u.shape[1], NB, 8), np.uint64)   # (S, tokens, NB, 8)
     if version == 5:                                                 # only the n_tok real tokens: the padded
         for seg in range(u.shape[0]):                                # rows' sums are never stored
@@ -98,16 +118,18 @@ def _rms_inv(x, eps):
 def _norm_quant_words(x, g, u, version):
     """E1 + E2 for one token: writes the offset-binary bytes of q = round(rms(x; g) * s) into the
     activation row u (64 NB,) uint8 in the layout the GEMV reads, and returns the scale s.
-    Column k = 64b + 8i + j goes to byte 64b + 8j + i (versions 4 and 5: under bit 8j + i of the
-    planes; one shuffle per block) or to byte j of word (i, b) (version 3). Padding bytes are 0."""
+    Column k = 64b + 8i + j goes to byte 64b + 8j + i (versions 4, 5 and 8: under bit 8j + i of the
+    planes; one shuffle per block) or to byte j of word (i, b) (version 3). Padding bytes are 0.
+    Version 8's tables are built from q's own bits: q + 128 with its top bit flipped back."""
     r = _rms_inv(x, BITLINEAR_EPS)
     absmax = np.float32(ACT_EPS)
     for k in range(x.shape[0]):                                      # a max: exact in any order, vectorized
         absmax = maxnum(absmax, abs(x[k] * r * g[k]))
     s = np.float32(ACT_QMAX) / absmax
     codes = np.zeros(u.shape[0], np.uint8)                           # (64 NB,) in column order
+    flip = np.uint8(128 if version == 8 else 0)
     for k in range(x.shape[0]):                                      # vectorized
-        codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128)
+        codes[k] = np.uint8(np.int32(min(max(np.rint(x[k] * r * g[k] * s), -128.0), 127.0)) + 128) ^ flip
     if version >= 4:                                                 # then moved into the GEMV's layout
         transpose_blocks(codes, u)
     else:
@@ -123,10 +145,12 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
           u_nz, u_ng, u_off, u_beta, u_gain,
           d_nz, d_ng, d_off, d_beta, d_gain,
           head_nz, head_ng, head_off, head_beta, head_gain, final_norm, eps,
+          p_codes, o_codes, u_codes, d_codes, head_codes,
           u_d, u_i, version, logits):
     """One token of each of B sequences: x (B, D) their embeddings (E10), the residual streams from
     here on; h (B, L, D) updated in place; logits (B, V). u_d (3, B padded, 64 NB_D) and u_i (1, B
-    padded, 64 NB_I) are the activation-byte buffers.
+    padded, 64 NB_I) are the activation-byte buffers. The weights are the planes (*_nz, *_ng) or
+    version 8's codes (*_codes), whichever the engine holds (the other arrays are empty).
     The embedding rows are gathered by the caller so that this function has ONE signature whatever
     the embedding (float32, read-only memory map, int8): Numba's on-disk cache of a function that
     calls a parallel one (`_product_segments`) crashed the interpreter once it held two
@@ -144,7 +168,7 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
             xn = x[b] * _rms_inv(x[b], eps) * attn_norm[l]           # block pre-norm
             for k in range(3):
                 s[k, b] = _norm_quant_words(xn, p_gain[l, k], u_d[k, b], version)
-        _product_segments(p_nz[l], p_ng[l], p_off[l], u_d, D, B, version, acc_p)
+        _product_segments(p_nz[l], p_ng[l], p_codes[l], D, p_off[l], u_d, D, B, version, acc_p)
         for b in range(B):
             c_i, c_f, c_g = p_beta[l, 0] / s[0, b], p_beta[l, 1] / s[1, b], p_beta[l, 2] / s[2, b]
             for d in range(D):                                       # E4: y = acc * beta / s
@@ -153,7 +177,7 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
                 a_g[d] = acc_p[b, 2 * D + d] * c_g
             mlgru_step_kernel(a_i, a_f, a_g, lb[l], h[b, l], g_norm[l], eps, o)   # E6 recurrence
             s[0, b] = _norm_quant_words(o, p_gain[l, 3], u_d[0, b], version)
-        _product_segments(o_nz[l], o_ng[l], o_off[l], u_d[:1], D, B, version, acc_d)
+        _product_segments(o_nz[l], o_ng[l], o_codes[l], D, o_off[l], u_d[:1], D, B, version, acc_d)
         for b in range(B):
             c_o = p_beta[l, 3] / s[0, b]
             for d in range(D):
@@ -162,14 +186,14 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
         for b in range(B):
             rn = x[b] * _rms_inv(x[b], eps) * mlp_norm[l]
             s[0, b] = _norm_quant_words(rn, u_gain[l], u_d[0, b], version)
-        _product_segments(u_nz[l], u_ng[l], u_off[l], u_d[:1], 2 * I, B, version, acc_u)
+        _product_segments(u_nz[l], u_ng[l], u_codes[l], I, u_off[l], u_d[:1], 2 * I, B, version, acc_u)
         for b in range(B):
             c_u = u_beta[l] / s[0, b]
             for k in range(I):                                       # vectorized: float32 throughout
                 gate = np.float32(acc_u[b, k]) * c_u                 # (acc < 2^24: exact in float32)
                 p[k] = gate * sigmoid32(gate) * (np.float32(acc_u[b, I + k]) * c_u)
             s[0, b] = _norm_quant_words(p, d_gain[l], u_i[0, b], version)
-        _product_segments(d_nz[l], d_ng[l], d_off[l], u_i, D, B, version, acc_d)
+        _product_segments(d_nz[l], d_ng[l], d_codes[l], D, d_off[l], u_i, D, B, version, acc_d)
         for b in range(B):
             c_d = d_beta[l] / s[0, b]
             for d in range(D):
@@ -180,7 +204,8 @@ def _step(x, h, attn_norm, mlp_norm, g_norm, lb,
         xn = x[b] * _rms_inv(x[b], eps) * final_norm
         finite[b] = np.isfinite(np.sum(xn))                          # an overflow upstream reaches here
         s[0, b] = _norm_quant_words(xn, head_gain, u_d[0, b], version)
-    _product_segments(head_nz, head_ng, head_off, u_d[:1], head_nz.shape[0], B, version, acc_v)
+    V = head_off.shape[0]
+    _product_segments(head_nz, head_ng, head_codes, V, head_off, u_d[:1], V, B, version, acc_v)
     for b in range(B):
         c_h = head_beta / s[0, b] if finite[b] else np.float32(np.nan)   # int8 codes of inf/NaN are
         for v in range(logits.shape[1]):                             # garbage: say NaN, not a finite lie
@@ -214,7 +239,14 @@ TABLE_VERSIONS = {
     6: (lookup_tables, lambda nz, ng, offset, tables, acc, codes: lookup_product(nz, ng, tables, acc, codes),
         lookup_codes_bytes, LOOKUP_GROUPS, np.int16),
     7: (nibble_tables_of, nibble_product, nibble_codes_bytes, NIBBLE_GROUPS, np.uint8),
+    8: (nibble_tables_of, lambda codes, _, offset, tables, acc, scratch: pair_product(codes, offset, tables, acc),
+        lambda R, n, n_blk: 0, NIBBLE_GROUPS, np.uint8),
 }
+# how the engine holds its ternary weights: "planes" (PackedTernary's two bit planes: versions 3-7) or
+# "pairs" (products.PackedPairs, version 7's codes two per byte: version 8 for every product). Both are
+# 2 bits per weight. With AVX2 and no AVX-512 the pairs run faster (measured: see README).
+LAYOUTS = {"planes": ((3, 4, 5), (6, 7)), "pairs": ((8,), (8,))}   # layout: (step versions, prefill versions)
+LAYOUT = "pairs" if simd.AVX2 and not simd.AVAILABLE else "planes"
 EMBEDDINGS = ("float32", "mmap", "int8")
 
 
@@ -285,15 +317,15 @@ class Engine:
     produces the same greedy tokens as model.generate. embedding: 'float32' or 'mmap' (exact), 'int8'.
     Engine.from_pretrained(dir) packs a Hugging Face checkpoint straight from its files."""
 
-    def __init__(self, model, embedding="float32"):
+    def __init__(self, model, embedding="float32", layout=None):
         if hasattr(model, "config") and hasattr(type(model.config), "arch"):
             require(model, "kernels_numba.Engine", SUPPORTED)    # any mmf model: name its (arch, weights)
         if not isinstance(model, MMfreeLM):
             raise TypeError(f"Engine needs an mmf.MMfreeLM, got {type(model).__name__}")
-        self._build(model.config, model.params.__getitem__, embedding)
+        self._build(model.config, model.params.__getitem__, embedding, layout)
 
     @classmethod
-    def from_pretrained(cls, path, embedding="float32"):
+    def from_pretrained(cls, path, embedding="float32", layout=None):
         """An engine from a Hugging Face directory (config.json + model.safetensors or shards), without
         ever holding the float model: each tensor is read through the file's memory map and packed
         before the next one is touched, so the float32 copies alive at once are the embedding (kept)
@@ -301,12 +333,16 @@ class Engine:
         from mmf.interop.pretrained import open_pretrained
         config, weights = open_pretrained(path)
         engine = cls.__new__(cls)
-        engine._build(config, weights.view, embedding)
+        engine._build(config, weights.view, embedding, layout)
         return engine
 
-    def _build(self, cfg, tensor, embedding):
+    def _build(self, cfg, tensor, embedding, layout):
         """Pack and keep everything decoding needs. tensor(name) returns the parameter of that
         state-dict name: a model's own array, or a read-only view of a checkpoint file (any float dtype)."""
+        layout = LAYOUT if layout is None else layout
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {tuple(LAYOUTS)} (None: {LAYOUT!r}, this CPU's faster one), "
+                             f"got {layout!r}")
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS} ('float32' and 'mmap' exact, "
                              f"'int8' 4x smaller), got {embedding!r}")
@@ -318,29 +354,52 @@ class Engine:
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)    # noqa: E731
         layer = lambda l, name: tensor(f"model.layers.{l}.{name}")    # noqa: E731
 
-        def stack(names, n_in):
+        self.layout = layout
+
+        def pairs_of(p, parts):
+            """Version 8's codes of a PackedTernary, each of its `parts` equal row ranges padded to
+            whole PAIR_BLOCKS blocks (row blocks, G / 2, 16)."""
+            part = p.shape[0] // parts
+            per_part = -(-part // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS
+            codes = np.empty((parts * per_part, 16 * p.n_blocks, 16), np.uint8)
+            for k in range(parts):
+                pair_codes_kernel(p.nonzero[k * part:(k + 1) * part], p.negative[k * part:(k + 1) * part],
+                                  codes[k * per_part:(k + 1) * per_part])
+            return codes
+
+        def stack(names, n_in, parts=1):
             """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
-            planes (L, rows, NB) and offsets (L, rows); one float weight alive at a time. -> + betas (L, k)"""
+            planes (L, rows, NB) or codes (L, row blocks, G / 2, 16) (each name's rows cut into `parts`,
+            each padded), and offsets (L, rows); one float weight alive at a time. -> + betas (L, k).
+            The arrays of the other layout are empty."""
             rows = sum(tensor(f"model.layers.0.{n}").shape[0] for n in names)
-            nz = huge_page_empty((L, rows, n_blocks(n_in)), np.uint64)   # streamed every token: huge pages
-            ng, off = huge_page_empty(nz.shape, np.uint64), np.empty((L, rows), np.int64)
+            pairs = layout == "pairs"
+            nz = huge_page_empty((L, 0 if pairs else rows, n_blocks(n_in)), np.uint64)   # streamed every token:
+            ng, off = huge_page_empty(nz.shape, np.uint64), np.empty((L, rows), np.int64)   # huge pages
+            part_rows = rows // len(names) // parts
+            per_name = parts * -(-part_rows // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS   # row blocks of one name
+            codes = huge_page_empty((L, len(names) * per_name if pairs else 0, 16 * n_blocks(n_in) if pairs else 0, 16),
+                                    np.uint8)
             beta = np.empty((L, len(names)), np.float32)
             for l in range(L):
                 r = 0
                 for k, n in enumerate(names):
                     p = pack_model_weight(layer(l, n))
-                    nz[l, r:r + p.shape[0]], ng[l, r:r + p.shape[0]] = p.nonzero, p.negative
+                    if pairs:
+                        codes[l, k * per_name:(k + 1) * per_name] = pairs_of(p, parts)
+                    else:
+                        nz[l, r:r + p.shape[0]], ng[l, r:r + p.shape[0]] = p.nonzero, p.negative
                     off[l, r:r + p.shape[0]], beta[l, k] = p.offset, p.scale
                     r += p.shape[0]
-            return nz, ng, off, beta
+            return nz, ng, codes, off, beta
 
         # i, f, g stacked as rows [0, 3D) of one matrix (one kernel launch): (L, 3D, NB); o_proj (L, D, NB)
-        self.p_nz, self.p_ng, self.p_off, ifg_beta = stack([f"attn.{n}_proj.weight" for n in "ifg"], D)
-        self.o_nz, self.o_ng, self.o_off, o_beta = stack(["attn.o_proj.weight"], D)
+        self.p_nz, self.p_ng, self.p_codes, self.p_off, ifg_beta = stack([f"attn.{n}_proj.weight" for n in "ifg"], D)
+        self.o_nz, self.o_ng, self.o_codes, self.o_off, o_beta = stack(["attn.o_proj.weight"], D)
         self.p_beta = np.concatenate([ifg_beta, o_beta], axis=1)     # (L, 4): i, f, g, o
         self.p_gain = f32([[layer(l, f"attn.{n}_proj.norm.weight") for n in "ifgo"] for l in range(L)])
-        self.u_nz, self.u_ng, self.u_off, ub = stack(["mlp.gate_proj.weight"], D)
-        self.d_nz, self.d_ng, self.d_off, db = stack(["mlp.down_proj.weight"], I)
+        self.u_nz, self.u_ng, self.u_codes, self.u_off, ub = stack(["mlp.gate_proj.weight"], D, parts=2)   # gate, up
+        self.d_nz, self.d_ng, self.d_codes, self.d_off, db = stack(["mlp.down_proj.weight"], I)
         self.u_beta, self.d_beta = ub[:, 0].copy(), db[:, 0].copy()
         self.u_gain = f32([layer(l, "mlp.gate_proj.norm.weight") for l in range(L)])
         self.d_gain = f32([layer(l, "mlp.down_proj.norm.weight") for l in range(L)])
@@ -355,7 +414,12 @@ class Engine:
             self.lb = np.zeros((L, D), np.float32)
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
         head = pack_model_weight(tensor("lm_head.weight"))
-        self.head_nz, self.head_ng = (_huge_page_copy(a) for a in (head.nonzero, head.negative))
+        if layout == "pairs":
+            self.head_codes = _huge_page_copy(pairs_of(head, 1))
+            self.head_nz = self.head_ng = np.empty((0, head.n_blocks), np.uint64)
+        else:
+            self.head_nz, self.head_ng = (_huge_page_copy(a) for a in (head.nonzero, head.negative))
+            self.head_codes = np.empty((0, 0, 16), np.uint8)
         self.head_off = np.array(head.offset)
         self.head_beta = np.float32(head.scale)
         self.head_gain = f32(tensor("lm_head.norm.weight"))
@@ -372,10 +436,11 @@ class Engine:
             self.emb_scale = np.ones(V, np.float32)
         else:
             self.emb, self.emb_scale = E, np.ones(V, np.float32)
-        self.version = BEST                                          # kernel version of one sequence's GEMVs
-        self.version_tokens = BEST_TOKENS                            # of batched steps and prefills (same integers)
-        self.lookup_from = LOOKUP_FROM                               # prefills of this many tokens run
-        self.lookup_version = LOOKUP_VERSION                         # this lookup-table version (6 or 7)
+        pairs = layout == "pairs"                                    # (all versions give the same integers)
+        self.version = 8 if pairs else BEST                          # kernel version of one sequence's GEMVs
+        self.version_tokens = 8 if pairs else BEST_TOKENS            # of batched steps and short prefills
+        self.lookup_from = 2 if pairs else LOOKUP_FROM               # prefills of this many tokens run
+        self.lookup_version = 8 if pairs else LOOKUP_VERSION         # this lookup-table version (6, 7 or 8)
 
     # ------------------------------------------------------------------------
     @property
@@ -418,6 +483,17 @@ class Engine:
         if not np.isfinite(state).all():                            # B*L*D floats: cheap beside the step
             raise ValueError("state holds NaN/inf; start from Engine.new_state(B) or a state a step returned")
 
+    def _check_versions(self):
+        """The versions set on this engine must read its layout (else they would read empty arrays)."""
+        steps, prefills = LAYOUTS[self.layout]
+        if (self.version not in steps or self.version_tokens not in steps or self.lookup_version not in prefills
+                or (self.layout == "pairs" and self.lookup_from != 2)):
+            raise ValueError(f"an engine of layout {self.layout!r} runs step versions {steps} and prefill versions "
+                             f"{prefills}{' from 2 tokens on' if self.layout == 'pairs' else ''}; it has version "
+                             f"{self.version}, version_tokens {self.version_tokens}, lookup_version "
+                             f"{self.lookup_version}, lookup_from {self.lookup_from} (build "
+                             f"Engine(model, layout=...) for the other versions)")
+
     def step(self, tokens, state):
         """tokens (B,) int, state (B, L, D) float32 updated in place -> logits (B, V) float32.
         The B sequences share every weight read: each BitLinear is one GEMV (B = 1) or one small
@@ -426,6 +502,7 @@ class Engine:
         return self._step_unchecked(tokens, state)
 
     def _step_unchecked(self, tokens, state):
+        self._check_versions()
         cfg = self.config
         B = tokens.shape[0]
         padded = -(-B // TOKENS) * TOKENS                            # the GEMM reads TOKENS tokens at a time
@@ -440,7 +517,8 @@ class Engine:
               self.u_nz, self.u_ng, self.u_off, self.u_beta, self.u_gain,
               self.d_nz, self.d_ng, self.d_off, self.d_beta, self.d_gain,
               self.head_nz, self.head_ng, self.head_off, self.head_beta, self.head_gain,
-              self.final_norm, self.eps, u_d, u_i, self.version if B == 1 else self.version_tokens, logits)
+              self.final_norm, self.eps, self.p_codes, self.o_codes, self.u_codes, self.d_codes, self.head_codes,
+              u_d, u_i, self.version if B == 1 else self.version_tokens, logits)
         return logits
 
     def _check_ids(self, ids):
@@ -480,7 +558,7 @@ class Engine:
         ys = []
         for nonzero, negative, offset, beta in weights:
             if buffers is not None:
-                acc = np.empty((q.shape[0], nonzero.shape[0]), np.int32)   # (rows, out) int32, additions only
+                acc = np.empty((q.shape[0], offset.shape[0]), np.int32)    # (rows, out) int32, additions only
                 product(nonzero, negative, offset, tables, acc, codes)
             else:
                 packed = PackedTernary._trusted(nonzero, negative, offset, (nonzero.shape[0], q.shape[1]), float(beta))
@@ -489,6 +567,18 @@ class Engine:
             _rescale_rows(acc, (beta / s).astype(np.float32), y)
             ys.append(y)
         return ys
+
+    def _matrix(self, kind, l, k=0, parts=1):
+        """Part k of `parts` (equal row ranges) of the stacked matrix `kind` ("p", "o", "u", "d" or
+        "head") of layer l (None for the head), as _product_rows takes it: (planes or codes, the
+        negative plane or None, offsets)."""
+        nz, ng, codes, off = (getattr(self, f"{kind}_{a}") for a in ("nz", "ng", "codes", "off"))
+        if l is not None:
+            nz, ng, codes, off = nz[l], ng[l], codes[l], off[l]
+        rows, blocks = off.shape[0] // parts, codes.shape[0] // parts
+        if self.layout == "pairs":
+            return codes[k * blocks:(k + 1) * blocks], None, off[k * rows:(k + 1) * rows]
+        return nz[k * rows:(k + 1) * rows], ng[k * rows:(k + 1) * rows], off[k * rows:(k + 1) * rows]
 
     def _bitlinear_rows(self, x2, weights, gain, buffers=None):
         """E4 for many rows at once: fused norm + int8 quantization, then the ternary GEMM kernel."""
@@ -522,6 +612,7 @@ class Engine:
         prompt is one decoding step (the compiled step; the GEMM path's per-layer work in Python
         measured 7.0 ms against the step's 4.1 ms on the 370M shape)."""
         self._check_ids(ids)
+        self._check_versions()
         B, T = ids.shape
         if T == 1:
             return self.prefill_stepwise(ids)
@@ -538,29 +629,28 @@ class Engine:
         buffers = self._lookup_buffers(B * T) if lookup else None    # version 6's or 7's, for every product but the head
         for l in range(cfg.num_layers):
             xn = self._rms_rows(x, self.attn_norm[l])
-            a_i, a_f, a_g = (self._bitlinear_rows(xn, (self.p_nz[l, k * D:(k + 1) * D], self.p_ng[l, k * D:(k + 1) * D],
-                                                       self.p_off[l, k * D:(k + 1) * D], self.p_beta[l, k]),
+            a_i, a_f, a_g = (self._bitlinear_rows(xn, (*self._matrix("p", l, k, 3), self.p_beta[l, k]),
                                                   self.p_gain[l, k], buffers)
                              for k in range(3))
             # E6 in one pass: gates, the recurrence over time, o = rms(a_g; g_norm) * SiLU(h)
             mixers.mlgru_forward_kernel(a_i, a_f, a_g, self.lb[l], h0, self.g_norm[l], c, T, h, o, rstd_g)
             state[:, l] = h.reshape(B, T, D)[:, -1]
-            x = x + self._bitlinear_rows(o, (self.o_nz[l], self.o_ng[l], self.o_off[l], self.p_beta[l, 3]),
+            x = x + self._bitlinear_rows(o, (*self._matrix("o", l), self.p_beta[l, 3]),
                                          self.p_gain[l, 3], buffers)
             rn = self._rms_rows(x, self.mlp_norm[l])                 # E8 GLU: gate and up from one quantization
             q, s = self._quantize_rows(rn, self.u_gain[l])
             # two GEMMs (version 6 builds q's tables once for both), so that gate and up are contiguous
             # for the GLU pass: one GEMM over the 2I rows with strided halves measured 22.1 against
             # 20.5 ms per layer (version 5, 512 tokens, alternated, 15 rounds)
-            gate, up = self._product_rows(q, s, [(self.u_nz[l, k * I:(k + 1) * I], self.u_ng[l, k * I:(k + 1) * I],
-                                                  self.u_off[l, k * I:(k + 1) * I], self.u_beta[l]) for k in range(2)],
+            gate, up = self._product_rows(q, s, [(*self._matrix("u", l, k, 2), self.u_beta[l]) for k in range(2)],
                                           buffers)
             mixers.glu_forward_kernel(gate, up, p)                   # SiLU(gate) * up
-            x = x + self._bitlinear_rows(p, (self.d_nz[l], self.d_ng[l], self.d_off[l], self.d_beta[l]),
+            x = x + self._bitlinear_rows(p, (*self._matrix("d", l), self.d_beta[l]),
                                          self.d_gain[l], buffers)
         last = np.ascontiguousarray(x.reshape(B, T, D)[:, -1])       # only the last token's logits are needed
         xn = self._rms_rows(last, self.final_norm)
-        logits = self._bitlinear_rows(xn, (self.head_nz, self.head_ng, self.head_off, self.head_beta), self.head_gain)
+        head = (*self._matrix("head", None), self.head_beta)
+        logits = self._bitlinear_rows(xn, head, self.head_gain, buffers if self.layout == "pairs" else None)
         logits[~np.isfinite(xn).all(axis=1)] = np.nan                # int8 codes of inf/NaN are garbage
         return logits, state
 

@@ -726,7 +726,6 @@ def matmul_v7(p, X_q):
 # token (a GEMV) or a few pay nothing to derive them: one VPSHUFB per 16 rows x 2 weights x 1 token
 
 V8_CHUNK_PAIRS = 512      # pairs of groups per pair_chunk call: 1024 groups * 30 < 2^15
-V8_GEMV_BLOCKS = 4        # 16-row blocks per task of the GEMV (a multiple of PAIR_BLOCKS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -784,19 +783,32 @@ def pair_block(codes, tables, t, rb, acc):
             pair_chunk(codes, tables, acc, rb, t, j0, j1)
 
 
+@njit(inline="always")
+def pair_rows(codes, offset, tables, rb, n_tok, first, n_rows, acc, out):
+    """out[t, first + i] = row i of the PAIR_BLOCKS row blocks from rb on . token t - offset[first + i],
+    for t < n_tok and i < n_rows: one token through pair_chunk1 (acc (1, 16 PAIR_BLOCKS) int32
+    scratch), more NIBBLE_TOKENS at a time (acc (NIBBLE_TOKENS, 16 PAIR_BLOCKS); the tables of the
+    padded tokens are read, their sums never stored). The caller allocates acc once per launch: one
+    allocation per 32 rows measured X."""
+    own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 16)
+    for t in range(0, n_tok, acc.shape[0]):
+        acc[:] = 0
+        for b in range(0, PAIR_BLOCKS, PAIR_BLOCKS if n_tok == 1 else 1):
+            pair_block(own, tables, t, b, acc)
+        for k in range(min(acc.shape[0], n_tok - t)):
+            for i in range(n_rows):
+                out[t + k, first + i] = np.int32(np.int64(acc[k, i]) - offset[first + i])
+
+
 @njit(parallel=True, cache=True)
 def _v8_matvec_kernel(codes, offset, tables, out):
-    """tables (tokens, G, 32) whose token 0 is the one token -> out (R,) int32, V8_GEMV_BLOCKS row
-    blocks per task, each block summed over all its groups with its sums in registers."""
-    R, n_rb = offset.shape[0], codes.shape[0]
-    for task in prange(-(-n_rb // V8_GEMV_BLOCKS)):
-        rb0 = task * V8_GEMV_BLOCKS
-        own = codes[rb0:min(n_rb, rb0 + V8_GEMV_BLOCKS)]             # (blocks, G / 2, 16)
-        acc = np.zeros((1, 16 * V8_GEMV_BLOCKS), np.int32)
-        for rb in range(0, own.shape[0], PAIR_BLOCKS):
-            pair_block(own, tables, 0, rb, acc)
-        for i in range(min(16 * own.shape[0], R - 16 * rb0)):
-            out[16 * rb0 + i] = np.int32(np.int64(acc[0, i]) - offset[16 * rb0 + i])
+    """tables (tokens, G, 32) whose token 0 is the one token -> out (1, R) int32, PAIR_BLOCKS row
+    blocks per task, each summed over all its groups with its sums in registers."""
+    R = offset.shape[0]
+    acc = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, 16 * PAIR_BLOCKS), np.int32)   # each task's scratch
+    for task in prange(codes.shape[0] // PAIR_BLOCKS):
+        rb = task * PAIR_BLOCKS
+        pair_rows(codes, offset, tables, rb, 1, 16 * rb, min(16 * PAIR_BLOCKS, R - 16 * rb), acc[task], out)
 
 
 @njit(parallel=True, cache=True)
@@ -825,14 +837,26 @@ def _v8_matmul_kernel(codes, offset, tables, out):
                     out[t + k, 16 * rb0 + i] = np.int32(np.int64(acc[k, i]) - offset[16 * rb0 + i])
 
 
+def pair_product(codes, offset, tables, out):
+    """out (n, R) int32 = the tokens whose nibble_tables_of are `tables` times the rows of version 8's
+    codes (row blocks, G / 2, 16) with their offsets (R,) (the tiled kernel: Engine.prefill's)."""
+    n, R = out.shape
+    if (codes.ndim != 3 or codes.dtype != np.uint8 or codes.shape[0] * 16 < R or codes.shape[0] % PAIR_BLOCKS
+            or offset.shape != (R,) or out.dtype != np.int32 or tables.ndim != 3
+            or tables.shape[0] < -(-n // NIBBLE_TOKENS) * NIBBLE_TOKENS or tables.shape[1:] != (2 * codes.shape[1], 32)):
+        raise ValueError(f"pair_product: tables {tables.shape} (from nibble_tables_of {n} tokens) and out {out.shape} "
+                         f"{out.dtype} (int32 ({n}, {R})) do not fit codes {codes.shape} {codes.dtype}")
+    _v8_matmul_kernel(codes, offset, tables, out)
+
+
 def matmul_v8(p, X_q):
     """Version 8: p a PackedPairs (pack_pairs); the GEMV kernel for one token, else the tiled one."""
     tables = nibble_tables_of(X_q, p.n_blocks)
     out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
     if X_q.shape[0] == 1:
-        _v8_matvec_kernel(p.codes, p.offset, tables, out[0])
+        _v8_matvec_kernel(p.codes, p.offset, tables, out)
     else:
-        _v8_matmul_kernel(p.codes, p.offset, tables, out)
+        pair_product(p.codes, p.offset, tables, out)
     return out
 
 
