@@ -52,7 +52,7 @@ from mmf.layers.quant import activation_quant, weight_quant
 from mmf.layers.rmsnorm import rmsnorm_forward
 
 from .backend import NumbaBackend
-from .engine import Engine
+from .engine import LAYOUT, Engine
 from .packing import pack_ternary
 from .products import BEST, BEST_TOKENS, cpu_vectors, ternary_matvec
 
@@ -443,6 +443,7 @@ def main(argv=None):
     print(f"kernels_numba bench: numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}; "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
           f"ternary products version {BEST} for one token, {BEST_TOKENS} for several (products.py; {cpu_vectors()}); "
+          f"the engine's weights as {LAYOUT} ({'version 8 throughout' if LAYOUT == 'pairs' else 'those versions'}); "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share this machine)")
     if "gemv" in want:
         r = bench_gemv(S["gemv"])

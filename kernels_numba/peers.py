@@ -167,7 +167,7 @@ def _engine_worker(S):
     """-> (info, run(request)) for the engine: decoding, prefill and the limits."""
     from .engine import Engine
     from .packing import pack_ternary
-    from .products import BEST, BEST_TOKENS, best_gemv_kernel, cpu_vectors, ternary_matvec
+    from .products import cpu_vectors, layout_gemv
     t0 = time.perf_counter()
     model = _infer_model(S)
     engine = Engine(model)
@@ -187,22 +187,23 @@ def _engine_worker(S):
     sums = np.empty(threads, np.uint64)
     read_all(probe, threads, sums)
     rng = np.random.default_rng(0)
+    pack, activations, kernel = layout_gemv(engine.layout)          # the engine's own GEMV
     gemvs = {}
     for n in S["gemv"]:                                              # in-cache roofline, L3, out of cache
-        p = pack_ternary(rng.integers(-1, 2, (n, n), dtype=np.int8))
-        xq = rng.integers(-128, 128, n).astype(np.int8)
-        ternary_matvec(p, xq)
-        gemvs[n] = (p, xq)
-    kernel, prepare = best_gemv_kernel()
+        w = pack(pack_ternary(rng.integers(-1, 2, (n, n), dtype=np.int8)))
+        xq = rng.integers(-128, 128, (1, n)).astype(np.int8)
+        gemvs[n] = (w, xq, np.empty((1, n), np.int32))
+        kernel(w, activations(xq, w.n_blocks), gemvs[n][2])
     n_roof = S["gemv"][0]
-    p_roof, x_roof = gemvs[n_roof]
-    acts_roof, out_roof = prepare(x_roof[None], p_roof.n_blocks), np.empty(n_roof, np.int32)
+    w_roof, x_roof, out_roof = gemvs[n_roof]
+    acts_roof = activations(x_roof, w_roof.n_blocks)
     lookup = engine.lookup_from is not None and prompt.size >= engine.lookup_from
-    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=BEST, batch_version=BEST_TOKENS,
-                prefill_version=engine.lookup_version if lookup else BEST_TOKENS, cpu=cpu_vectors(),
+    info = dict(setup_s=time.perf_counter() - t0, threads=threads, version=engine.version,
+                batch_version=engine.version_tokens, layout=engine.layout,
+                prefill_version=engine.lookup_version if lookup else engine.version_tokens, cpu=cpu_vectors(),
                 weight_bytes=weights, bytes_per_token=per_token, state_bytes=state, probe_bytes=probe.nbytes,
                 logits=[float(v) for v in logits[0]],
-                gemv_bytes={n: p.nonzero.nbytes + p.negative.nbytes + p.offset.nbytes for n, (p, _) in gemvs.items()})
+                gemv_bytes={n: w.nbytes for n, (w, _, _) in gemvs.items()})
 
     def run(req):
         task = req["task"]
@@ -214,12 +215,11 @@ def _engine_worker(S):
             return _timed(lambda: engine.prefill(prompt), 1)
         if task == "bandwidth":
             return _timed(lambda: read_all(probe, threads, sums), req.get("repeats", 5))
-        if task == "gemv":
-            p, xq = gemvs[req["n"]]
-            return _timed(lambda: ternary_matvec(p, xq), req.get("repeats", 20))
+        if task == "gemv":                                           # activations prepared, then the kernel
+            w, xq, out = gemvs[req["n"]]
+            return _timed(lambda: kernel(w, activations(xq, w.n_blocks), out), req.get("repeats", 20))
         if task == "roofline":                                       # the bare kernel, its activations ready
-            return _timed(lambda: kernel(p_roof.nonzero, p_roof.negative, p_roof.offset, acts_roof, out_roof),
-                          req.get("repeats", 100))
+            return _timed(lambda: kernel(w_roof, acts_roof, out_roof), req.get("repeats", 100))
         raise ValueError(f"unknown engine task {task!r}")
     return info, run
 
@@ -559,7 +559,8 @@ def main(smoke=False, rounds=None, steps=None, no_compile=False, no_numpy=False,
         bw = e["probe_bytes"] / r["engine bandwidth"]["median"]
         log(f"[P2] {I['config']}; engine process: {e['threads']} threads, ternary products version {e['version']} "
             f"(batches: version {e.get('batch_version', e['version'])}; prefill: version "
-            f"{e.get('prefill_version', e['version'])}; {e.get('cpu', 'CPU not recorded')})")
+            f"{e.get('prefill_version', e['version'])}; weights as {e.get('layout', 'planes')}; "
+            f"{e.get('cpu', 'CPU not recorded')})")
         log(f"  read bandwidth ({e['probe_bytes'] >> 20} MiB streamed, {e['threads']} threads): "
             f"{bw / 1e9:.1f} GB/s (min-max {e['probe_bytes'] / r['engine bandwidth']['max'] / 1e9:.1f}-"
             f"{e['probe_bytes'] / r['engine bandwidth']['min'] / 1e9:.1f})")

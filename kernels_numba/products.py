@@ -503,8 +503,8 @@ def _lookup_tables_kernel(X_q, tables):
         group_tables(bit_order_row(X_q[t], n_bytes), tables[t])
 
 
-def token_tables(name, X_q, n_blk, groups, dtype, kernel, buffer=None):
-    """Versions 6 and 7: X_q int8 (n, in) -> dtype (n rounded up to 4 tokens, groups * n_blk, 32),
+def token_tables(name, X_q, n_blk, groups, dtype, kernel, buffer=None, pad=LOOKUP_TOKENS):
+    """Versions 6-8: X_q int8 (n, in) -> dtype (n rounded up to `pad` tokens, groups * n_blk, 32),
     every token's tables filled by kernel(X_q, tables); the padded tokens' tables are 0. A caller that
     builds many passes a `buffer` (dtype, at least that many elements) to be reused: a fresh 30 MB
     array costs more in page faults than the tables cost to compute (measured: 3.5 against 1.5 ms)."""
@@ -513,7 +513,7 @@ def token_tables(name, X_q, n_blk, groups, dtype, kernel, buffer=None):
                          f"got {X_q.dtype} {X_q.shape}")
     X_q = np.ascontiguousarray(X_q)
     n = X_q.shape[0]
-    shape = (-(-n // LOOKUP_TOKENS) * LOOKUP_TOKENS, n_blk * groups, 32)
+    shape = (-(-n // pad) * pad, n_blk * groups, 32)
     tables = np.empty(shape, dtype) if buffer is None else buffer[:shape[0] * shape[1] * 32].reshape(shape)
     tables[n:] = 0
     kernel(X_q, tables)
@@ -636,10 +636,10 @@ def _nibble_tables_kernel(X_q, tables):
         nibble_tables(bit_order_row(X_q[t], n_bytes), tables[t])
 
 
-def nibble_tables_of(X_q, n_blk, buffer=None):
-    """int8 (n, in) -> uint8 (n rounded up to NIBBLE_TOKENS, 32 n_blocks, 32): every token's version-7
-    tables, 16 bytes per activation (token_tables says more)."""
-    return token_tables("nibble_tables_of", X_q, n_blk, NIBBLE_GROUPS, np.uint8, _nibble_tables_kernel, buffer)
+def nibble_tables_of(X_q, n_blk, buffer=None, pad=NIBBLE_TOKENS):
+    """int8 (n, in) -> uint8 (n rounded up to `pad`, 32 n_blocks, 32): every token's version-7 (and 8)
+    tables, 16 bytes per activation (token_tables says more). Version 8's GEMV reads one token's: pad 1."""
+    return token_tables("nibble_tables_of", X_q, n_blk, NIBBLE_GROUPS, np.uint8, _nibble_tables_kernel, buffer, pad)
 
 
 @njit(inline="always")
@@ -851,7 +851,7 @@ def pair_product(codes, offset, tables, out):
 
 def matmul_v8(p, X_q):
     """Version 8: p a PackedPairs (pack_pairs); the GEMV kernel for one token, else the tiled one."""
-    tables = nibble_tables_of(X_q, p.n_blocks)
+    tables = nibble_tables_of(X_q, p.n_blocks, pad=1 if X_q.shape[0] == 1 else NIBBLE_TOKENS)
     out = np.empty((X_q.shape[0], p.shape[0]), np.int32)
     if X_q.shape[0] == 1:
         _v8_matvec_kernel(p.codes, p.offset, tables, out)
@@ -903,6 +903,18 @@ def best_gemv_kernel():
     if BEST == 4:
         return _v4_matvec_kernel, activation_bytes
     return _v3_matvec_kernel, lambda X_q, n_blk: activation_words(X_q, n_blk)[0]
+
+
+def layout_gemv(layout):
+    """(pack, activations, kernel) of the GEMV that an Engine of this weight layout runs, for timing
+    it bare: pack(PackedTernary) -> its weights, activations(x_q (1, in) int8, n_blocks) -> what the
+    kernel reads, kernel(weights, activations, out (1, R) int32). "planes": best_gemv_kernel's;
+    "pairs": version 8's."""
+    if layout == "pairs":
+        return (pack_pairs, lambda x_q, n_blk: nibble_tables_of(x_q, n_blk, pad=1),
+                lambda w, tables, out: _v8_matvec_kernel(w.codes, w.offset, tables, out))
+    kernel, prepare = best_gemv_kernel()
+    return (lambda p: p), prepare, lambda p, acts, out: kernel(p.nonzero, p.negative, p.offset, acts, out[0])
 
 
 # ----------------------------------------------------------------------------

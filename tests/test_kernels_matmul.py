@@ -79,7 +79,7 @@ def test_pack_rejects_bad_input(bad, err):
 # ----------------------------------------------------------------------------
 # exactness of every version
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_version_equals_reference(version):
     assert validate(version, np.random.default_rng(version), cases=14) >= 14
 
@@ -110,16 +110,17 @@ def test_public_api_exact_property_loop():
         np.testing.assert_array_equal(v, matmul_v0(Wt, X[:1])[0])
 
 
-@pytest.mark.parametrize("version", [3, 4, 5, 6, 7])
+@pytest.mark.parametrize("version", [3, 4, 5, 6, 7, 8])
 def test_worst_case_sums_do_not_overflow(version):
     # every weight -1 and every activation -128 (or +1 and +127) on a wide row: the largest sums
     n_in = 5000
+    _, prepare, run, _ = tm.VERSIONS[version]
     for w, x in [(-1, -128), (1, 127), (1, -128), (-1, 127)]:
-        p = kernels_numba.pack_ternary(np.full((3, n_in), w, np.int8))
+        Wt = np.full((3, n_in), w, np.int8)
         X = np.full((2, n_in), x, np.int8)
-        np.testing.assert_array_equal(tm.MATMULS[version](p, X), np.full((2, 3), w * x * n_in))
-        np.testing.assert_array_equal(tm.MATMULS[version](p, X[:1]), np.full((1, 3), w * x * n_in))
-    np.testing.assert_array_equal(kernels_numba.ternary_matvec(p, X[0]), np.full(3, w * x * n_in))
+        np.testing.assert_array_equal(run(prepare(Wt), X), np.full((2, 3), w * x * n_in))
+        np.testing.assert_array_equal(run(prepare(Wt), X[:1]), np.full((1, 3), w * x * n_in))
+    np.testing.assert_array_equal(kernels_numba.ternary_matvec(pack_ternary(Wt), X[0]), np.full(3, w * x * n_in))
 
 
 @pytest.mark.parametrize("x, err", [
@@ -151,6 +152,7 @@ def _kernel_args():
     rng = np.random.default_rng(0)
     Wt, X = random_case(rng, 2, 8, 130)
     p = pack_ternary(Wt)
+    pairs = tm.pack_pairs(p)
     xw = tm.activation_words(X, p.n_blocks)
     out = np.empty((2, 8), np.int32)
     codes = pack_base3(Wt)
@@ -179,16 +181,20 @@ def _kernel_args():
         "v7 matmul": (tm._v7_matmul_kernel, (p.nonzero, p.negative, p.offset, tm.nibble_tables_of(X, p.n_blocks),
                                              np.empty(tm.nibble_codes_bytes(8, 2, p.n_blocks), np.uint8), out)),
         "v7 tables": (tm._nibble_tables_kernel, (X, tm.nibble_tables_of(X, p.n_blocks))),
+        "v8 matvec": (tm._v8_matvec_kernel, (pairs.codes, pairs.offset, tm.nibble_tables_of(X[:1], p.n_blocks, pad=1),
+                                             out[:1])),
+        "v8 matmul": (tm._v8_matmul_kernel, (pairs.codes, pairs.offset, tm.nibble_tables_of(X, p.n_blocks), out)),
+        "v8 codes": (tm.pair_codes_kernel, (p.nonzero, p.negative, np.empty_like(pairs.codes))),
     }
 
 
-@pytest.mark.parametrize("name", ["v7 matmul", "v7 tables", "v6 matmul", "v6 tables", "v5 matvec", "v5 matmul", "v5 planes", "v4 matvec",
+@pytest.mark.parametrize("name", ["v8 matvec", "v8 matmul", "v8 codes", "v7 matmul", "v7 tables", "v6 matmul", "v6 tables", "v5 matvec", "v5 matmul", "v5 planes", "v4 matvec",
                                   "v4 matmul", "v3 matvec", "v3 matmul", "v3 matmul tokens", "v2 rows", "v2 tables", "v1"])
 def test_kernels_have_no_multiplications(name):
     kernel, args = _kernel_args()[name]
     ir, asm = compiled_code(kernel, *args)
-    if not name.startswith(("v1", "v2", "v5 planes")):
-        assert vectorized(ir, asm), "the v3-v7 kernels should run on the host's widest vector registers"
+    if not name.startswith(("v1", "v2", "v5 planes", "v8 codes")):
+        assert vectorized(ir, asm), "the v3-v8 kernels should run on the host's widest vector registers"
     assert multiplies(ir, asm) == []
 
 
@@ -281,6 +287,39 @@ def test_v7_looks_up_with_vpshufb():
     assert "vpshufb" in asm and "vpaddb" in asm and "vpmovzxbw" in asm
 
 
+@pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
+@pytest.mark.parametrize("name", ["v8 matvec", "v8 matmul"])
+def test_v8_looks_up_with_vpshufb(name):
+    # what version 8 claims to be: 16 bytes of codes in both halves (vbroadcasti128), split into two
+    # groups' codes by an AND and a shift, then vpshufb lookups and vpaddb sums, widened by vpmovzxbw;
+    # the GEMV prefetches its codes ahead
+    kernel, args = _kernel_args()[name]
+    _, asm = compiled_code(kernel, *args)
+    assert all(op in asm for op in ("vpshufb", "vpaddb", "vpmovzxbw", "vbroadcasti128", "vpsrlw"))
+    assert ("prefetcht1" in asm) == (name == "v8 matvec")
+
+
+def test_pair_codes_hold_two_groups_codes_per_byte():
+    # byte i of codes[rb, j]: the low nibble is group 2j's code of row 16 rb + i, the high nibble group
+    # 2j + 1's; group g of block b holds the weights under bits 2m, 2m + 1 (m = g mod 32) of the plane
+    # words, i.e. columns 64 b + bit_order(2m) and 64 b + bit_order(2m + 1); a code is nonzero bits |
+    # negative bits << 2; rows past the matrix (up to whole PAIR_BLOCKS blocks) are 0
+    rng = np.random.default_rng(8)
+    Wt = rng.integers(-1, 2, (37, 150)).astype(np.int8)              # 3 blocks, the last one padded
+    pairs = tm.pack_pairs(pack_ternary(Wt))
+    assert pairs.codes.shape == (4, 48, 16) and pairs.shape == (37, 150) and pairs.n_blocks == 3
+    W = np.zeros((64, 192), np.int64)
+    W[:37, :150] = Wt
+    for g in range(96):
+        b, m = divmod(g, 32)
+        w0, w1 = W[:, 64 * b + bit_order(2 * m)], W[:, 64 * b + bit_order(2 * m + 1)]
+        code = (w0 != 0) | (w1 != 0) << 1 | (w0 == -1) << 2 | (w1 == -1) << 3
+        nibble = (pairs.codes[:, g // 2].reshape(64) >> (4 * (g % 2))) & 15
+        np.testing.assert_array_equal(nibble, code)
+    with pytest.raises(TypeError, match="pack_ternary"):
+        tm.pack_pairs(Wt)
+
+
 def test_nibble_tables_hold_the_nibble_sums_of_each_group():
     # group m of block b = the activations under bits 2m, 2m+1 of the plane words; entry e < 16 (e =
     # nonzero bits | negative bits << 2) holds the low-nibble sum, entry 16 + e the high-nibble sum,
@@ -328,10 +367,11 @@ def test_lookup_tables_hold_the_signed_sums_of_each_group():
 TABLE_PRODUCTS = {   # version: (its tables of X_q, its product of packed p and those tables into out)
     6: (tm.lookup_tables, lambda p, tables, out: tm.lookup_product(p.nonzero, p.negative, tables, out)),
     7: (tm.nibble_tables_of, lambda p, tables, out: tm.nibble_product(p.nonzero, p.negative, p.offset, tables, out)),
+    8: (tm.nibble_tables_of, lambda p, tables, out: tm.pair_product(tm.pack_pairs(p).codes, p.offset, tables, out)),
 }
 
 
-@pytest.mark.parametrize("version", [6, 7])
+@pytest.mark.parametrize("version", [6, 7, 8])
 def test_table_products_refuse_tables_of_another_shape(version):
     # the kernels read without bounds checks, so their entries check what they are given against the planes
     build, product = TABLE_PRODUCTS[version]
@@ -369,7 +409,7 @@ def test_codes_of_bits_name_every_ternary_triple_once():
     assert sorted(seen.values()) == list(range(27))
 
 
-def test_v4_to_v7_portable_builds_are_exact(tmp_path):
+def test_v4_to_v8_portable_builds_are_exact(tmp_path):
     # CPUs without AVX-512BW compile simd.py's portable IR: forced here with MMF_NO_AVX512=1 and a
     # fresh Numba cache (the cached machine code would be the AVX-512 build)
     import os
@@ -377,7 +417,7 @@ def test_v4_to_v7_portable_builds_are_exact(tmp_path):
     code = ("import sys; tm = __import__('kernels_numba.products', fromlist=['x']); "
             "assert not tm.simd.AVAILABLE and not tm.simd.POPCNT; "
             "assert (tm.BEST, tm.BEST_TOKENS) == ((5, 4) if tm.simd.AVX2 else (3, 3)); "
-            "print(tm.validate(7)); print(tm.validate(6)); print(tm.validate(5)); print(tm.validate(4))")
+            "print(tm.validate(8)); print(tm.validate(7)); print(tm.validate(6)); print(tm.validate(5)); print(tm.validate(4))")
     env = dict(os.environ, MMF_NO_AVX512="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
