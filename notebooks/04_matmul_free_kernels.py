@@ -301,16 +301,46 @@ print(f"version 4: {tm.fmt(tm.time_it(lambda: tm.matmul_v4(p6, X6), repeats=10))
 print(f"version 7, tables ready: {tm.fmt(tm.time_it(lambda: tm.nibble_product(p6.nonzero, p6.negative, p6.offset, tables7, out6), repeats=10))}")
 
 # %% [markdown]
+# ## 3f. Version 8: store the codes, and the GEMV pays too
+#
+# Version 7 derives its 4-bit codes from the planes at every call: fine for a prompt, where each code
+# serves hundreds of tokens, too slow for one. Version 8 stores them instead, **two codes per byte**
+# (`products.pack_pairs`: group 2j in the low nibble, group 2j + 1 in the high one): 2 bits per
+# weight, as the planes, just in another order. Per 16 bytes of codes (16 rows × 4 weights) the
+# GEMV does one load into both halves of a vector, an AND and a shift to split the two groups'
+# codes, two VPSHUFB and two VPADDB; each table load serves two row blocks. The tables are version
+# 7's. An `Engine(model, layout="pairs")` holds its weights this way (instead of the planes, not
+# beside them) and runs version 8 for every product: the default where AVX2 is the widest.
+
+# %%
+pairs6 = tm.pack_pairs(p6)
+print("codes", pairs6.codes.shape, pairs6.codes.dtype, f"({pairs6.nbytes} bytes) | planes ({p6.nbytes} bytes)")
+row, j = 0, 0                                                    # row 0's byte for groups 0 and 1
+print(f"row {row}, groups 0 and 1: byte {pairs6.codes[0, j, row]:#04x} = codes "
+      f"{pairs6.codes[0, j, row] & 15} (low nibble) and {pairs6.codes[0, j, row] >> 4} (high nibble)")
+assert np.array_equal(tm.matmul_v8(pairs6, X6), tm.matmul_v5(p6, X6))
+x8 = X6[:1]
+assert np.array_equal(tm.matmul_v8(pairs6, x8), tm.matmul_v5(p6, x8))
+tables8 = tm.nibble_tables_of(x8, p6.n_blocks, pad=1)
+out8 = np.empty((1, d6), np.int32)
+ir8, asm8 = tm.compiled_code(tm._v8_matvec_kernel, pairs6.codes, pairs6.offset, tables8, out8)
+print("multiplications on data:", tm.multiplies(ir8, asm8), "| vpshufb in the GEMV:", "vpshufb" in asm8)
+planes8 = tm.activation_planes(x8, p6.n_blocks)
+out5 = np.empty(d6, np.int32)
+print(f"GEMV, version 5 (planes): {tm.fmt(tm.time_it(lambda: tm._v5_matvec_kernel(p6.nonzero, p6.negative, p6.offset, planes8, out5), repeats=50))}")
+print(f"GEMV, version 8 (pairs):  {tm.fmt(tm.time_it(lambda: tm._v8_matvec_kernel(pairs6.codes, pairs6.offset, tables8, out8), repeats=50))}")
+
+# %% [markdown]
 # ## 4. Exactness
 #
 # Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
 # 4 mask registers + VPSADBW, 5 bit-sliced activations + VPOPCNTQ, 6 lookup tables over the bit
-# planes + VPERMW, 7 nibble lookup tables + VPSHUFB) is
+# planes + VPERMW, 7 nibble lookup tables + VPSHUFB, 8 the same over stored codes) is
 # validated against the NumPy integer reference on random shapes, including widths that are not
 # multiples of 64, all-zero rows and activations at −128 and 127 — exact integer equality.
 
 # %%
-for v in (1, 2, 3, 4, 5, 6, 7):
+for v in (1, 2, 3, 4, 5, 6, 7, 8):
     print(f"version {v}: {tm.VERSIONS[v][0][:60]:60s} exact on {tm.validate(v, np.random.default_rng(v))} random shapes")
 rng = np.random.default_rng(2)
 for n, out, inp in [(1, 33, 1), (3, 7, 63), (5, 64, 65), (2, 100, 1000)]:
