@@ -1,8 +1,12 @@
 """Engine: an mmf.MMfreeLM loaded once into packed form, decoding with carried MLGRU state.
 
 What is resident after loading (float32 model -> engine):
-  * every BitLinear (4 MLGRU projections, GLU gate/down, LM head) as a PackedTernary: 2 bits per
-    weight + one scale beta (E3) + one row offset; its RMSNorm gain in float32;
+  * every BitLinear (4 MLGRU projections, GLU gate/down, LM head) packed at 2 bits per weight + one
+    scale beta (E3) + one row offset, its RMSNorm gain in float32; the weights in one of two layouts
+    (`layout`, the faster one on this CPU by default: LAYOUT):
+      "planes"  PackedTernary's two bit planes, read by versions 3-5 (steps) and 6-7 (prefills);
+      "pairs"   products.PackedPairs, version 7's 4-bit codes two per byte, read by version 8 for
+                every product (AVX2 without AVX-512: its GEMV beats version 5's, see README);
   * the norms' gains and the lower bounds (E7, computed once) in float32;
   * the embedding table, one of
       "float32"  in memory (default, exact);
@@ -15,10 +19,10 @@ One decoding step for B sequences (E4-E10 with the integer BitLinear form):
   x = Emb[tok]; per layer: xn = rms(x; attn_norm); i, f, g = BitLinear(xn) (one kernel launch for the
   three, each with its own norm + int8 quantization); h = f h + SiLU(i)(1 - f); o = rms(g) SiLU(h);
   x += BitLinear_o(o); rn = rms(x; mlp_norm); x += BitLinear_down(SiLU(gate) up); then
-  logits = BitLinear_head(rms(x; norm)). Every BitLinear product is the add/subtract kernel that
-  products.py runs best on this CPU for one token (BEST: version 5, bit-sliced activations + a
-  popcount, with VPOPCNTQ or AVX2's VPSHUFB counts; version 4 with AVX-512BW alone; else version 3,
-  SWAR) or for several (BEST_TOKENS); the whole step is one compiled function.
+  logits = BitLinear_head(rms(x; norm)). Every BitLinear product is, on the planes, the add/subtract
+  kernel that products.py runs best on this CPU for one token (BEST: version 5, bit-sliced
+  activations + a popcount, with VPOPCNTQ; version 4 with AVX-512BW alone; else version 3, SWAR) or
+  for several (BEST_TOKENS); on the pairs, version 8; the whole step is one compiled function.
 
 A prompt is prefilled with the matrix-matrix kernel: all its tokens go through each BitLinear at
 once and only the recurrence walks over time (`prefill`; `prefill_stepwise` is the plain loop).

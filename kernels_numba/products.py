@@ -21,16 +21,21 @@ timed (`python -m kernels_numba.products N`):
   version 7  version 6 for AVX2 (no VPERMW): a 4-bit code per 2 weights, and per token and group
              the low- and high-nibble sums of the 2 activations as two 16-byte tables; one VPSHUFB
              looks up 16 rows x 2 weights for both nibbles (simd.py). Engine.prefill on AVX2 CPUs
+  version 8  version 7's codes stored, two per byte (PackedPairs: 2 bits per weight, as the planes,
+             in another order), so that one token pays no derivation: a GEMV of one load, an AND,
+             a shift, two VPSHUFB and two VPADDB per 16 rows x 4 weights. An Engine of layout
+             "pairs" runs it for every product: the default on AVX2 CPUs without AVX-512
 
 The public API runs the best version this CPU has (BEST for one token, BEST_TOKENS for several):
 5 with AVX-512 VPOPCNTDQ, else 4 with AVX-512BW, else 5 / 4 with AVX2, else 3 (all give the same
 integers). Versions 6 and 7 build tables per activation (21 and 16 bytes) and derive the codes at
 every call, so they pay only where a caller reuses their buffers over many products (Engine.prefill);
-a single call through the public API is faster with version 5 or 4.
+a single call through the public API is faster with version 5 or 4. Version 8 reads its own layout
+(pack_pairs), which the public API's PackedTernary is not: the Engine holds it.
 
 Shapes: Wt (out, in) ternary int8; x_q (in,) int8 -> (out,) int32; X_q (n, in) int8 -> (n, out) int32.
 No inner loop multiplies: tests/test_kernels_matmul.py reads the LLVM IR and machine code of
-versions 1-7 to prove it.
+versions 1-8 to prove it.
 """
 import dataclasses
 import sys
@@ -789,7 +794,7 @@ def pair_rows(codes, offset, tables, rb, n_tok, first, n_rows, acc, out):
     for t < n_tok and i < n_rows: one token through pair_chunk1 (acc (1, 16 PAIR_BLOCKS) int32
     scratch), more NIBBLE_TOKENS at a time (acc (NIBBLE_TOKENS, 16 PAIR_BLOCKS); the tables of the
     padded tokens are read, their sums never stored). The caller allocates acc once per launch: one
-    allocation per 32 rows measured X."""
+    allocation per 32 rows would be ~9000 per token of the 370M shape."""
     own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 16)
     for t in range(0, n_tok, acc.shape[0]):
         acc[:] = 0

@@ -1,5 +1,6 @@
-"""Explicit 512-bit SIMD for the ternary kernels, written as LLVM IR: mask registers + VPSADBW
-(version 4), bit-sliced activations + VPOPCNTQ (version 5) and lookup tables + VPERMW (version 6).
+"""Explicit SIMD for the ternary kernels, written as LLVM IR: mask registers + VPSADBW (version 4),
+bit-sliced activations + VPOPCNTQ (version 5), lookup tables + VPERMW (version 6) on 512 bits, and
+lookup tables + VPSHUFB on AVX2's 256 (versions 7 and 8).
 
 Numba's auto-vectorizer cannot be talked into using AVX-512's two best tools for ternary weights,
 so this file writes the inner loop in LLVM IR directly (a Numba `@intrinsic`), one block of 64
@@ -44,6 +45,12 @@ rows for one group in a vector,
 
 two instructions per 96 weights and token, and the code vector serves four tokens (`lookup_chunk`).
 The int16 sums are widened into int32 every 85 groups, before they could overflow.
+
+Versions 7 and 8 do it with AVX2's VPSHUFB (16 one-byte entries per 16-byte half): a row's group is
+two weights, a 4-bit code, and each activation is split into its two nibbles so that every sum fits
+a byte (`nibble_tables`). Version 7 derives the codes from the planes at every call (`nibble_chunk`),
+version 8 reads them stored two per byte (`pair_chunk`, `pair_chunk1`: one load, an AND and a shift
+give two groups' codes of 16 rows). Both lookups are one emitter, `_nibble_codegen`.
 
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
 that LLVM lowers for any CPU; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles
