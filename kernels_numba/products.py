@@ -777,8 +777,8 @@ def pack_pairs(p):
 @njit(inline="always")
 def pair_block(codes, tables, t, rb, acc):
     """acc[k, 16 rb + i] += row 16 rb + i of codes . token t + k, for k < acc.shape[0] (1 or
-    NIBBLE_TOKENS): all the pairs of groups, V8_CHUNK_PAIRS per call, before the int16 sums overflow.
-    With one token, PAIR_BLOCKS row blocks from rb on (pair_chunk1)."""
+    NIBBLE_TOKENS) and the PAIR_BLOCKS row blocks from rb on: all the pairs of groups, V8_CHUNK_PAIRS
+    per call, before the int16 sums overflow."""
     n_pairs = codes.shape[1]
     for j0 in range(0, n_pairs, V8_CHUNK_PAIRS):
         j1 = min(n_pairs, j0 + V8_CHUNK_PAIRS)
@@ -798,8 +798,7 @@ def pair_rows(codes, offset, tables, rb, n_tok, first, n_rows, acc, out):
     own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 16)
     for t in range(0, n_tok, acc.shape[0]):
         acc[:] = 0
-        for b in range(0, PAIR_BLOCKS, PAIR_BLOCKS if n_tok == 1 else 1):
-            pair_block(own, tables, t, b, acc)
+        pair_block(own, tables, t, 0, acc)
         for k in range(min(acc.shape[0], n_tok - t)):
             for i in range(n_rows):
                 out[t + k, first + i] = np.int32(np.int64(acc[k, i]) - offset[first + i])
@@ -835,7 +834,7 @@ def _v8_matmul_kernel(codes, offset, tables, out):
             t = q * NIBBLE_TOKENS
             acc[:] = 0
             for j0 in range(0, n_pairs, NIBBLE_CHUNK // 2):
-                for rb in range(own.shape[0]):
+                for rb in range(0, own.shape[0], PAIR_BLOCKS):
                     pair_chunk(own, tables, acc, rb, t, j0, min(n_pairs, j0 + NIBBLE_CHUNK // 2))
             for k in range(min(NIBBLE_TOKENS, n - t)):
                 for i in range(rows):

@@ -659,17 +659,19 @@ def nibble_tables(typingctx, xb, tables):
 # token (24 layers + head, codes out of cache; AMD EPYC 7003, 2 threads, 4 alternated process rounds,
 # medians of 60 tokens): 7.0-8.2 ms without, 6.2-7.6 ms at 1024 rows ahead, 6.5-7.0 ms at 2048
 PAIR_PREFETCH = 2048
-PAIR_BLOCKS = 2                 # row blocks per call of pair_chunk1 (each table load serves them all)
+PAIR_BLOCKS = 2                 # row blocks per call of pair_chunk / pair_chunk1 (each table load serves them all)
 
 @intrinsic
 def pair_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
-    """nibble_chunk over codes stored two per byte: codes (row blocks, G / 2, 16) uint8, byte i of
-    [rb, j] holding row i's code of group 2j (low nibble) and of group 2j + 1 (high nibble), for pairs
-    j0 <= j < j1 (the caller keeps j1 - j0 <= 512). Per pair: the 16 bytes loaded into both halves, an
-    AND and a shift split them into the two groups' codes, then per token two VPSHUFB and two VPADDB."""
+    """nibble_chunk over codes stored two per byte, for the PAIR_BLOCKS row blocks rb, rb + 1, ...:
+    codes (row blocks, G / 2, 16) uint8, byte i of [rb, j] holding row i's code of group 2j (low
+    nibble) and of group 2j + 1 (high nibble), for pairs j0 <= j < j1 (the caller keeps j1 - j0 <=
+    512). Per pair and block: the 16 bytes loaded into both halves, an AND and a shift split them into
+    the two groups' codes, then per token two VPSHUFB and two VPADDB; each token's two table loads
+    serve all the blocks (with one block per call the loads were the bound: 9 per 16 VPSHUFB)."""
     _check_chunk_types("pair_chunk(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
-    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True)
+    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True, n_blocks=PAIR_BLOCKS)
 
 
 @intrinsic
