@@ -47,10 +47,10 @@ from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
 from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
-from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, lookup_codes_bytes, lookup_product,
-                       pair_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
-                       pair_codes_kernel, pair_rows, planes_kernel, v3_row_dot, v4_row_tokens, v5_gemv_rows,
-                       v5_row_tokens)
+from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, NIBBLE_ROW_BLOCKS, lookup_codes_bytes,
+                       lookup_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
+                       pair_codes_kernel, pair_product, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
+                       v5_gemv_rows, v5_row_tokens)
 
 
 # ----------------------------------------------------------------------------
@@ -76,14 +76,26 @@ def _product_segments(nonzero, negative, codes, code_rows, offset, u, rows_per_s
             for t in range(n_pad):                                   # the padded tokens' too: they are read
                 nibble_tables(u[seg, t], tables[seg, t])
         per_seg = codes.shape[0] // (R // code_rows)                 # row blocks per code segment
-        scratch = np.empty((codes.shape[0] // PAIR_BLOCKS, min(n_pad, NIBBLE_TOKENS), 16 * PAIR_BLOCKS), np.int32)
-        for task in prange(codes.shape[0] // PAIR_BLOCKS):
-            rb = task * PAIR_BLOCKS
-            cseg = rb // per_seg
-            first = cseg * code_rows + 16 * (rb - cseg * per_seg)    # the block's first row
-            n_rows = min(16 * PAIR_BLOCKS, (cseg + 1) * code_rows - first)
+        if n_tok == 1:                                               # a GEMV: PAIR_BLOCKS blocks per task
+            scratch = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, 16 * PAIR_BLOCKS), np.int32)
+            for task in prange(codes.shape[0] // PAIR_BLOCKS):
+                rb = task * PAIR_BLOCKS
+                cseg = rb // per_seg
+                first = cseg * code_rows + 16 * (rb - cseg * per_seg)   # the block's first row
+                n_rows = min(16 * PAIR_BLOCKS, (cseg + 1) * code_rows - first)
+                if n_rows > 0:
+                    pair_rows(codes, offset, tables[first // rows_per_seg], rb, first, n_rows, scratch[task], acc)
+            return
+        groups = -(-per_seg // NIBBLE_ROW_BLOCKS)                    # a small GEMM: up to NIBBLE_ROW_BLOCKS
+        scratch = np.empty((codes.shape[0] // per_seg * groups, NIBBLE_TOKENS, 16 * NIBBLE_ROW_BLOCKS), np.int32)
+        for task in prange(scratch.shape[0]):                        # blocks of one segment per task
+            cseg, g = task // groups, task % groups
+            n_own = min(NIBBLE_ROW_BLOCKS, per_seg - g * NIBBLE_ROW_BLOCKS)
+            first = cseg * code_rows + 16 * NIBBLE_ROW_BLOCKS * g
+            n_rows = min(16 * n_own, (cseg + 1) * code_rows - first)
             if n_rows > 0:
-                pair_rows(codes, offset, tables[first // rows_per_seg], rb, n_tok, first, n_rows, scratch[task], acc)
+                pair_task(codes, offset, tables[first // rows_per_seg], cseg * per_seg + g * NIBBLE_ROW_BLOCKS,
+                          n_own, 0, n_pad // NIBBLE_TOKENS, first, n_rows, scratch[task], acc)
         return
     planes = np.empty((u.shape[0] if version == 5 else 0, u.shape[1], NB, 8), np.uint64)   # (S, tokens, NB, 8)
     if version == 5:                                                 # only the n_tok real tokens: the padded

@@ -781,33 +781,18 @@ def pack_pairs(p):
 
 
 @njit(inline="always")
-def pair_block(codes, tables, t, rb, acc):
-    """acc[k, 16 rb + i] += row 16 rb + i of codes . token t + k, for k < acc.shape[0] (1 or
-    NIBBLE_TOKENS) and the PAIR_BLOCKS row blocks from rb on: all the pairs of groups, V8_CHUNK_PAIRS
-    per call, before the int16 sums overflow."""
-    n_pairs = codes.shape[1]
-    for j0 in range(0, n_pairs, V8_CHUNK_PAIRS):
-        j1 = min(n_pairs, j0 + V8_CHUNK_PAIRS)
-        if acc.shape[0] == 1:
-            pair_chunk1(codes, tables, acc, rb, t, j0, j1)
-        else:
-            pair_chunk(codes, tables, acc, rb, t, j0, j1)
-
-
-@njit(inline="always")
-def pair_rows(codes, offset, tables, rb, n_tok, first, n_rows, acc, out):
-    """out[t, first + i] = row i of the PAIR_BLOCKS row blocks from rb on . token t - offset[first + i],
-    for t < n_tok and i < n_rows: one token through pair_chunk1 (acc (1, 16 PAIR_BLOCKS) int32
-    scratch), more NIBBLE_TOKENS at a time (acc (NIBBLE_TOKENS, 16 PAIR_BLOCKS); the tables of the
-    padded tokens are read, their sums never stored). The caller allocates acc once per launch: one
-    allocation per 32 rows would be ~9000 per token of the 370M shape."""
+def pair_rows(codes, offset, tables, rb, first, n_rows, acc, out):
+    """out[0, first + i] = row i of the PAIR_BLOCKS row blocks from rb on . the one token of tables
+    - offset[first + i], for i < n_rows: all the pairs of groups through pair_chunk1, V8_CHUNK_PAIRS
+    per call, before the int16 sums could overflow. acc (1, 16 PAIR_BLOCKS) int32 is scratch that the
+    caller allocates once per launch (one allocation per 32 rows would be ~9000 per token of the
+    370M shape)."""
     own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 16)
-    for t in range(0, n_tok, acc.shape[0]):
-        acc[:] = 0
-        pair_block(own, tables, t, 0, acc)
-        for k in range(min(acc.shape[0], n_tok - t)):
-            for i in range(n_rows):
-                out[t + k, first + i] = np.int32(np.int64(acc[k, i]) - offset[first + i])
+    acc[:] = 0
+    for j0 in range(0, own.shape[1], V8_CHUNK_PAIRS):
+        pair_chunk1(own, tables, acc, 0, 0, j0, min(own.shape[1], j0 + V8_CHUNK_PAIRS))
+    for i in range(n_rows):
+        out[0, first + i] = np.int32(np.int64(acc[0, i]) - offset[first + i])
 
 
 @njit(parallel=True, cache=True)
@@ -818,33 +803,43 @@ def _v8_matvec_kernel(codes, offset, tables, out):
     acc = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, 16 * PAIR_BLOCKS), np.int32)   # each task's scratch
     for task in prange(codes.shape[0] // PAIR_BLOCKS):
         rb = task * PAIR_BLOCKS
-        pair_rows(codes, offset, tables, rb, 1, 16 * rb, min(16 * PAIR_BLOCKS, R - 16 * rb), acc[task], out)
+        pair_rows(codes, offset, tables, rb, 16 * rb, min(16 * PAIR_BLOCKS, R - 16 * rb), acc[task], out)
+
+
+@njit(inline="always")
+def pair_task(codes, offset, tables, rb0, n_own, q0, q1, first, n_rows, acc, out):
+    """out[t, first + i] = row i of the n_own row blocks from rb0 on . token t - offset[first + i],
+    for the tokens t of the 4-token groups q0 <= q < q1 (t < out.shape[0]) and i < n_rows: per group
+    of tokens, V8_TOKEN_PAIRS pairs of the tables at a time and PAIR_BLOCKS row blocks per pair_chunk
+    call (n_own a multiple of it). acc (NIBBLE_TOKENS, >= 16 n_own) int32 is the caller's scratch;
+    the tables of padded tokens are read, their sums never stored."""
+    own = codes[rb0:rb0 + n_own]                                     # (n_own, G / 2, 16)
+    n_pairs = own.shape[1]
+    for q in range(q0, q1):
+        t = q * NIBBLE_TOKENS
+        acc[:] = 0
+        for j0 in range(0, n_pairs, V8_TOKEN_PAIRS):
+            for rb in range(0, n_own, PAIR_BLOCKS):
+                pair_chunk(own, tables, acc, rb, t, j0, min(n_pairs, j0 + V8_TOKEN_PAIRS))
+        for k in range(min(NIBBLE_TOKENS, out.shape[0] - t)):
+            for i in range(n_rows):
+                out[t + k, first + i] = np.int32(np.int64(acc[k, i]) - offset[first + i])
 
 
 @njit(parallel=True, cache=True)
 def _v8_matmul_kernel(codes, offset, tables, out):
-    """tables (n padded to NIBBLE_TOKENS, G, 32) -> out (n, R) int32: version 7's tasks (16-row
-    blocks, 4 tokens per call), V8_TOKEN_PAIRS pairs of the tables at a time, PAIR_BLOCKS row blocks
-    per call, its codes read instead of derived."""
+    """tables (n padded to NIBBLE_TOKENS, G, 32) -> out (n, R) int32: version 7's tasks (NIBBLE_ROW_BLOCKS
+    blocks of 16 rows, split by tokens too where they are few), pair_task in each."""
     R, n, n_rb = offset.shape[0], out.shape[0], codes.shape[0]
-    n_pairs = codes.shape[1]
     n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
     quads = -(-n // NIBBLE_TOKENS)
+    acc = np.empty((n_groups * parts, NIBBLE_TOKENS, 16 * NIBBLE_ROW_BLOCKS), np.int32)   # each task's scratch
     for task in prange(n_groups * parts):
         group, part = task // parts, task % parts
         rb0 = group * NIBBLE_ROW_BLOCKS
-        own = codes[rb0:min(n_rb, rb0 + NIBBLE_ROW_BLOCKS)]          # (blocks, G / 2, 16)
-        acc = np.empty((NIBBLE_TOKENS, 16 * own.shape[0]), np.int32)
-        rows = min(16 * own.shape[0], R - 16 * rb0)
-        for q in range(part * quads // parts, (part + 1) * quads // parts):
-            t = q * NIBBLE_TOKENS
-            acc[:] = 0
-            for j0 in range(0, n_pairs, V8_TOKEN_PAIRS):
-                for rb in range(0, own.shape[0], PAIR_BLOCKS):
-                    pair_chunk(own, tables, acc, rb, t, j0, min(n_pairs, j0 + V8_TOKEN_PAIRS))
-            for k in range(min(NIBBLE_TOKENS, n - t)):
-                for i in range(rows):
-                    out[t + k, 16 * rb0 + i] = np.int32(np.int64(acc[k, i]) - offset[16 * rb0 + i])
+        n_own = min(NIBBLE_ROW_BLOCKS, n_rb - rb0)
+        pair_task(codes, offset, tables, rb0, n_own, part * quads // parts, (part + 1) * quads // parts,
+                  16 * rb0, min(16 * n_own, R - 16 * rb0), acc[task], out)
 
 
 def pair_product(codes, offset, tables, out):
