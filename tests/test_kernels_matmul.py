@@ -424,6 +424,21 @@ def test_v4_to_v8_portable_builds_are_exact(tmp_path):
     assert int(r.stdout.split()[-1]) >= 12
 
 
+def test_a_cpu_without_avx2_gets_exact_lookups_and_the_planes(tmp_path):
+    # compiled for a plain x86-64 (SSE2), as on a CPU without AVX2: VPSHUFB is then simd._pshufb's
+    # portable lookup, versions 7 and 8 must stay exact, and the choices fall back to version 3 and the
+    # planes (a fresh Numba cache: the cached machine code is this host's)
+    import os
+    import subprocess
+    code = ("import kernels_numba.products as tm, kernels_numba.engine as en; "
+            "assert not tm.simd.AVX2 and (tm.BEST, tm.BEST_TOKENS, en.LAYOUT) == (3, 3, 'planes'); "
+            "print(tm.validate(7)); print(tm.validate(8))")
+    env = dict(os.environ, NUMBA_CPU_NAME="x86-64", NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [int(v) for v in r.stdout.split()] == [12, 12]
+
+
 def test_multiply_detector_catches_a_dot_product():
     W = np.ones((8, 64), np.int32)
     ir, asm = compiled_code(dot_with_multiplies, W, np.ones(64, np.int32), np.zeros(8, np.int32))
