@@ -49,7 +49,7 @@ from . import simd
 from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
 from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, NIBBLE_ROW_BLOCKS, lookup_codes_bytes,
                        lookup_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
-                       pair_codes_kernel, pair_product, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
+                       pack_pairs, pair_product, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
                        v5_gemv_rows, v5_row_tokens)
 
 
@@ -372,17 +372,6 @@ class Engine:
 
         self.layout = layout
 
-        def pairs_of(p, parts):
-            """Version 8's codes of a PackedTernary, each of its `parts` equal row ranges padded to
-            whole PAIR_BLOCKS blocks (row blocks, G / 2, 16)."""
-            part = p.shape[0] // parts
-            per_part = -(-part // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS
-            codes = np.empty((parts * per_part, 16 * p.n_blocks, 16), np.uint8)
-            for k in range(parts):
-                pair_codes_kernel(p.nonzero[k * part:(k + 1) * part], p.negative[k * part:(k + 1) * part],
-                                  codes[k * per_part:(k + 1) * per_part])
-            return codes
-
         def stack(names, n_in, parts=1):
             """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
             planes (L, rows, NB) or codes (L, row blocks, G / 2, 16) (each name's rows cut into `parts`,
@@ -402,7 +391,7 @@ class Engine:
                 for k, n in enumerate(names):
                     p = pack_model_weight(layer(l, n))
                     if pairs:
-                        codes[l, k * per_name:(k + 1) * per_name] = pairs_of(p, parts)
+                        codes[l, k * per_name:(k + 1) * per_name] = pack_pairs(p, parts).codes
                     else:
                         nz[l, r:r + p.shape[0]], ng[l, r:r + p.shape[0]] = p.nonzero, p.negative
                     off[l, r:r + p.shape[0]], beta[l, k] = p.offset, p.scale
@@ -431,7 +420,7 @@ class Engine:
         self.lb[0] = 0.0                                             # layer 0 is unbounded (E7)
         head = pack_model_weight(tensor("lm_head.weight"))
         if layout == "pairs":
-            self.head_codes = _huge_page_copy(pairs_of(head, 1))
+            self.head_codes = _huge_page_copy(pack_pairs(head).codes)
             self.head_nz = self.head_ng = np.empty((0, head.n_blocks), np.uint64)
         else:
             self.head_nz, self.head_ng = (_huge_page_copy(a) for a in (head.nonzero, head.negative))

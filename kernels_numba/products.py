@@ -771,12 +771,20 @@ def pair_codes_kernel(nonzero, negative, codes):
                 codes[rb, j, i] = one[0, 2 * j, i] | (one[0, 2 * j + 1, i] << np.uint8(4))
 
 
-def pack_pairs(p):
-    """PackedTernary -> PackedPairs (version 8's layout of the same weights; the planes are not kept)."""
+def pack_pairs(p, parts=1):
+    """PackedTernary -> PackedPairs (version 8's layout of the same weights; the planes are not kept).
+    parts > 1: the rows are `parts` equal segments (the Engine's gate and up halves), each padded to
+    whole PAIR_BLOCKS blocks on its own, so that no block mixes two of them."""
     _check_packed(p)
     R, NB = p.nonzero.shape
-    codes = np.empty((-(-R // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS, 16 * NB, 16), np.uint8)
-    pair_codes_kernel(p.nonzero, p.negative, codes)
+    if parts < 1 or R % parts:
+        raise ValueError(f"pack_pairs: {R} rows do not split into {parts} equal parts")
+    part = R // parts
+    per_part = -(-part // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS
+    codes = np.empty((parts * per_part, 16 * NB, 16), np.uint8)
+    for k in range(parts):
+        pair_codes_kernel(p.nonzero[k * part:(k + 1) * part], p.negative[k * part:(k + 1) * part],
+                          codes[k * per_part:(k + 1) * per_part])
     return PackedPairs(codes, p.offset, p.shape, p.scale)
 
 

@@ -318,6 +318,12 @@ def test_pair_codes_hold_two_groups_codes_per_byte():
         np.testing.assert_array_equal(nibble, code)
     with pytest.raises(TypeError, match="pack_ternary"):
         tm.pack_pairs(Wt)
+    with pytest.raises(ValueError, match="equal parts"):
+        tm.pack_pairs(pack_ternary(Wt), parts=2)                     # 37 rows
+    halves = tm.pack_pairs(pack_ternary(Wt[:36]), parts=2)           # two 18-row segments, each padded
+    assert halves.codes.shape == (4, 48, 16)                         # to 2 blocks: rows 0-17, then 18-35
+    np.testing.assert_array_equal(halves.codes[:2], tm.pack_pairs(pack_ternary(Wt[:18])).codes)
+    np.testing.assert_array_equal(halves.codes[2:], tm.pack_pairs(pack_ternary(Wt[18:36])).codes)
 
 
 def test_nibble_tables_hold_the_nibble_sums_of_each_group():
