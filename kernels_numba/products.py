@@ -46,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
-from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, pack_base3,
+from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, n_blocks, pack_base3,
                       pack_ternary)
 from .simd import (LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
                    masked_sad_tokens, nibble_chunk, nibble_tables, pair_chunk, pair_chunk1, sliced_popcount, sliced_popcount_rows,
@@ -742,13 +742,25 @@ V8_TOKEN_PAIRS = 256
 @dataclasses.dataclass(frozen=True)
 class PackedPairs:
     """A ternary matrix (out, in) as version 8 reads it: codes (row blocks, 16 n_blocks, 16) uint8,
-    ceil(out / 16) row blocks rounded up to a multiple of PAIR_BLOCKS, byte i of [rb, j] holding row 16 rb + i's 4-bit codes (nonzero bits | negative bits << 2,
-    version 7's) of groups 2j (low nibble) and 2j + 1 (high nibble); the same row offsets and scale
-    as the PackedTernary it came from (`pack_pairs`). Rows past `out` have code 0 (zero weights)."""
+    at least ceil(out / 16) row blocks and a multiple of PAIR_BLOCKS, byte i of [rb, j] holding row
+    16 rb + i's 4-bit codes (nonzero bits | negative bits << 2, version 7's) of groups 2j (low nibble)
+    and 2j + 1 (high nibble); the same row offsets and scale as the PackedTernary it came from
+    (`pack_pairs`). Rows past `out` have code 0 (zero weights). The kernels read it without bounds
+    checks, so its shapes are checked once, here."""
     codes: np.ndarray       # (row blocks, 16 n_blocks, 16) uint8
     offset: np.ndarray      # (out,) int64
     shape: tuple            # (out, in)
     scale: float = 1.0
+
+    def __post_init__(self):
+        c, (out, n_in) = self.codes, self.shape
+        if not (isinstance(c, np.ndarray) and c.dtype == np.uint8 and c.ndim == 3 and c.flags.c_contiguous
+                and c.shape[2] == 16 and c.shape[0] % PAIR_BLOCKS == 0 and 16 * c.shape[0] >= out
+                and c.shape[1] == 16 * n_blocks(n_in) and isinstance(self.offset, np.ndarray)
+                and self.offset.dtype == np.int64 and self.offset.shape == (out,)):
+            raise ValueError(f"PackedPairs: codes {getattr(c, 'shape', None)} {getattr(c, 'dtype', None)} and offsets "
+                             f"{getattr(self.offset, 'shape', None)} do not hold a {self.shape} matrix; make one with "
+                             f"pack_pairs(pack_ternary(W))")
 
     @property
     def n_blocks(self):
@@ -761,8 +773,8 @@ class PackedPairs:
 
 @njit(parallel=True, cache=True)
 def pair_codes_kernel(nonzero, negative, codes):
-    """codes (ceil(R / 16), 16 NB, 16) uint8 <- the planes (R, NB): version 7's codes of each row
-    block (nibble_codes), two groups per byte."""
+    """codes (row blocks >= ceil(R / 16), 16 NB, 16) uint8 <- the planes (R, NB): version 7's codes
+    of each row block (nibble_codes), two groups per byte; blocks past the rows get code 0."""
     for rb in prange(codes.shape[0]):
         one = np.empty((1, 2 * codes.shape[1], 16), np.uint8)       # (1, G, 16): one code per byte
         nibble_codes(nonzero, negative, 16 * rb, 1, one)

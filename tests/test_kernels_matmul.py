@@ -318,6 +318,10 @@ def test_pair_codes_hold_two_groups_codes_per_byte():
         np.testing.assert_array_equal(nibble, code)
     with pytest.raises(TypeError, match="pack_ternary"):
         tm.pack_pairs(Wt)
+    for codes, offset in [(pairs.codes[:, :8], pairs.offset), (pairs.codes[:2], pairs.offset),
+                          (pairs.codes, pairs.offset[:36]), (pairs.codes.astype(np.int8), pairs.offset)]:
+        with pytest.raises(ValueError, match="do not hold"):     # hand-made pairs that disagree
+            tm.PackedPairs(codes, offset, pairs.shape)
     with pytest.raises(ValueError, match="equal parts"):
         tm.pack_pairs(pack_ternary(Wt), parts=2)                     # 37 rows
     halves = tm.pack_pairs(pack_ternary(Wt[:36]), parts=2)           # two 18-row segments, each padded
