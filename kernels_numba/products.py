@@ -22,7 +22,7 @@ timed (`python -m kernels_numba.products N`):
              the low- and high-nibble sums of the 2 activations as two 16-byte tables; one VPSHUFB
              looks up 16 rows x 2 weights for both nibbles (simd.py). Engine.prefill on AVX2 CPUs
   version 8  version 7's codes stored, two per byte (PackedPairs: 2 bits per weight, as the planes,
-             in another order), so that one token pays no derivation: a GEMV of one load, an AND,
+             in another order), so that one token pays no derivation: a GEMV of one load, two ANDs,
              a shift, two VPSHUFB and two VPADDB per 16 rows x 4 weights. An Engine of layout
              "pairs" runs it for every product: the default on AVX2 CPUs without AVX-512
 

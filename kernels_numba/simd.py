@@ -49,8 +49,8 @@ The int16 sums are widened into int32 every 85 groups, before they could overflo
 Versions 7 and 8 do it with AVX2's VPSHUFB (16 one-byte entries per 16-byte half): a row's group is
 two weights, a 4-bit code, and each activation is split into its two nibbles so that every sum fits
 a byte (`nibble_tables`). Version 7 derives the codes from the planes at every call (`nibble_chunk`),
-version 8 reads them stored two per byte (`pair_chunk`, `pair_chunk1`: one load, an AND and a shift
-give two groups' codes of 16 rows). Both lookups are one emitter, `_nibble_codegen`.
+version 8 reads them stored two per byte (`pair_chunk`, `pair_chunk1`: one load, two ANDs and a
+shift give two groups' codes of 16 rows). Both lookups are one emitter, `_nibble_codegen`.
 
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
 that LLVM lowers for any CPU; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles
@@ -666,9 +666,9 @@ def pair_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
     """nibble_chunk over codes stored two per byte, for the PAIR_BLOCKS row blocks rb, rb + 1, ...:
     codes (row blocks, G / 2, 16) uint8, byte i of [rb, j] holding row i's code of group 2j (low
     nibble) and of group 2j + 1 (high nibble), for pairs j0 <= j < j1 (the caller keeps j1 - j0 <=
-    512). Per pair and block: the 16 bytes loaded into both halves, an AND and a shift split them into
-    the two groups' codes, then per token two VPSHUFB and two VPADDB; each token's two table loads
-    serve all the blocks (with one block per call the loads were the bound: 9 per 16 VPSHUFB)."""
+    512). Per pair and block: the 16 bytes loaded into both halves, two ANDs and a shift split them
+    into the two groups' codes, then per token two VPSHUFB and two VPADDB; each token's two table
+    loads serve all the blocks, as in the GEMV's pair_chunk1."""
     _check_chunk_types("pair_chunk(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
     return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True, n_blocks=PAIR_BLOCKS)

@@ -307,7 +307,7 @@ print(f"version 7, tables ready: {tm.fmt(tm.time_it(lambda: tm.nibble_product(p6
 # serves hundreds of tokens, too slow for one. Version 8 stores them instead, **two codes per byte**
 # (`products.pack_pairs`: group 2j in the low nibble, group 2j + 1 in the high one): 2 bits per
 # weight, as the planes, just in another order. Per 16 bytes of codes (16 rows × 4 weights) the
-# GEMV does one load into both halves of a vector, an AND and a shift to split the two groups'
+# GEMV does one load into both halves of a vector, two ANDs and a shift to split the two groups'
 # codes, two VPSHUFB and two VPADDB; each table load serves two row blocks. The tables are version
 # 7's. An `Engine(model, layout="pairs")` holds its weights this way (instead of the planes, not
 # beside them) and runs version 8 for every product: the default where AVX2 is the widest.
