@@ -239,8 +239,9 @@ def _rescale_rows(acc, c, y):
 
 # ----------------------------------------------------------------------------
 
-# prefills of at least LOOKUP_FROM tokens (all sequences together) run a lookup-table version: 6 where
-# VPERMW exists (AVX-512BW), else 7 where VPSHUFB does (AVX2). Measured on the 370M shape, 2 threads,
+# on the planes layout, prefills of at least LOOKUP_FROM tokens (all sequences together) run a lookup-table
+# version: 6 where VPERMW exists (AVX-512BW), else 7 where VPSHUFB does (AVX2); the pairs layout runs
+# version 8 from 2 tokens on. Measured on the 370M shape, 2 threads,
 # alternated in one process, medians of 7: version 5 / 6 110 / 127 ms at 64 tokens, 236 / 246 at 128,
 # 387 / 399 at 192, 480 / 384 at 256; 922 / 739 at 512 (of 5). Version 4 / 7 (AMD EPYC 7003, AVX2 only,
 # medians of 5, of 3 at 512): 165 / 186 ms at 32 tokens, 318 / 293 at 64, 873 / 661 at 128, 1455 / 1085
