@@ -46,7 +46,7 @@ from .packing import PackedTernary, huge_page_empty, n_blocks, pack_model_weight
 from .expf import sigmoid32
 from .scan import mlgru_step_kernel
 from . import simd
-from .simd import LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
+from .simd import LOOKUP_TOKENS, NIBBLE_ROWS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
 from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, NIBBLE_ROW_BLOCKS, lookup_codes_bytes,
                        lookup_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
                        pack_pairs, pair_product, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
@@ -62,7 +62,7 @@ def _product_segments(nonzero, negative, codes, code_rows, offset, u, rows_per_s
     u is (S, tokens padded to TOKENS, 64 NB) uint8: S segments of rows read S different inputs
     (the i/f/g projections of one token read xn through three norms), all in one launch.
     The rows are the planes (nonzero, negative) for versions 3-5, version 8's codes (row blocks, G / 2,
-    16) for version 8 (products.PackedPairs, each code_rows rows padded to whole PAIR_BLOCKS blocks);
+    32) for version 8 (products.PackedPairs, each code_rows rows padded to whole PAIR_BLOCKS blocks);
     version 8: each token's nibble tables first (serially), then PAIR_BLOCKS row blocks per task;
     version 5: the bytes are first cut into bit planes (serially: 8 byte-tests per block, for all
     rows), then ROWS rows at a time (one token) or TOKENS tokens at a time sharing each block's plane words;
@@ -77,22 +77,22 @@ def _product_segments(nonzero, negative, codes, code_rows, offset, u, rows_per_s
                 nibble_tables(u[seg, t], tables[seg, t])
         per_seg = codes.shape[0] // (R // code_rows)                 # row blocks per code segment
         if n_tok == 1:                                               # a GEMV: PAIR_BLOCKS blocks per task
-            scratch = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, 16 * PAIR_BLOCKS), np.int32)
+            scratch = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, NIBBLE_ROWS * PAIR_BLOCKS), np.int32)
             for task in prange(codes.shape[0] // PAIR_BLOCKS):
                 rb = task * PAIR_BLOCKS
                 cseg = rb // per_seg
-                first = cseg * code_rows + 16 * (rb - cseg * per_seg)   # the block's first row
-                n_rows = min(16 * PAIR_BLOCKS, (cseg + 1) * code_rows - first)
+                first = cseg * code_rows + NIBBLE_ROWS * (rb - cseg * per_seg)   # the block's first row
+                n_rows = min(NIBBLE_ROWS * PAIR_BLOCKS, (cseg + 1) * code_rows - first)
                 if n_rows > 0:
                     pair_rows(codes, offset, tables[first // rows_per_seg], rb, first, n_rows, scratch[task], acc)
             return
         groups = -(-per_seg // NIBBLE_ROW_BLOCKS)                    # a small GEMM: up to NIBBLE_ROW_BLOCKS
-        scratch = np.empty((codes.shape[0] // per_seg * groups, NIBBLE_TOKENS, 16 * NIBBLE_ROW_BLOCKS), np.int32)
+        scratch = np.empty((codes.shape[0] // per_seg * groups, NIBBLE_TOKENS, NIBBLE_ROWS * NIBBLE_ROW_BLOCKS), np.int32)
         for task in prange(scratch.shape[0]):                        # blocks of one segment per task
             cseg, g = task // groups, task % groups
             n_own = min(NIBBLE_ROW_BLOCKS, per_seg - g * NIBBLE_ROW_BLOCKS)
-            first = cseg * code_rows + 16 * NIBBLE_ROW_BLOCKS * g
-            n_rows = min(16 * n_own, (cseg + 1) * code_rows - first)
+            first = cseg * code_rows + NIBBLE_ROWS * NIBBLE_ROW_BLOCKS * g
+            n_rows = min(NIBBLE_ROWS * n_own, (cseg + 1) * code_rows - first)
             if n_rows > 0:
                 pair_task(codes, offset, tables[first // rows_per_seg], cseg * per_seg + g * NIBBLE_ROW_BLOCKS,
                           n_own, 0, n_pad // NIBBLE_TOKENS, first, n_rows, scratch[task], acc)
@@ -375,7 +375,7 @@ class Engine:
 
         def stack(names, n_in, parts=1):
             """Pack the weights `names` of every layer, rows concatenated per layer, into preallocated
-            planes (L, rows, NB) or codes (L, row blocks, G / 2, 16) (each name's rows cut into `parts`,
+            planes (L, rows, NB) or codes (L, row blocks, G / 2, 32) (each name's rows cut into `parts`,
             each padded), and offsets (L, rows); one float weight alive at a time. -> + betas (L, k).
             The arrays of the other layout are empty."""
             rows = sum(tensor(f"model.layers.0.{n}").shape[0] for n in names)
@@ -383,9 +383,9 @@ class Engine:
             nz = huge_page_empty((L, 0 if pairs else rows, n_blocks(n_in)), np.uint64)   # streamed every token:
             ng, off = huge_page_empty(nz.shape, np.uint64), np.empty((L, rows), np.int64)   # huge pages
             part_rows = rows // len(names) // parts
-            per_name = parts * -(-part_rows // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS   # row blocks of one name
-            codes = huge_page_empty((L, len(names) * per_name if pairs else 0, 16 * n_blocks(n_in) if pairs else 0, 16),
-                                    np.uint8)
+            per_name = parts * -(-part_rows // (NIBBLE_ROWS * PAIR_BLOCKS)) * PAIR_BLOCKS   # row blocks of one name
+            codes = huge_page_empty((L, len(names) * per_name if pairs else 0, 16 * n_blocks(n_in) if pairs else 0,
+                                     NIBBLE_ROWS), np.uint8)
             beta = np.empty((L, len(names)), np.float32)
             for l in range(L):
                 r = 0
@@ -425,7 +425,7 @@ class Engine:
             self.head_nz = self.head_ng = np.empty((0, head.n_blocks), np.uint64)
         else:
             self.head_nz, self.head_ng = (_huge_page_copy(a) for a in (head.nonzero, head.negative))
-            self.head_codes = np.empty((0, 0, 16), np.uint8)
+            self.head_codes = np.empty((0, 0, NIBBLE_ROWS), np.uint8)
         self.head_off = np.array(head.offset)
         self.head_beta = np.float32(head.scale)
         self.head_gain = f32(tensor("lm_head.norm.weight"))

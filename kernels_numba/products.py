@@ -19,11 +19,11 @@ timed (`python -m kernels_numba.products N`):
              sums of each 3 activations; one VPERMW then looks up 32 rows x 3 weights (simd.py).
              For many tokens at once: Engine.prefill runs it on long prompts
   version 7  version 6 for AVX2 (no VPERMW): a 4-bit code per 2 weights, and per token and group
-             the low- and high-nibble sums of the 2 activations as two 16-byte tables; one VPSHUFB
-             looks up 16 rows x 2 weights for both nibbles (simd.py). Engine.prefill on AVX2 CPUs
+             the low- and high-nibble sums of the 2 activations as two 16-byte tables; two VPSHUFB
+             look up 32 rows x 2 weights, one per nibble (simd.py). Engine.prefill on AVX2 CPUs
   version 8  version 7's codes stored, two per byte (PackedPairs: 2 bits per weight, as the planes,
-             in another order), so that one token pays no derivation: a GEMV of one load, two ANDs,
-             a shift, two VPSHUFB and two VPADDB per 16 rows x 4 weights. An Engine of layout
+             in another order), so that one token pays no derivation: a GEMV of one load, two ANDs
+             and a shift per 32 rows x 4 weights, then four VPSHUFB and four VPADDB. An Engine of layout
              "pairs" runs it for every product: the default on AVX2 CPUs without AVX-512
 
 The public API runs the best version this CPU has (BEST for one token, BEST_TOKENS for several):
@@ -48,7 +48,7 @@ from numba import njit, prange
 from . import simd
 from .packing import (BLOCK, LUT_GROUP, PackedTernary, activation_words, check_activations, n_blocks, pack_base3,
                       pack_ternary)
-from .simd import (LOOKUP_TOKENS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
+from .simd import (LOOKUP_TOKENS, NIBBLE_ROWS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, bit_planes, group_tables, lookup_chunk, masked_sad,
                    masked_sad_tokens, nibble_chunk, nibble_tables, pair_chunk, pair_chunk1, sliced_popcount, sliced_popcount_rows,
                    sliced_popcount_tokens, transpose_blocks)
 
@@ -626,11 +626,11 @@ def matmul_v6(p, X_q):
 
 
 # ----------------------------------------------------------------------------
-# version 7: lookup tables on AVX2 (simd.nibble_chunk): one VPSHUFB per 16 rows x 2 weights x 1 token
+# version 7: lookup tables on AVX2 (simd.nibble_chunk): two VPSHUFB per 32 rows x 2 weights x 1 token
 
 NIBBLE_GROUPS = 32        # groups per 64-weight block: bits 2m, 2m+1 of the plane words
 NIBBLE_CHUNK = 128        # groups per nibble_chunk call: 4 tokens' tables (16 KiB) stay in L1; < 1024
-NIBBLE_ROW_BLOCKS = 16    # 16-row blocks per task: their codes (16 bytes per row and group) stay in L2
+NIBBLE_ROW_BLOCKS = 8     # blocks of NIBBLE_ROWS (32) rows per task: their codes (one byte per row and group) stay in L2
 
 
 @njit(parallel=True, cache=True)
@@ -649,13 +649,13 @@ def nibble_tables_of(X_q, n_blk, buffer=None, pad=NIBBLE_TOKENS):
 
 @njit(inline="always")
 def nibble_codes(nonzero, negative, r_begin, n_blocks_used, codes):
-    """codes[rb, 32 b + m, i] = the two nonzero bits 2m, 2m+1 of block b of row r_begin + 16 rb + i,
+    """codes[rb, 32 b + m, i] = the two nonzero bits 2m, 2m+1 of block b of row r_begin + 32 rb + i,
     with its two negative bits above them (a 4-bit index, < 16), for rb < n_blocks_used; rows past
     the matrix get code 0 (zero weights: they add 0 and are never stored)."""
     R, NB = nonzero.shape
     for rb in range(n_blocks_used):
-        for i in range(16):
-            r = r_begin + rb * 16 + i
+        for i in range(NIBBLE_ROWS):
+            r = r_begin + rb * NIBBLE_ROWS + i
             if r >= R:
                 for g in range(codes.shape[1]):
                     codes[rb, g, i] = 0
@@ -669,29 +669,29 @@ def nibble_codes(nonzero, negative, r_begin, n_blocks_used, codes):
 
 def nibble_codes_bytes(R, n, n_blk):
     """Bytes of the codes scratch that version 7 needs for n tokens and R rows of n_blk blocks."""
-    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
-    return n_groups * parts * NIBBLE_ROW_BLOCKS * n_blk * NIBBLE_GROUPS * 16
+    n_groups, parts = table_tasks(R, n, NIBBLE_ROWS, NIBBLE_ROW_BLOCKS)
+    return n_groups * parts * NIBBLE_ROW_BLOCKS * n_blk * NIBBLE_GROUPS * NIBBLE_ROWS
 
 
 @njit(parallel=True, cache=True)
 def _v7_matmul_kernel(nonzero, negative, offset, tables, scratch, out):
     """tables (n padded to NIBBLE_TOKENS, 32 NB, 32) -> out (n, R) int32: version 6's task layout
-    with 16-row blocks; each sum is versions 4 and 5's (u under +1, 255 - u under -1) less the offset."""
+    with blocks of NIBBLE_ROWS rows; each sum is versions 4 and 5's (u under +1, 255 - u under -1) less the offset."""
     R = nonzero.shape[0]
     n, G = out.shape[0], tables.shape[1]
-    n_rb = -(-R // 16)
-    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
+    n_rb = -(-R // NIBBLE_ROWS)
+    n_groups, parts = table_tasks(R, n, NIBBLE_ROWS, NIBBLE_ROW_BLOCKS)
     quads = -(-n // NIBBLE_TOKENS)
-    all_codes = scratch[:n_groups * parts * NIBBLE_ROW_BLOCKS * G * 16].reshape(
-        (n_groups * parts, NIBBLE_ROW_BLOCKS, G, 16))
+    all_codes = scratch[:n_groups * parts * NIBBLE_ROW_BLOCKS * G * NIBBLE_ROWS].reshape(
+        (n_groups * parts, NIBBLE_ROW_BLOCKS, G, NIBBLE_ROWS))
     for task in prange(n_groups * parts):
         group, part = task // parts, task % parts
-        r0 = group * NIBBLE_ROW_BLOCKS * 16
+        r0 = group * NIBBLE_ROW_BLOCKS * NIBBLE_ROWS
         n_own = min(NIBBLE_ROW_BLOCKS, n_rb - group * NIBBLE_ROW_BLOCKS)
-        codes = all_codes[task]                                      # (NIBBLE_ROW_BLOCKS, G, 16), n_own used
+        codes = all_codes[task]                                      # (NIBBLE_ROW_BLOCKS, G, NIBBLE_ROWS), n_own used
         nibble_codes(nonzero, negative, r0, n_own, codes)
-        acc = np.empty((NIBBLE_TOKENS, n_own * 16), np.int32)
-        rows = min(n_own * 16, R - r0)
+        acc = np.empty((NIBBLE_TOKENS, n_own * NIBBLE_ROWS), np.int32)
+        rows = min(n_own * NIBBLE_ROWS, R - r0)
         for q in range(part * quads // parts, (part + 1) * quads // parts):
             t = q * NIBBLE_TOKENS
             acc[:] = 0
@@ -728,26 +728,26 @@ def matmul_v7(p, X_q):
 
 # ----------------------------------------------------------------------------
 # version 8: version 7's codes stored, two per byte (2 bits per weight, as the planes), so that one
-# token (a GEMV) or a few pay nothing to derive them: one VPSHUFB per 16 rows x 2 weights x 1 token
+# token (a GEMV) or a few pay nothing to derive them: two VPSHUFB per 32 rows x 2 weights x 1 token
 
 V8_CHUNK_PAIRS = 512      # pairs of groups per pair_chunk call: 1024 groups * 30 < 2^15
 # pairs per call of the many-token kernel: 4 tokens' tables of 256 pairs (64 KiB) stay in L2 while the
 # task's row blocks pass. Measured (AMD EPYC 7003, 2 threads, 512 tokens on 3072 x 1024, 5632 x 1024
 # and 1024 x 2816, medians of 15 calls, 5 alternated process rounds): medians of the 15 rates 97 G
-# weight-tokens/s at 64 pairs (version 7's 128 groups), 105 at 256, 107 at 512; 32 row blocks or 8
-# per task instead of 16: equal within the noise
+# weight-tokens/s at 64 pairs (version 7's 128 groups), 105 at 256, 107 at 512 (16-row blocks then);
+# 512 rows per task or 128 instead of 256: equal within the noise
 V8_TOKEN_PAIRS = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class PackedPairs:
-    """A ternary matrix (out, in) as version 8 reads it: codes (row blocks, 16 n_blocks, 16) uint8,
-    at least ceil(out / 16) row blocks and a multiple of PAIR_BLOCKS, byte i of [rb, j] holding row
-    16 rb + i's 4-bit codes (nonzero bits | negative bits << 2, version 7's) of groups 2j (low nibble)
+    """A ternary matrix (out, in) as version 8 reads it: codes (row blocks, 16 n_blocks, 32) uint8,
+    at least ceil(out / 32) row blocks and a multiple of PAIR_BLOCKS, byte i of [rb, j] holding row
+    32 rb + i's 4-bit codes (nonzero bits | negative bits << 2, version 7's) of groups 2j (low nibble)
     and 2j + 1 (high nibble); the same row offsets and scale as the PackedTernary it came from
     (`pack_pairs`). Rows past `out` have code 0 (zero weights). The kernels read it without bounds
     checks, so its shapes are checked once, here."""
-    codes: np.ndarray       # (row blocks, 16 n_blocks, 16) uint8
+    codes: np.ndarray       # (row blocks, 16 n_blocks, NIBBLE_ROWS) uint8
     offset: np.ndarray      # (out,) int64
     shape: tuple            # (out, in)
     scale: float = 1.0
@@ -755,7 +755,7 @@ class PackedPairs:
     def __post_init__(self):
         c, (out, n_in) = self.codes, self.shape
         if not (isinstance(c, np.ndarray) and c.dtype == np.uint8 and c.ndim == 3 and c.flags.c_contiguous
-                and c.shape[2] == 16 and c.shape[0] % PAIR_BLOCKS == 0 and 16 * c.shape[0] >= out
+                and c.shape[2] == NIBBLE_ROWS and c.shape[0] % PAIR_BLOCKS == 0 and NIBBLE_ROWS * c.shape[0] >= out
                 and c.shape[1] == 16 * n_blocks(n_in) and isinstance(self.offset, np.ndarray)
                 and self.offset.dtype == np.int64 and self.offset.shape == (out,)):
             raise ValueError(f"PackedPairs: codes {getattr(c, 'shape', None)} {getattr(c, 'dtype', None)} and offsets "
@@ -773,13 +773,13 @@ class PackedPairs:
 
 @njit(parallel=True, cache=True)
 def pair_codes_kernel(nonzero, negative, codes):
-    """codes (row blocks >= ceil(R / 16), 16 NB, 16) uint8 <- the planes (R, NB): version 7's codes
+    """codes (row blocks >= ceil(R / 32), 16 NB, 32) uint8 <- the planes (R, NB): version 7's codes
     of each row block (nibble_codes), two groups per byte; blocks past the rows get code 0."""
     for rb in prange(codes.shape[0]):
-        one = np.empty((1, 2 * codes.shape[1], 16), np.uint8)       # (1, G, 16): one code per byte
-        nibble_codes(nonzero, negative, 16 * rb, 1, one)
+        one = np.empty((1, 2 * codes.shape[1], NIBBLE_ROWS), np.uint8)   # (1, G, 32): one code per byte
+        nibble_codes(nonzero, negative, NIBBLE_ROWS * rb, 1, one)
         for j in range(codes.shape[1]):
-            for i in range(16):
+            for i in range(NIBBLE_ROWS):
                 codes[rb, j, i] = one[0, 2 * j, i] | (one[0, 2 * j + 1, i] << np.uint8(4))
 
 
@@ -792,8 +792,8 @@ def pack_pairs(p, parts=1):
     if parts < 1 or R % parts:
         raise ValueError(f"pack_pairs: {R} rows do not split into {parts} equal parts")
     part = R // parts
-    per_part = -(-part // (16 * PAIR_BLOCKS)) * PAIR_BLOCKS
-    codes = np.empty((parts * per_part, 16 * NB, 16), np.uint8)
+    per_part = -(-part // (NIBBLE_ROWS * PAIR_BLOCKS)) * PAIR_BLOCKS
+    codes = np.empty((parts * per_part, 16 * NB, NIBBLE_ROWS), np.uint8)
     for k in range(parts):
         pair_codes_kernel(p.nonzero[k * part:(k + 1) * part], p.negative[k * part:(k + 1) * part],
                           codes[k * per_part:(k + 1) * per_part])
@@ -804,10 +804,10 @@ def pack_pairs(p, parts=1):
 def pair_rows(codes, offset, tables, rb, first, n_rows, acc, out):
     """out[0, first + i] = row i of the PAIR_BLOCKS row blocks from rb on . the one token of tables
     - offset[first + i], for i < n_rows: all the pairs of groups through pair_chunk1, V8_CHUNK_PAIRS
-    per call, before the int16 sums could overflow. acc (1, 16 PAIR_BLOCKS) int32 is scratch that the
-    caller allocates once per launch (one allocation per 32 rows would be ~9000 per token of the
+    per call, before the 16-bit sums could overflow. acc (1, 32 PAIR_BLOCKS) int32 is scratch that the
+    caller allocates once per launch (one allocation per 64 rows would be ~4500 per token of the
     370M shape)."""
-    own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 16)
+    own = codes[rb:rb + PAIR_BLOCKS]                                 # (PAIR_BLOCKS, G / 2, 32)
     acc[:] = 0
     for j0 in range(0, own.shape[1], V8_CHUNK_PAIRS):
         pair_chunk1(own, tables, acc, 0, 0, j0, min(own.shape[1], j0 + V8_CHUNK_PAIRS))
@@ -820,26 +820,27 @@ def _v8_matvec_kernel(codes, offset, tables, out):
     """tables (tokens, G, 32) whose token 0 is the one token -> out (1, R) int32, PAIR_BLOCKS row
     blocks per task, each summed over all its groups with its sums in registers."""
     R = offset.shape[0]
-    acc = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, 16 * PAIR_BLOCKS), np.int32)   # each task's scratch
+    acc = np.empty((codes.shape[0] // PAIR_BLOCKS, 1, NIBBLE_ROWS * PAIR_BLOCKS), np.int32)   # each task's scratch
     for task in prange(codes.shape[0] // PAIR_BLOCKS):
         rb = task * PAIR_BLOCKS
-        pair_rows(codes, offset, tables, rb, 16 * rb, min(16 * PAIR_BLOCKS, R - 16 * rb), acc[task], out)
+        first = NIBBLE_ROWS * rb
+        pair_rows(codes, offset, tables, rb, first, min(NIBBLE_ROWS * PAIR_BLOCKS, R - first), acc[task], out)
 
 
 @njit(inline="always")
 def pair_task(codes, offset, tables, rb0, n_own, q0, q1, first, n_rows, acc, out):
     """out[t, first + i] = row i of the n_own row blocks from rb0 on . token t - offset[first + i],
     for the tokens t of the 4-token groups q0 <= q < q1 (t < out.shape[0]) and i < n_rows: per group
-    of tokens, V8_TOKEN_PAIRS pairs of the tables at a time and PAIR_BLOCKS row blocks per pair_chunk
-    call (n_own a multiple of it). acc (NIBBLE_TOKENS, >= 16 n_own) int32 is the caller's scratch;
-    the tables of padded tokens are read, their sums never stored."""
-    own = codes[rb0:rb0 + n_own]                                     # (n_own, G / 2, 16)
+    of tokens, V8_TOKEN_PAIRS pairs of the tables at a time, one row block per pair_chunk call.
+    acc (NIBBLE_TOKENS, >= 32 n_own) int32 is the caller's scratch; the tables of padded tokens are
+    read, their sums never stored."""
+    own = codes[rb0:rb0 + n_own]                                     # (n_own, G / 2, 32)
     n_pairs = own.shape[1]
     for q in range(q0, q1):
         t = q * NIBBLE_TOKENS
         acc[:] = 0
         for j0 in range(0, n_pairs, V8_TOKEN_PAIRS):
-            for rb in range(0, n_own, PAIR_BLOCKS):
+            for rb in range(n_own):
                 pair_chunk(own, tables, acc, rb, t, j0, min(n_pairs, j0 + V8_TOKEN_PAIRS))
         for k in range(min(NIBBLE_TOKENS, out.shape[0] - t)):
             for i in range(n_rows):
@@ -849,24 +850,24 @@ def pair_task(codes, offset, tables, rb0, n_own, q0, q1, first, n_rows, acc, out
 @njit(parallel=True, cache=True)
 def _v8_matmul_kernel(codes, offset, tables, out):
     """tables (n padded to NIBBLE_TOKENS, G, 32) -> out (n, R) int32: version 7's tasks (NIBBLE_ROW_BLOCKS
-    blocks of 16 rows, split by tokens too where they are few), pair_task in each."""
+    blocks of NIBBLE_ROWS rows, split by tokens too where they are few), pair_task in each."""
     R, n, n_rb = offset.shape[0], out.shape[0], codes.shape[0]
-    n_groups, parts = table_tasks(R, n, 16, NIBBLE_ROW_BLOCKS)
+    n_groups, parts = table_tasks(R, n, NIBBLE_ROWS, NIBBLE_ROW_BLOCKS)
     quads = -(-n // NIBBLE_TOKENS)
-    acc = np.empty((n_groups * parts, NIBBLE_TOKENS, 16 * NIBBLE_ROW_BLOCKS), np.int32)   # each task's scratch
+    acc = np.empty((n_groups * parts, NIBBLE_TOKENS, NIBBLE_ROWS * NIBBLE_ROW_BLOCKS), np.int32)   # each task's scratch
     for task in prange(n_groups * parts):
         group, part = task // parts, task % parts
         rb0 = group * NIBBLE_ROW_BLOCKS
         n_own = min(NIBBLE_ROW_BLOCKS, n_rb - rb0)
         pair_task(codes, offset, tables, rb0, n_own, part * quads // parts, (part + 1) * quads // parts,
-                  16 * rb0, min(16 * n_own, R - 16 * rb0), acc[task], out)
+                  NIBBLE_ROWS * rb0, min(NIBBLE_ROWS * n_own, R - NIBBLE_ROWS * rb0), acc[task], out)
 
 
 def pair_product(codes, offset, tables, out):
     """out (n, R) int32 = the tokens whose nibble_tables_of are `tables` times the rows of version 8's
-    codes (row blocks, G / 2, 16) with their offsets (R,) (the tiled kernel: Engine.prefill's)."""
+    codes (row blocks, G / 2, 32) with their offsets (R,) (the tiled kernel: Engine.prefill's)."""
     n, R = out.shape
-    if (codes.ndim != 3 or codes.dtype != np.uint8 or codes.shape[0] * 16 < R or codes.shape[0] % PAIR_BLOCKS
+    if (codes.ndim != 3 or codes.dtype != np.uint8 or codes.shape[0] * NIBBLE_ROWS < R or codes.shape[0] % PAIR_BLOCKS
             or offset.shape != (R,) or out.dtype != np.int32 or tables.ndim != 3
             or tables.shape[0] < -(-n // NIBBLE_TOKENS) * NIBBLE_TOKENS or tables.shape[1:] != (2 * codes.shape[1], 32)):
         raise ValueError(f"pair_product: tables {tables.shape} (from nibble_tables_of {n} tokens) and out {out.shape} "

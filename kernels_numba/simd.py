@@ -50,7 +50,7 @@ Versions 7 and 8 do it with AVX2's VPSHUFB (16 one-byte entries per 16-byte half
 two weights, a 4-bit code, and each activation is split into its two nibbles so that every sum fits
 a byte (`nibble_tables`). Version 7 derives the codes from the planes at every call (`nibble_chunk`),
 version 8 reads them stored two per byte (`pair_chunk`, `pair_chunk1`: one load, two ANDs and a
-shift give two groups' codes of 16 rows). Both lookups are one emitter, `_nibble_codegen`.
+shift give two groups' codes of 32 rows). Both lookups are one emitter, `_nibble_codegen`.
 
 Where the CPU lacks AVX-512BW (`AVAILABLE` is False) the same IR is built with a portable byte sum
 that LLVM lowers for any CPU; all give identical integers. Version 5's IR (`llvm.ctpop`) compiles
@@ -497,13 +497,14 @@ def group_tables(typingctx, xb, tables):
 
 
 # ----------------------------------------------------------------------------
-# version 7: lookup tables for AVX2, one VPSHUFB per 16 rows x 2 weights x 1 token
+# version 7: lookup tables for AVX2, two VPSHUFB per 32 rows x 2 weights x 1 token
 
 NIBBLE_TOKENS = LOOKUP_TOKENS   # tokens per call of nibble_chunk (each code vector serves all of them)
+NIBBLE_ROWS = 32                # rows per block of versions 7's and 8's codes: one 32-byte vector of codes
 NIBBLE_BYTE_GROUPS = 8          # groups summed in bytes before widening: 8 * 30 = 240 < 2^8
-_HALF = ir.VectorType(_I8, 16)                                       # 16 rows' codes of one group
-_LANES = ir.VectorType(_I8, 32)                                      # a group's two 16-entry tables / 16 rows' sums
-_SUMS = ir.VectorType(_I16, 16)                                      # 16 rows' sums, widened
+_HALF = ir.VectorType(_I8, 16)                                       # a 16-entry table
+_LANES = ir.VectorType(_I8, 32)                                      # 32 rows' codes / one table twice / 32 sums
+_WIDE = ir.VectorType(_I16, 16)                                      # the same 32 bytes as 16 words
 
 
 def _pshufb(builder):
@@ -529,77 +530,93 @@ def _nibble_codegen(n_tokens, pairs, n_blocks=1):
     """The codegen of nibble_chunk (pairs False: one code per byte, a group per step) and of
     version 8's pair_chunk / pair_chunk1 (pairs True: two codes per byte, low nibble group 2j and
     high nibble group 2j + 1, a pair of groups per step), for n_tokens tokens t .. t + n_tokens - 1
-    and n_blocks row blocks rb .. rb + n_blocks - 1 (each table load serves them all)."""
+    and n_blocks blocks of NIBBLE_ROWS rows rb .. rb + n_blocks - 1 (each table load serves them all).
+    Per step and block: one load of 32 rows' codes (split into two groups' by two ANDs and a shift
+    when pairs); per token and group: its two tables (low-nibble sums, high-nibble sums) each
+    broadcast to both halves of a vector, two VPSHUFB and two VPADDB into the 32 rows' low and high
+    byte sums. Every NIBBLE_BYTE_GROUPS groups the byte sums are widened: their even bytes (an AND)
+    and odd bytes (a shift) added as words, so that no lane crosses a half; the words are put back in
+    row order once per call."""
     per_step = 2 if pairs else 1                                     # groups per byte of codes
-    sums_of = [(k, b) for k in range(n_tokens) for b in range(n_blocks)]
+    sums_of = [(k, b, h) for k in range(n_tokens) for b in range(n_blocks) for h in range(2)]   # h: low / high nibbles
 
     def codegen(context, builder, sig, args):
         ca, ta, aa, rb, t, j0, j1, n_steps, width = _chunk_args(context, builder, sig, args)
         c = lambda v: ir.Constant(n_steps.type, v)                   # noqa: E731
         idx = lambda lanes: ir.Constant(ir.VectorType(_I32, len(lanes)), lanes)   # noqa: E731
         splat8 = lambda v: ir.Constant(_LANES, [ir.Constant(_I8, v)] * 32)        # noqa: E731
+        splat16 = lambda v: ir.Constant(_WIDE, [ir.Constant(_I16, v)] * 16)       # noqa: E731
         # address arithmetic (row starts), not data
         code_rows = [builder.bitcast(builder.gep(ca.data, [builder.mul(builder.mul(builder.add(rb, c(b)), n_steps),
-                                                                        c(16))]), _HALF.as_pointer())
+                                                                        c(NIBBLE_ROWS))]), _LANES.as_pointer())
                      for b in range(n_blocks)]
         table_rows = [builder.bitcast(builder.gep(ta.data, [builder.mul(builder.mul(builder.add(t, c(k)), n_steps),
-                                                                         c(32 * per_step))]), _LANES.as_pointer())
-                      for k in range(n_tokens)]
+                                                                         c(32 * per_step))]), _HALF.as_pointer())
+                      for k in range(n_tokens)]                      # 16-byte tables: group g's at 2g and 2g + 1
         pshufb = _pshufb(builder)
-        new = lambda v: {kb: cgutils.alloca_once_value(builder, v) for kb in sums_of}   # noqa: E731
-        lo, hi, sums = new(ir.Constant(_SUMS, None)), new(ir.Constant(_SUMS, None)), new(ir.Constant(_LANES, None))
+        new = lambda v: {key: cgutils.alloca_once_value(builder, v) for key in sums_of}   # noqa: E731
+        sums, evens, odds = new(ir.Constant(_LANES, None)), new(ir.Constant(_WIDE, None)), new(ir.Constant(_WIDE, None))
         step = c(NIBBLE_BYTE_GROUPS // per_step)
         with cgutils.for_range_slice(builder, j0, j1, step, inc=True) as (s0, _):
             s1 = builder.select(builder.icmp_signed("<", builder.add(s0, step), j1), builder.add(s0, step), j1)
-            for kb in sums_of:
-                builder.store(ir.Constant(_LANES, None), sums[kb])
+            for key in sums_of:
+                builder.store(ir.Constant(_LANES, None), sums[key])
             if pairs and n_tokens == 1:                              # a GEMV streams its codes from memory:
-                for b in range(n_blocks):                            # a step reads one cache line of each
-                    _prefetch(builder, builder.gep(code_rows[b], [builder.add(s0, c(PAIR_PREFETCH))]))
+                for b in range(n_blocks):                            # a step reads two cache lines of each
+                    for line in (0, 2):
+                        _prefetch(builder, builder.gep(code_rows[b], [builder.add(s0, c(PAIR_PREFETCH + line))]))
             with cgutils.for_range_slice(builder, s0, s1, c(1), inc=True) as (j, _):
                 codes = []
                 for b in range(n_blocks):
-                    half = builder.load(builder.gep(code_rows[b], [j]), align=1)
-                    both = builder.shuffle_vector(half, half, idx(list(range(16)) * 2))   # both halves (vbroadcasti128)
-                    codes.append([builder.and_(both, splat8(15)), builder.lshr(both, splat8(4))] if pairs else [both])
-                first = builder.shl(j, c(1)) if pairs else j                     # the step's first group
+                    v = builder.load(builder.gep(code_rows[b], [j]), align=1)
+                    codes.append([builder.and_(v, splat8(15)), builder.and_(builder.lshr(v, splat8(4)), splat8(15))]
+                                 if pairs else [v])
+                first = builder.mul(j, c(2 * per_step))                      # the step's first table
                 for k in range(n_tokens):
-                    tables = [builder.load(builder.gep(table_rows[k], [builder.add(first, c(h))]), align=1)
-                              for h in range(per_step)]
+                    tables = []                                      # [group][h], each in both halves
+                    for g in range(per_step):
+                        pair = []
+                        for h in range(2):
+                            half = builder.load(builder.gep(table_rows[k], [builder.add(first, c(2 * g + h))]),
+                                                align=1)
+                            pair.append(builder.shuffle_vector(half, half, idx(list(range(16)) * 2)))   # vbroadcasti128
+                        tables.append(pair)
                     for b in range(n_blocks):
-                        total = builder.load(sums[k, b])
-                        for table, code in zip(tables, codes[b]):
-                            total = builder.add(total, pshufb(table, code))
-                        builder.store(total, sums[k, b])
-            for kb in sums_of:                                       # bytes -> int16, low and high halves
-                s = builder.load(sums[kb])
-                for half_sums, first in ((lo[kb], 0), (hi[kb], 16)):
-                    part = builder.zext(builder.shuffle_vector(s, s, idx(list(range(first, first + 16)))), _SUMS)
-                    builder.store(builder.add(builder.load(half_sums), part), half_sums)
-        wide = ir.VectorType(_I32, 16)
-        for k, b in sums_of:
-            total = builder.add(builder.shl(builder.zext(builder.load(hi[k, b]), wide), ir.Constant(wide, [4] * 16)),
-                                builder.zext(builder.load(lo[k, b]), wide))   # 16 hi + lo
-            out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width),
-                                                                    builder.mul(builder.add(rb, c(b)), c(16)))]),
-                                  wide.as_pointer())
-            builder.store(builder.add(builder.load(out, align=4), total), out, align=4)
+                        for h in range(2):
+                            looked = [pshufb(tables[g][h], codes[b][g]) for g in range(per_step)]
+                            total = looked[0] if per_step == 1 else builder.add(looked[0], looked[1])
+                            builder.store(builder.add(builder.load(sums[k, b, h]), total), sums[k, b, h])
+            for key in sums_of:                                      # bytes -> words: even bytes, odd bytes
+                words = builder.bitcast(builder.load(sums[key]), _WIDE)
+                builder.store(builder.add(builder.load(evens[key]), builder.and_(words, splat16(255))), evens[key])
+                builder.store(builder.add(builder.load(odds[key]), builder.lshr(words, splat16(8))), odds[key])
+        wide = ir.VectorType(_I32, 32)
+        row_order = idx([lane for w in range(16) for lane in (w, 16 + w)])   # row 2w: even word w; 2w + 1: odd
+        for k in range(n_tokens):
+            for b in range(n_blocks):
+                lo, hi = (builder.zext(builder.shuffle_vector(builder.load(evens[k, b, h]), builder.load(odds[k, b, h]),
+                                                              row_order), wide) for h in range(2))
+                out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width),
+                                                                        builder.mul(builder.add(rb, c(b)), c(NIBBLE_ROWS)))]),
+                                      wide.as_pointer())
+                total = builder.add(builder.shl(hi, ir.Constant(wide, [4] * 32)), lo)   # 16 hi + lo
+                builder.store(builder.add(builder.load(out, align=4), total), out, align=4)
         return context.get_dummy_value()
     return codegen
 
 
 @intrinsic
 def nibble_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
-    """For each of the NIBBLE_TOKENS tokens t+k and the 16 rows i of row block rb:
-        acc[k, 16 rb + i] += sum over groups j0 <= j < j1 of (16 hi + lo), where
+    """For each of the NIBBLE_TOKENS tokens t+k and the 32 rows i of row block rb:
+        acc[k, 32 rb + i] += sum over groups j0 <= j < j1 of (16 hi + lo), where
         lo, hi = tables[t+k, j, codes[rb, j, i]], tables[t+k, j, 16 + codes[rb, j, i]]
-    codes (row blocks, G, 16) uint8 < 16, tables (tokens, G, 32) uint8 (each entry <= 30), acc
-    (NIBBLE_TOKENS, width) int32. Per group: 16 codes loaded into both halves of a vector, then per
-    token one VPSHUFB looks up the 16 rows' low-nibble sums (first half) and high-nibble sums (second
-    half) at once, and one VPADDB adds them; the bytes are widened to int16 every NIBBLE_BYTE_GROUPS
-    groups and into acc once per call, so the caller keeps j1 - j0 <= 1024 (1024 * 30 < 2^15).
-    The final 16 hi is a shift. No multiplication."""
-    _check_chunk_types("nibble_chunk(codes uint8 (RB, G, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+    codes (row blocks, G, 32) uint8 < 16, tables (tokens, G, 32) uint8 (each entry <= 30), acc
+    (NIBBLE_TOKENS, width) int32. Per group: 32 codes loaded once, then per token its two 16-entry
+    tables broadcast, two VPSHUFB look up the 32 rows' low-nibble and high-nibble sums and two VPADDB
+    add them (_nibble_codegen); the bytes are widened to words every NIBBLE_BYTE_GROUPS groups and
+    into acc once per call, so the caller keeps j1 - j0 <= 1024 (1024 * 30 < 2^15). The final
+    16 hi is a shift. No multiplication."""
+    _check_chunk_types("nibble_chunk(codes uint8 (RB, G, 32) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
     return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=False)
 
@@ -655,29 +672,29 @@ def nibble_tables(typingctx, xb, tables):
 # ----------------------------------------------------------------------------
 # version 8: version 7's codes stored, two per byte, for one token (a GEMV) or a few
 
-# 16-byte code rows (32 KiB) ahead of version 8's GEMV reads. Measured on the 370M shape's products of one
+# 32-byte code rows (32 KiB) ahead of version 8's GEMV reads. Measured on the 370M shape's products of one
 # token (24 layers + head, codes out of cache; AMD EPYC 7003, 2 threads, 4 alternated process rounds,
-# medians of 60 tokens): 7.0-8.2 ms without, 6.2-7.6 ms at 1024 rows ahead, 6.5-7.0 ms at 2048
-PAIR_PREFETCH = 2048
-PAIR_BLOCKS = 2                 # row blocks per call of pair_chunk / pair_chunk1 (each table load serves them all)
+# medians of 60 tokens, 16-row blocks then): 7.0-8.2 ms without, 6.2-7.6 ms at 16 KiB ahead, 6.5-7.0 ms at 32 KiB
+PAIR_PREFETCH = 1024
+PAIR_BLOCKS = 2                 # row blocks per call of pair_chunk1 (each table load serves them all)
+
 
 @intrinsic
 def pair_chunk(typingctx, codes, tables, acc, rb, t, j0, j1):
-    """nibble_chunk over codes stored two per byte, for the PAIR_BLOCKS row blocks rb, rb + 1, ...:
-    codes (row blocks, G / 2, 16) uint8, byte i of [rb, j] holding row i's code of group 2j (low
-    nibble) and of group 2j + 1 (high nibble), for pairs j0 <= j < j1 (the caller keeps j1 - j0 <=
-    512). Per pair and block: the 16 bytes loaded into both halves, two ANDs and a shift split them
-    into the two groups' codes, then per token two VPSHUFB and two VPADDB; each token's two table
-    loads serve all the blocks, as in the GEMV's pair_chunk1."""
-    _check_chunk_types("pair_chunk(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+    """nibble_chunk over codes stored two per byte, for the NIBBLE_TOKENS tokens t + k and row block rb:
+    codes (row blocks, G / 2, 32) uint8, byte i of [rb, j] holding row 32 rb + i's code of group 2j
+    (low nibble) and of group 2j + 1 (high nibble), for pairs j0 <= j < j1 (the caller keeps j1 - j0
+    <= 512). Per pair: the 32 bytes loaded once, two ANDs and a shift split them into the two groups'
+    codes, then per token four table broadcasts, four VPSHUFB and four VPADDB."""
+    _check_chunk_types("pair_chunk(codes uint8 (RB, G/2, 32) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
-    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True, n_blocks=PAIR_BLOCKS)
+    return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(NIBBLE_TOKENS, pairs=True)
 
 
 @intrinsic
 def pair_chunk1(typingctx, codes, tables, acc, rb, t, j0, j1):
     """pair_chunk for the one token t (a GEMV) and the PAIR_BLOCKS row blocks rb, rb + 1, ...: acc
-    (1, width); each table load serves all of them."""
-    _check_chunk_types("pair_chunk1(codes uint8 (RB, G/2, 16) C, tables uint8 (n, G, 32) C", types.uint8,
+    (1, width); each table load serves all of them, and the codes are prefetched PAIR_PREFETCH rows ahead."""
+    _check_chunk_types("pair_chunk1(codes uint8 (RB, G/2, 32) C, tables uint8 (n, G, 32) C", types.uint8,
                        codes, tables, acc, rb, t, j0, j1)
     return types.void(codes, tables, acc, rb, t, j0, j1), _nibble_codegen(1, pairs=True, n_blocks=PAIR_BLOCKS)

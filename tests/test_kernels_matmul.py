@@ -280,34 +280,35 @@ def test_v6_looks_up_with_vpermw():
 
 @pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
 def test_v7_looks_up_with_vpshufb():
-    # what version 7 claims to be: 16 rows' codes in both halves (vbroadcasti128), one vpshufb and one
-    # vpaddb per token and group, the byte sums widened with vpmovzxbw
+    # what version 7 claims to be: per token and group its two tables in both halves (vbroadcasti128),
+    # two vpshufb and two vpaddb over 32 rows' codes, the byte sums widened by an AND and a shift
+    # (vpsrlw) into word sums (vpaddw)
     kernel, args = _kernel_args()["v7 matmul"]
     _, asm = compiled_code(kernel, *args)
-    assert "vpshufb" in asm and "vpaddb" in asm and "vpmovzxbw" in asm
+    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw"))
 
 
 @pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
 @pytest.mark.parametrize("name", ["v8 matvec", "v8 matmul"])
 def test_v8_looks_up_with_vpshufb(name):
-    # what version 8 claims to be: 16 bytes of codes in both halves (vbroadcasti128), split into two
-    # groups' codes by an AND and a shift, then vpshufb lookups and vpaddb sums, widened by vpmovzxbw;
-    # the GEMV prefetches its codes ahead
+    # what version 8 claims to be: 32 bytes of codes split into two groups' codes by ANDs and a shift
+    # (vpsrlw), the tables broadcast to both halves (vbroadcasti128), then vpshufb lookups and vpaddb
+    # sums, widened into word sums (vpaddw); the GEMV prefetches its codes ahead
     kernel, args = _kernel_args()[name]
     _, asm = compiled_code(kernel, *args)
-    assert all(op in asm for op in ("vpshufb", "vpaddb", "vpmovzxbw", "vbroadcasti128", "vpsrlw"))
+    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw"))
     assert ("prefetcht1" in asm) == (name == "v8 matvec")
 
 
 def test_pair_codes_hold_two_groups_codes_per_byte():
-    # byte i of codes[rb, j]: the low nibble is group 2j's code of row 16 rb + i, the high nibble group
+    # byte i of codes[rb, j]: the low nibble is group 2j's code of row 32 rb + i, the high nibble group
     # 2j + 1's; group g of block b holds the weights under bits 2m, 2m + 1 (m = g mod 32) of the plane
     # words, i.e. columns 64 b + bit_order(2m) and 64 b + bit_order(2m + 1); a code is nonzero bits |
     # negative bits << 2; rows past the matrix (up to whole PAIR_BLOCKS blocks) are 0
     rng = np.random.default_rng(8)
     Wt = rng.integers(-1, 2, (37, 150)).astype(np.int8)              # 3 blocks, the last one padded
     pairs = tm.pack_pairs(pack_ternary(Wt))
-    assert pairs.codes.shape == (4, 48, 16) and pairs.shape == (37, 150) and pairs.n_blocks == 3
+    assert pairs.codes.shape == (2, 48, 32) and pairs.shape == (37, 150) and pairs.n_blocks == 3
     W = np.zeros((64, 192), np.int64)
     W[:37, :150] = Wt
     for g in range(96):
@@ -318,14 +319,14 @@ def test_pair_codes_hold_two_groups_codes_per_byte():
         np.testing.assert_array_equal(nibble, code)
     with pytest.raises(TypeError, match="pack_ternary"):
         tm.pack_pairs(Wt)
-    for codes, offset in [(pairs.codes[:, :8], pairs.offset), (pairs.codes[:2], pairs.offset),
+    for codes, offset in [(pairs.codes[:, :8], pairs.offset), (pairs.codes[:1], pairs.offset),
                           (pairs.codes, pairs.offset[:36]), (pairs.codes.astype(np.int8), pairs.offset)]:
         with pytest.raises(ValueError, match="do not hold"):     # hand-made pairs that disagree
             tm.PackedPairs(codes, offset, pairs.shape)
     with pytest.raises(ValueError, match="equal parts"):
         tm.pack_pairs(pack_ternary(Wt), parts=2)                     # 37 rows
     halves = tm.pack_pairs(pack_ternary(Wt[:36]), parts=2)           # two 18-row segments, each padded
-    assert halves.codes.shape == (4, 48, 16)                         # to 2 blocks: rows 0-17, then 18-35
+    assert halves.codes.shape == (4, 48, 32)                         # to 2 blocks: rows 0-17, then 18-35
     np.testing.assert_array_equal(halves.codes[:2], tm.pack_pairs(pack_ternary(Wt[:18])).codes)
     np.testing.assert_array_equal(halves.codes[2:], tm.pack_pairs(pack_ternary(Wt[18:36])).codes)
 
