@@ -276,10 +276,12 @@ print(f"version 6, tables ready: {tm.fmt(tm.time_it(lambda: tm.lookup_product(p6
 # is the 4-bit pair (2 `nonzero` bits | 2 `negative` bits << 2), straight from the planes. A byte
 # cannot hold `±x0 ±x1`, so version 7 splits each offset-binary activation `u = x + 128` into its
 # low and high nibble: a +1 weight counts `v`, a −1 weight counts `15 − v` (the same `u` or `255 − u`
-# as versions 4 and 5), and each table entry is at most 30. One group's table holds the low-nibble
-# sums in the first half and the high-nibble sums in the second; with the 16 rows' codes in both
-# halves one VPSHUFB gives 16 rows × 2 weights for both nibbles, and one VPADDB adds them. The
-# bytes are widened every 8 groups (8 · 30 < 256); at the end `16 · high + low`, a shift and an add.
+# as versions 4 and 5), and each table entry is at most 30. One group has two 16-byte tables, the
+# low-nibble sums and the high-nibble sums; each is broadcast to both halves of a vector, so that
+# with 32 rows' codes in a vector one VPSHUFB per table gives 32 rows × 2 weights, one nibble each,
+# and a VPADDB adds them into that nibble's 32 byte sums. The bytes are widened every 8 groups
+# (8 · 30 < 256): their even bytes (an AND) and odd bytes (a shift) are added as 16-bit words, and
+# put back in row order once at the end, with `16 · high + low`, a shift and an add.
 
 # %%
 x7 = np.zeros((1, 64), np.int8)
@@ -306,10 +308,9 @@ print(f"version 7, tables ready: {tm.fmt(tm.time_it(lambda: tm.nibble_product(p6
 # Version 7 derives its 4-bit codes from the planes at every call: fine for a prompt, where each code
 # serves hundreds of tokens, too slow for one. Version 8 stores them instead, **two codes per byte**
 # (`products.pack_pairs`: group 2j in the low nibble, group 2j + 1 in the high one): 2 bits per
-# weight, as the planes, just in another order. Per 16 bytes of codes (16 rows × 4 weights) the
-# GEMV does one load into both halves of a vector, two ANDs and a shift to split the two groups'
-# codes, two VPSHUFB and two VPADDB; each table load serves two row blocks. The tables are version
-# 7's. An `Engine(model, layout="pairs")` holds its weights this way (instead of the planes, not
+# weight, as the planes, just in another order. Per 32 bytes of codes (32 rows × 4 weights) the
+# GEMV does one load, two ANDs and a shift to split the two groups' codes, four VPSHUFB and four
+# VPADDB; each table broadcast serves two blocks of 32 rows. The tables are version 7's. An `Engine(model, layout="pairs")` holds its weights this way (instead of the planes, not
 # beside them) and runs version 8 for every product: the default where AVX2 is the widest.
 
 # %%
