@@ -500,7 +500,7 @@ def group_tables(typingctx, xb, tables):
 # version 7: lookup tables for AVX2, two VPSHUFB per 32 rows x 2 weights x 1 token
 
 NIBBLE_TOKENS = LOOKUP_TOKENS   # tokens per call of nibble_chunk (each code vector serves all of them)
-NIBBLE_ROWS = 32                # rows per block of versions 7's and 8's codes: one 32-byte vector of codes
+NIBBLE_ROWS = 32                # rows per block of version 7's and 8's codes: one 32-byte vector of codes
 NIBBLE_BYTE_GROUPS = 8          # groups summed in bytes before widening: 8 * 30 = 240 < 2^8
 _HALF = ir.VectorType(_I8, 16)                                       # a 16-entry table
 _LANES = ir.VectorType(_I8, 32)                                      # 32 rows' codes / one table twice / 32 sums
@@ -571,7 +571,7 @@ def _nibble_codegen(n_tokens, pairs, n_blocks=1):
                     v = builder.load(builder.gep(code_rows[b], [j]), align=1)
                     codes.append([builder.and_(v, splat8(15)), builder.and_(builder.lshr(v, splat8(4)), splat8(15))]
                                  if pairs else [v])
-                first = builder.mul(j, c(2 * per_step))                      # the step's first table
+                first = builder.shl(j, c(per_step))                          # the step's first table: 2 per_step j
                 for k in range(n_tokens):
                     tables = []                                      # [group][h], each in both halves
                     for g in range(per_step):
