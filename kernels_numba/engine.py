@@ -49,7 +49,7 @@ from . import simd
 from .simd import LOOKUP_TOKENS, NIBBLE_ROWS, NIBBLE_TOKENS, PAIR_BLOCKS, ROWS, TOKENS, masked_sad, nibble_tables, transpose_blocks
 from .products import (BEST, BEST_TOKENS, LOOKUP_GROUPS, MATMULS, NIBBLE_GROUPS, NIBBLE_ROW_BLOCKS, lookup_codes_bytes,
                        lookup_product, lookup_tables, nibble_codes_bytes, nibble_product, nibble_tables_of,
-                       pack_pairs, pair_product, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
+                       pack_pairs, pair_product, pair_row_blocks, pair_rows, pair_task, planes_kernel, v3_row_dot, v4_row_tokens,
                        v5_gemv_rows, v5_row_tokens)
 
 
@@ -383,7 +383,7 @@ class Engine:
             nz = huge_page_empty((L, 0 if pairs else rows, n_blocks(n_in)), np.uint64)   # streamed every token:
             ng, off = huge_page_empty(nz.shape, np.uint64), np.empty((L, rows), np.int64)   # huge pages
             part_rows = rows // len(names) // parts
-            per_name = parts * -(-part_rows // (NIBBLE_ROWS * PAIR_BLOCKS)) * PAIR_BLOCKS   # row blocks of one name
+            per_name = parts * pair_row_blocks(part_rows)              # row blocks of one name (pack_pairs')
             codes = huge_page_empty((L, len(names) * per_name if pairs else 0, 16 * n_blocks(n_in) if pairs else 0,
                                      NIBBLE_ROWS), np.uint8)
             beta = np.empty((L, len(names)), np.float32)

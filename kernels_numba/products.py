@@ -783,6 +783,11 @@ def pair_codes_kernel(nonzero, negative, codes):
                 codes[rb, j, i] = one[0, 2 * j, i] | (one[0, 2 * j + 1, i] << np.uint8(4))
 
 
+def pair_row_blocks(rows):
+    """Row blocks of version 8's codes for `rows` rows: whole PAIR_BLOCKS blocks of NIBBLE_ROWS rows."""
+    return -(-rows // (NIBBLE_ROWS * PAIR_BLOCKS)) * PAIR_BLOCKS
+
+
 def pack_pairs(p, parts=1):
     """PackedTernary -> PackedPairs (version 8's layout of the same weights; the planes are not kept).
     parts > 1: the rows are `parts` equal segments (the Engine's gate and up halves), each padded to
@@ -792,7 +797,7 @@ def pack_pairs(p, parts=1):
     if parts < 1 or R % parts:
         raise ValueError(f"pack_pairs: {R} rows do not split into {parts} equal parts")
     part = R // parts
-    per_part = -(-part // (NIBBLE_ROWS * PAIR_BLOCKS)) * PAIR_BLOCKS
+    per_part = pair_row_blocks(part)
     codes = np.empty((parts * per_part, 16 * NB, NIBBLE_ROWS), np.uint8)
     for k in range(parts):
         pair_codes_kernel(p.nonzero[k * part:(k + 1) * part], p.negative[k * part:(k + 1) * part],
