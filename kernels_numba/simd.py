@@ -534,9 +534,10 @@ def _nibble_codegen(n_tokens, pairs, n_blocks=1):
     Per step and block: one load of 32 rows' codes (split into two groups' by two ANDs and a shift
     when pairs); per token and group: its two tables (low-nibble sums, high-nibble sums) each
     broadcast to both halves of a vector, two VPSHUFB and two VPADDB into the 32 rows' low and high
-    byte sums. Every NIBBLE_BYTE_GROUPS groups the byte sums are widened: their even bytes (an AND)
-    and odd bytes (a shift) added as words, so that no lane crosses a half; the words are put back in
-    row order once per call."""
+    byte sums. Every NIBBLE_BYTE_GROUPS groups the byte sums are widened without crossing a half: each
+    16-bit word (even byte + 256 odd byte) is added whole into `evens`, and its odd byte (a shift)
+    into `odds`; once per call the odd bytes' share is taken back out (evens - 256 odds, exact mod
+    2^16 because the even sums stay below 2^15) and the words are put back in row order."""
     per_step = 2 if pairs else 1                                     # groups per byte of codes
     sums_of = [(k, b, h) for k in range(n_tokens) for b in range(n_blocks) for h in range(2)]   # h: low / high nibbles
 
@@ -586,16 +587,19 @@ def _nibble_codegen(n_tokens, pairs, n_blocks=1):
                             looked = [pshufb(tables[g][h], codes[b][g]) for g in range(per_step)]
                             total = looked[0] if per_step == 1 else builder.add(looked[0], looked[1])
                             builder.store(builder.add(builder.load(sums[k, b, h]), total), sums[k, b, h])
-            for key in sums_of:                                      # bytes -> words: even bytes, odd bytes
+            for key in sums_of:                                      # bytes -> words: whole words, odd bytes
                 words = builder.bitcast(builder.load(sums[key]), _WIDE)
-                builder.store(builder.add(builder.load(evens[key]), builder.and_(words, splat16(255))), evens[key])
+                builder.store(builder.add(builder.load(evens[key]), words), evens[key])
                 builder.store(builder.add(builder.load(odds[key]), builder.lshr(words, splat16(8))), odds[key])
         wide = ir.VectorType(_I32, 32)
         row_order = idx([lane for w in range(16) for lane in (w, 16 + w)])   # row 2w: even word w; 2w + 1: odd
+        def row_sums(key):                                           # the even bytes' sums, then rows in order
+            odd = builder.load(odds[key])
+            even = builder.sub(builder.load(evens[key]), builder.shl(odd, splat16(8)))
+            return builder.zext(builder.shuffle_vector(even, odd, row_order), wide)
         for k in range(n_tokens):
             for b in range(n_blocks):
-                lo, hi = (builder.zext(builder.shuffle_vector(builder.load(evens[k, b, h]), builder.load(odds[k, b, h]),
-                                                              row_order), wide) for h in range(2))
+                lo, hi = row_sums((k, b, 0)), row_sums((k, b, 1))
                 out = builder.bitcast(builder.gep(aa.data, [builder.add(builder.mul(c(k), width),
                                                                         builder.mul(builder.add(rb, c(b)), c(NIBBLE_ROWS)))]),
                                       wide.as_pointer())

@@ -280,8 +280,10 @@ print(f"version 6, tables ready: {tm.fmt(tm.time_it(lambda: tm.lookup_product(p6
 # low-nibble sums and the high-nibble sums; each is broadcast to both halves of a vector, so that
 # with 32 rows' codes in a vector one VPSHUFB per table gives 32 rows × 2 weights, one nibble each,
 # and a VPADDB adds them into that nibble's 32 byte sums. The bytes are widened every 8 groups
-# (8 · 30 < 256): their even bytes (an AND) and odd bytes (a shift) are added as 16-bit words, and
-# put back in row order once at the end, with `16 · high + low`, a shift and an add.
+# (8 · 30 < 256) without crossing a half: each 16-bit word (even byte + 256 · odd byte) is added
+# whole into one word sum and its odd byte (a shift) into another. Once at the end the odd bytes'
+# share comes back out of the first sum (exact modulo 2^16: the sums stay below 2^15), the words go
+# back in row order, and `16 · high + low` is a shift and an add.
 
 # %%
 x7 = np.zeros((1, 64), np.int8)

@@ -281,11 +281,11 @@ def test_v6_looks_up_with_vpermw():
 @pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
 def test_v7_looks_up_with_vpshufb():
     # what version 7 claims to be: per token and group its two tables in both halves (vbroadcasti128),
-    # two vpshufb and two vpaddb over 32 rows' codes, the byte sums widened by an AND and a shift
-    # (vpsrlw) into word sums (vpaddw)
+    # two vpshufb and two vpaddb over 32 rows' codes, the byte sums widened into word sums (vpaddw)
+    # with their odd bytes shifted down (vpsrlw) and, at the end, subtracted back out (vpsubw)
     kernel, args = _kernel_args()["v7 matmul"]
     _, asm = compiled_code(kernel, *args)
-    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw"))
+    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw", "vpsubw"))
 
 
 @pytest.mark.skipif(not tm.simd.AVX2, reason="the instruction check needs a CPU with AVX2")
@@ -293,10 +293,11 @@ def test_v7_looks_up_with_vpshufb():
 def test_v8_looks_up_with_vpshufb(name):
     # what version 8 claims to be: 32 bytes of codes split into two groups' codes by ANDs and a shift
     # (vpsrlw), the tables broadcast to both halves (vbroadcasti128), then vpshufb lookups and vpaddb
-    # sums, widened into word sums (vpaddw); the GEMV prefetches its codes ahead
+    # sums, widened into word sums (vpaddw, the odd bytes' share subtracted back out: vpsubw); the
+    # GEMV prefetches its codes ahead
     kernel, args = _kernel_args()[name]
     _, asm = compiled_code(kernel, *args)
-    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw"))
+    assert all(op in asm for op in ("vpshufb", "vpaddb", "vbroadcasti128", "vpsrlw", "vpaddw", "vpsubw"))
     assert ("prefetcht1" in asm) == (name == "v8 matvec")
 
 
