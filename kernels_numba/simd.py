@@ -570,8 +570,8 @@ def _nibble_codegen(n_tokens, pairs, n_blocks=1):
                 codes = []
                 for b in range(n_blocks):
                     v = builder.load(builder.gep(code_rows[b], [j]), align=1)
-                    codes.append([builder.and_(v, splat8(15)), builder.and_(builder.lshr(v, splat8(4)), splat8(15))]
-                                 if pairs else [v])
+                    # the high nibble: a byte shift clears its top bits (x86 has none: VPSRLW, then VPAND)
+                    codes.append([builder.and_(v, splat8(15)), builder.lshr(v, splat8(4))] if pairs else [v])
                 first = builder.shl(j, c(per_step))                          # the step's first table: 2 per_step j
                 for k in range(n_tokens):
                     tables = []                                      # [group][h], each in both halves
