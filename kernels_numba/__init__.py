@@ -28,6 +28,8 @@ Files, one concept each:
     step_memory.py     a training step's peak resident memory, fused vs caching, in fresh processes
     engine.py          Engine: a packed model decoding with carried state
     bench.py           the measurements of the README's "Measured" table (python -m kernels_numba.bench)
+    budget.py          what bounds version 8's GEMV: its instructions per weight, counted in its machine
+                       code, and the core's rate on them (python -m kernels_numba.budget)
     peers.py           bench --peers: mmf beside PyTorch and the machine's limits, one process per contender
     peer_torch.py      the PyTorch peer: the same MMfree LM as a PyTorch user writes it (imports torch)
 """
