@@ -334,6 +334,32 @@ print(f"GEMV, version 5 (planes): {tm.fmt(tm.time_it(lambda: tm._v5_matvec_kerne
 print(f"GEMV, version 8 (pairs):  {tm.fmt(tm.time_it(lambda: tm._v8_matvec_kernel(pairs6.codes, pairs6.offset, tables8, out8), repeats=50))}")
 
 # %% [markdown]
+# ## 3g. What bounds the GEMV: count its instructions, then time them
+#
+# A GEMV reads every weight once, so one of two things bounds it: the bus (bytes of weights per second)
+# or the core (instructions per weight ÷ instructions per cycle). The second can be read off the
+# compiled code. `kernels_numba.budget` finds version 8's hot loop in the machine code (the block that
+# jumps back to itself with the most VPSHUFB) and sorts its instructions by what they do, per 1024
+# weights. Then it times that loop on one thread with codes and tables in L1, so that neither memory
+# nor a thread launch is in the way, and on two threads, each on its own copy. With the clock measured
+# by a chain of dependent one-cycle operations, that gives cycles per 1024 weights.
+#
+# Of the ~100 vector instructions per 1024 weights, 64 are the lookups and their adds (two VPSHUFB and
+# two VPADDB per 32 rows × 2 weights); the rest split the codes (two per byte) and widen the byte sums.
+# The last line scales the two-thread rate to the ternary weights of one 370M-shape decoding step. It
+# is the most tokens per second the core allows; the bandwidth limit is beside it in
+# `python -m kernels_numba.bench --peers`.
+
+# %%
+from kernels_numba import budget
+if simd.AVX2:
+    gemv_budget = budget.loop_budget()
+    rates = budget.core_rate(reps=500 if SMOKE else 20_000, rounds=3 if SMOKE else 7)
+    print("\n".join(budget.report(rates, gemv_budget, budget.clock_hz(), budget.WEIGHTS_370M)))
+else:
+    print("no AVX2 here: version 8 does not run, nothing to count")
+
+# %% [markdown]
 # ## 4. Exactness
 #
 # Every numbered version (1 plain loops, 2 lookup tables after T-MAC/TL2, 3 bit planes + SWAR,
@@ -535,13 +561,15 @@ print(f"activation memory saved by fused recompute: BitLinear caches {100 * mem[
 # ## 8. Where this stands
 #
 # * The add/subtract kernels are exact and contain no multiply; decoding is where 2-bit weights pay:
-#   the GEMV and the engine read 16× fewer weight bytes than float32 (2 bits instead of 32), and decoding is
-#   bound by reading weights.
+#   the GEMV and the engine read 16× fewer weight bytes than float32 (2 bits instead of 32). With AVX-512
+#   (versions 4 and 5) decoding is then bound by reading weights; with AVX2 alone (version 8) the core's
+#   instructions bind first, ~100 per 1024 weights (section 3g).
 # * Training is not: its GEMMs are compute-bound, and one AVX-512 FMA instruction does 16 float32
 #   multiply-adds — about what VPSADBW's additions manage on ternary weights. So
 #   the `ternary` training variant is no faster than float BLAS here, and a step's float GEMMs
 #   (the forward and the two STE backward products, E5) set its floor (printed by the benchmark).
 # * Full-size numbers: `python -m kernels_numba.bench` (GEMV 4096², 370M decode, memory, training
-#   step, activation memory), and `python -m kernels_numba.products N` for version N alone;
+#   step, activation memory), `python -m kernels_numba.products N` for version N alone, and
+#   `python -m kernels_numba.budget` for version 8's instruction count and the core's rate on it;
 #   `python -m kernels_numba.step_profile` splits a training step into its phases, and
 #   `python -m kernels_numba.step_memory` measures its peak resident memory in fresh processes.
