@@ -191,14 +191,20 @@ WEIGHTS_370M = 24 * (4 * 1024 * 1024 + 3 * 2816 * 1024) + 32000 * 1024
 
 
 def main(argv):
+    """python -m kernels_numba.budget [ROUNDS]: the count, then ROUNDS alternated timing rounds (7)."""
+    if len(argv) > 1 or (argv and not (argv[0].isdigit() and int(argv[0]) >= 1)):
+        raise ValueError(f"usage: python -m kernels_numba.budget [ROUNDS], ROUNDS a whole number >= 1 of "
+                         f"timing rounds; got {' '.join(argv)!r}")
     if not simd.AVX2:
-        raise SystemExit("version 8's GEMV is AVX2 code (VPSHUFB); this CPU has no AVX2: nothing to count")
-    rounds = int(argv[1]) if len(argv) > 1 else 7
+        print("version 8's GEMV is AVX2 code (VPSHUFB) and this CPU has no AVX2: nothing to count", file=sys.stderr)
+        return 1
     budget = loop_budget()
     hz = clock_hz()
-    rates = core_rate(rounds=rounds)
+    rates = core_rate(rounds=int(argv[0]) if argv else 7)
     print("\n".join(report(rates, budget, hz, WEIGHTS_370M)))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    from mmf.cli import run
+    sys.exit(run(main, None, "python -m kernels_numba.budget"))

@@ -1,4 +1,8 @@
 """kernels_numba.budget: the GEMV's instructions counted in its machine code, and the core's clock."""
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -97,3 +101,11 @@ def test_version_8_gemv_hot_loop_budget():
     assert per_1024["lookups"] == 32 and per_1024["byte adds"] == 32 and per_1024["code split"] == 24
     assert per_1024["other vector"] == 0 and per_1024["spills"] == 0
     assert per_1024["table loads"] == 16                             # each broadcast serves PAIR_BLOCKS blocks
+
+
+def test_command_line_refuses_a_bad_round_count_in_one_line():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "kernels_numba.budget", "many"], cwd=repo, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "ROUNDS a whole number >= 1" in r.stderr and "'many'" in r.stderr
