@@ -6,7 +6,8 @@ core: the instructions it issues per weight, divided by the instructions the cor
 This module measures the second bound, to put beside the bench's read bandwidth:
 
   1. count: compile version 8's GEMV, find its hot loop in the machine code (the self-looping block
-     with the most VPSHUFB), and sort its instructions by what they do, per 1024 weights;
+     with the most VPSHUFB), and sort its instructions by what they do, per 1024 weights; the same
+     for its many-token kernel (batched steps, prefills), per 1024 weight-tokens;
   2. time: run that loop (pair_chunk1, the GEMV's inner call) on one thread over codes and tables that
      fit in L1 (no memory traffic, no thread launch), then on two threads each with its own copy;
   3. divide: nanoseconds per 1024 weights, and, with the clock measured by a chain of dependent
@@ -14,7 +15,7 @@ This module measures the second bound, to put beside the bench's read bandwidth:
 
 Outside the hot loop, once per NIBBLE_BYTE_GROUPS groups, the byte sums are widened into word sums
 (simd._nibble_codegen: an add, a shift and an add per byte-sum vector, 12 instructions per 1024
-weights); `WIDENING_PER_1024` adds them to the count.
+weight-tokens, for one token as for four); `WIDENING_PER_1024` adds them to the count.
 """
 import sys
 import time
@@ -25,8 +26,8 @@ from numba import njit, prange
 
 from . import simd
 from .packing import pack_ternary
-from .products import _v8_matvec_kernel, compiled_code, nibble_tables_of, pack_pairs
-from .simd import NIBBLE_BYTE_GROUPS, NIBBLE_ROWS, PAIR_BLOCKS, pair_chunk1
+from .products import _v8_matmul_kernel, _v8_matvec_kernel, compiled_code, nibble_tables_of, pack_pairs
+from .simd import NIBBLE_BYTE_GROUPS, NIBBLE_ROWS, NIBBLE_TOKENS, PAIR_BLOCKS, pair_chunk1
 
 # what each instruction of the hot loop does (the first matching rule wins)
 ROLES = (
@@ -40,9 +41,9 @@ ROLES = (
     ("scalar", lambda op, args: True),
 )
 VECTOR_ALU = ("lookups", "byte adds", "code split", "other vector")   # what runs on the vector pipes
-# per byte-sum vector and widening: VPADDW (the whole words), VPSRLW (the odd bytes), VPADDW; a GEMV
-# call keeps 2 PAIR_BLOCKS byte-sum vectors (low and high nibbles) and widens every NIBBLE_BYTE_GROUPS
-# groups of 32 rows x 2 weights
+# per byte-sum vector and widening: VPADDW (the whole words), VPSRLW (the odd bytes), VPADDW; each token
+# and block of 32 rows has two byte-sum vectors (low and high nibbles), widened every NIBBLE_BYTE_GROUPS
+# groups of 2 weights
 WIDENING_PER_1024 = 3 * 2 * 1024 // (NIBBLE_BYTE_GROUPS * NIBBLE_ROWS * 2)
 
 
@@ -82,15 +83,18 @@ def classify(instructions):
     return counts
 
 
-def loop_budget():
-    """Version 8's GEMV hot loop, counted: ({role: instructions per 1024 weights}, weights per
-    iteration). Each VPSHUFB looks up one nibble half of a 2-weight group for 32 rows, so an
-    iteration with n of them covers 32 n weights."""
+def loop_budget(tokens=1):
+    """Version 8's hot loop, counted: ({role: instructions per 1024 weight-tokens}, weight-tokens per
+    iteration), for the GEMV (tokens 1) or the many-token kernel (tokens 4: each load and split of
+    codes serves NIBBLE_TOKENS tokens). Each VPSHUFB looks up one nibble half of a 2-weight group for
+    32 rows and one token, so an iteration with n of them covers 32 n weight-tokens."""
     rng = np.random.default_rng(0)
     W = rng.integers(-1, 2, (2 * NIBBLE_ROWS * PAIR_BLOCKS, 1024)).astype(np.int8)
     pairs = pack_pairs(pack_ternary(W))
-    tables = nibble_tables_of(rng.integers(-128, 128, (1, 1024)).astype(np.int8), pairs.n_blocks, pad=1)
-    _, asm = compiled_code(_v8_matvec_kernel, pairs.codes, pairs.offset, tables, np.empty((1, W.shape[0]), np.int32))
+    X = rng.integers(-128, 128, (tokens, 1024)).astype(np.int8)
+    tables = nibble_tables_of(X, pairs.n_blocks, pad=1 if tokens == 1 else NIBBLE_TOKENS)
+    kernel = _v8_matvec_kernel if tokens == 1 else _v8_matmul_kernel
+    _, asm = compiled_code(kernel, pairs.codes, pairs.offset, tables, np.empty((tokens, W.shape[0]), np.int32))
     counts = classify(hot_loop(asm))
     weights = 32 * counts["lookups"]
     return {role: n * 1024 / weights for role, n in counts.items()}, weights
@@ -162,21 +166,36 @@ def core_rate(columns=512, rows=2 * NIBBLE_ROWS * PAIR_BLOCKS, reps=20_000, roun
     return {t: (t * work / float(np.median(s)), t * work / min(s)) for t, s in seconds.items()}
 
 
-def report(rates, budget, hz, weights_per_token=None):
-    """The lines that python -m kernels_numba.budget prints."""
-    per_1024, weights = budget
-    alu = sum(per_1024[r] for r in VECTOR_ALU) + WIDENING_PER_1024
-    lines = [f"version 8 GEMV, hot loop ({weights} weights per iteration), instructions per 1024 weights:",
-             "  " + ", ".join(f"{role} {n:g}" for role, n in per_1024.items() if n),
-             f"  + widening outside the loop {WIDENING_PER_1024}: {alu:g} on the vector pipes"]
+def vector_instructions(per_1024):
+    """Instructions on the vector pipes per 1024 weight-tokens: the hot loop's and the widening's."""
+    return sum(per_1024[r] for r in VECTOR_ALU) + WIDENING_PER_1024
+
+
+def report(rates, budgets, hz, weights_per_token=None):
+    """The lines that python -m kernels_numba.budget prints. budgets: {tokens: loop_budget(tokens)},
+    the GEMV's (1) first; rates: core_rate()."""
+    lines = []
+    for tokens, (per_1024, weights) in budgets.items():
+        what = "GEMV" if tokens == 1 else f"{tokens}-token kernel"
+        unit = "weights" if tokens == 1 else "weight-tokens"
+        lines += [f"version 8 {what}, hot loop ({weights} {unit} per iteration), instructions per 1024 {unit}:",
+                  "  " + ", ".join(f"{role} {n:g}" for role, n in per_1024.items() if n),
+                  f"  + widening outside the loop {WIDENING_PER_1024}: {vector_instructions(per_1024):g} on the "
+                  f"vector pipes"]
+    gemv = vector_instructions(budgets[1][0])
+    for tokens, (per_1024, _) in budgets.items():
+        if tokens > 1:
+            lines.append(f"so per weight-token a batch issues {vector_instructions(per_1024) / gemv:.2f}x the GEMV's "
+                         f"instructions: where both are compute-bound, a batch's products run at most "
+                         f"{gemv / vector_instructions(per_1024):.2f}x batch 1's tokens per second")
     one = rates[1][0]
     cycles = 1024 / one * hz
     lines.append(f"clock {hz / 1e9:.2f} GHz (a chain of dependent one-cycle operations)")
     for t, (median, best) in rates.items():
-        lines.append(f"{t} thread{'s' if t > 1 else ' '}, codes and tables in L1: {median / 1e9:5.1f} G weights/s "
-                     f"(best {best / 1e9:.1f})" + (f" = {cycles:.1f} cycles per 1024 weights, {alu / cycles:.2f} "
-                                                   f"vector instructions per cycle" if t == 1 else
-                                                   f" = {median / one:.2f}x one thread"))
+        lines.append(f"GEMV on {t} thread{'s' if t > 1 else ' '}, codes and tables in L1: {median / 1e9:5.1f} G "
+                     f"weights/s (best {best / 1e9:.1f})" + (f" = {cycles:.1f} cycles per 1024 weights, "
+                                                             f"{gemv / cycles:.2f} vector instructions per cycle"
+                                                             if t == 1 else f" = {median / one:.2f}x one thread"))
     if weights_per_token:
         best_t = max(rates)
         lines.append(f"a step of {weights_per_token / 1e6:.0f}M weights at the {best_t}-thread rate: "
@@ -198,10 +217,10 @@ def main(argv):
     if not simd.AVX2:
         print("version 8's GEMV is AVX2 code (VPSHUFB) and this CPU has no AVX2: nothing to count", file=sys.stderr)
         return 1
-    budget = loop_budget()
+    budgets = {tokens: loop_budget(tokens) for tokens in (1, NIBBLE_TOKENS)}
     hz = clock_hz()
     rates = core_rate(rounds=int(argv[0]) if argv else 7)
-    print("\n".join(report(rates, budget, hz, WEIGHTS_370M)))
+    print("\n".join(report(rates, budgets, hz, WEIGHTS_370M)))
     return 0
 
 

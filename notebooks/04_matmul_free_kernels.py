@@ -346,16 +346,19 @@ print(f"GEMV, version 8 (pairs):  {tm.fmt(tm.time_it(lambda: tm._v8_matvec_kerne
 #
 # Of the ~100 vector instructions per 1024 weights, 64 are the lookups and their adds (two VPSHUFB and
 # two VPADDB per 32 rows × 2 weights); the rest split the codes (two per byte) and widen the byte sums.
-# The last line scales the two-thread rate to the ternary weights of one 370M-shape decoding step. It
-# is the most tokens per second the core allows; the bandwidth limit is beside it in
+# The many-token kernel (batched steps, prefills) shares the load and split of the codes among four
+# tokens, but every token still needs its own lookups, adds and widening: per weight-token it issues
+# only ~20% fewer instructions, which caps what a batch gains where the core is the bound. The last
+# line scales the two-thread rate to the ternary weights of one 370M-shape decoding step: the most
+# tokens per second the core allows. The bandwidth limit is beside it in
 # `python -m kernels_numba.bench --peers`.
 
 # %%
 from kernels_numba import budget
 if simd.AVX2:
-    gemv_budget = budget.loop_budget()
+    budgets = {tokens: budget.loop_budget(tokens) for tokens in (1, 4)}     # the GEMV, the 4-token kernel
     rates = budget.core_rate(reps=500 if SMOKE else 20_000, rounds=3 if SMOKE else 7)
-    print("\n".join(budget.report(rates, gemv_budget, budget.clock_hz(), budget.WEIGHTS_370M)))
+    print("\n".join(budget.report(rates, budgets, budget.clock_hz(), budget.WEIGHTS_370M)))
 else:
     print("no AVX2 here: version 8 does not run, nothing to count")
 

@@ -58,14 +58,18 @@ def test_classify_sorts_instructions_by_role():
 
 
 def test_report_divides_the_counts_by_the_measured_times():
-    per_1024 = {"lookups": 32, "byte adds": 32, "code split": 24, "table loads": 16, "other loads": 10,
-                "spills": 0, "other vector": 0, "scalar": 8}
+    gemv = {"lookups": 32, "byte adds": 32, "code split": 24, "table loads": 16, "other loads": 10,
+            "spills": 0, "other vector": 0, "scalar": 8}
+    tokens = {**gemv, "code split": 6}                               # the split shared by four tokens
     rates = {1: (1e11, 1.2e11), 2: (1.5e11, 2e11)}                  # weights per second: median, best
-    lines = budget.report(rates, (per_1024, 512), 3.2e9, weights_per_token=3e8)
+    lines = budget.report(rates, {1: (gemv, 512), 4: (tokens, 512)}, 3.2e9, weights_per_token=3e8)
     alu = 32 + 32 + 24 + budget.WIDENING_PER_1024                    # 100 on the vector pipes
+    alu4 = 32 + 32 + 6 + budget.WIDENING_PER_1024                    # 82
     cycles = 1024 / 1e11 * 3.2e9                                     # 32.8 cycles per 1024 weights
     text = "\n".join(lines)
-    assert f"{alu:g} on the vector pipes" in text
+    assert f"{alu:g} on the vector pipes" in text and f"{alu4:g} on the vector pipes" in text
+    assert f"issues {alu4 / alu:.2f}x the GEMV's instructions" in text
+    assert f"run at most {alu / alu4:.2f}x batch 1's tokens per second" in text
     assert f"{cycles:.1f} cycles per 1024 weights, {alu / cycles:.2f} vector instructions per cycle" in text
     assert "= 1.50x one thread" in text
     assert f"{3e8 / 1.5e11 * 1e3:.2f} ms of products -> at most {1.5e11 / 3e8:.0f} tok/s" in text
@@ -101,6 +105,16 @@ def test_version_8_gemv_hot_loop_budget():
     assert per_1024["lookups"] == 32 and per_1024["byte adds"] == 32 and per_1024["code split"] == 24
     assert per_1024["other vector"] == 0 and per_1024["spills"] == 0
     assert per_1024["table loads"] == 16                             # each broadcast serves PAIR_BLOCKS blocks
+
+
+@pytest.mark.skipif(not simd.AVX2, reason="version 8's kernels are AVX2 code")
+def test_version_8_many_token_kernel_shares_only_the_split():
+    # the four-token kernel loads and splits a vector of codes once for NIBBLE_TOKENS tokens (6 instead of
+    # 24 per 1024 weight-tokens), but every token keeps its own 32 lookups and 32 adds
+    per_1024, weights = budget.loop_budget(simd.NIBBLE_TOKENS)
+    assert weights % 128 == 0
+    assert per_1024["lookups"] == 32 and per_1024["byte adds"] == 32
+    assert per_1024["code split"] == 24 / simd.NIBBLE_TOKENS and per_1024["other vector"] == 0
 
 
 def test_command_line_refuses_a_bad_round_count_in_one_line():
