@@ -49,8 +49,8 @@ WIDENING_PER_1024 = 3 * 2 * 1024 // (NIBBLE_BYTE_GROUPS * NIBBLE_ROWS * 2)
 
 def hot_loop(asm):
     """The instructions (op, operands) of the basic block of `asm` (from a label to the first jump) that
-    jumps back to its own label and holds the most VPSHUFB: the GEMV's inner loop. ValueError if no
-    such block exists."""
+    jumps back to its own label and holds the most VPSHUFB: a version 8 kernel's inner loop. ValueError
+    if no such block exists."""
     blocks, label, body = [], None, []
     for line in asm.splitlines():
         s = line.split("#")[0].strip()
@@ -138,7 +138,7 @@ def _loop_threads(codes, tables, acc, reps):
 
 
 def core_rate(columns=512, rows=2 * NIBBLE_ROWS * PAIR_BLOCKS, reps=20_000, rounds=7, threads=None):
-    """Weights per second of the GEMV's inner loop with its codes and tables in L1 (8 KiB each at the
+    """Weights per second of the GEMV's inner loop with its codes and tables in L1 (16 and 8 KiB at the
     defaults), on 1 and on 2 threads (where Numba has two) each over its own copy: {threads: (median,
     best)}, the rounds alternated."""
     threads = threads or ((1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 else (1,))
