@@ -347,8 +347,9 @@ print(f"GEMV, version 8 (pairs):  {tm.fmt(tm.time_it(lambda: tm._v8_matvec_kerne
 # Of the ~100 vector instructions per 1024 weights, 64 are the lookups and their adds (two VPSHUFB and
 # two VPADDB per 32 rows × 2 weights); the rest split the codes (two per byte) and widen the byte sums.
 # The many-token kernel (batched steps, prefills) shares the load and split of the codes among four
-# tokens, but every token still needs its own lookups, adds and widening: per weight-token it issues
-# only ~20% fewer instructions, which caps what a batch gains where the core is the bound. The last
+# tokens, but every token still needs its own lookups, adds and widening: per weight-token it saves
+# only the split, and that caps what a batch gains where the core is the bound (both counts and the
+# cap are printed below). The last
 # line scales the two-thread rate to the ternary weights of one 370M-shape decoding step: the most
 # tokens per second the core allows. The bandwidth limit is beside it in
 # `python -m kernels_numba.bench --peers`.
