@@ -7,9 +7,9 @@ from mmf import gradcheck
 from mmf.layers import rmsnorm
 
 
-@pytest.fixture(scope="module")
-def results():
-    return gradcheck.run_all(seed=0)
+@pytest.fixture
+def results(gradcheck_results):
+    return gradcheck_results
 
 
 def test_every_layer_passes(results):

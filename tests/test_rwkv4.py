@@ -35,9 +35,9 @@ def wkv_by_softmax(k, v, w, u):
 # ----------------------------------------------------------------------------
 # finite differences
 
-@pytest.fixture(scope="module")
-def fd_results():
-    return gradcheck.run_rwkv4(seed=0)
+@pytest.fixture
+def fd_results(rwkv4_gradcheck_results):
+    return rwkv4_gradcheck_results
 
 
 def test_finite_differences_every_rwkv4_tensor(fd_results):
