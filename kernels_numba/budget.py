@@ -18,15 +18,15 @@ Outside the hot loop, once per NIBBLE_BYTE_GROUPS groups, the byte sums are wide
 weight-tokens, for one token as for four); `WIDENING_PER_1024` adds them to the count.
 """
 import sys
-import time
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from . import simd
+from .bench import FULL
 from .packing import pack_ternary
-from .products import _v8_matmul_kernel, _v8_matvec_kernel, compiled_code, nibble_tables_of, pack_pairs
+from .products import _v8_matmul_kernel, _v8_matvec_kernel, compiled_code, nibble_tables_of, pack_pairs, timings
 from .simd import NIBBLE_BYTE_GROUPS, NIBBLE_ROWS, NIBBLE_TOKENS, PAIR_BLOCKS, pair_chunk1
 
 # what each instruction of the hot loop does (the first matching rule wins)
@@ -111,15 +111,7 @@ def _chain(n):
 
 def clock_hz(n=20_000_000, repeats=5):
     """The core's clock, from the fastest of `repeats` runs of _chain(n)."""
-    _chain(1000)
-    best = min(_timed(lambda: _chain(n)) for _ in range(repeats))
-    return 3 * n / best
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    return 3 * n / timings(lambda: _chain(n), repeats).min()
 
 
 @njit(cache=True)
@@ -159,7 +151,7 @@ def core_rate(columns=512, rows=2 * NIBBLE_ROWS * PAIR_BLOCKS, reps=20_000, roun
         for r in range(rounds):
             for t in (threads if r % 2 == 0 else threads[::-1]):
                 numba.set_num_threads(t)
-                seconds[t].append(_timed(lambda: _loop_threads(codes_k[:t], tables_k[:t], acc[:t], reps)))
+                seconds[t].append(timings(lambda: _loop_threads(codes_k[:t], tables_k[:t], acc[:t], reps), 1, 0)[0])
     finally:
         numba.set_num_threads(previous)
     work = rows * columns * reps
@@ -204,9 +196,14 @@ def report(rates, budgets, hz, weights_per_token=None):
     return lines
 
 
-# the 370M shape's ternary weights read per decoding step: 24 layers of i/f/g (3 x 1024 x 1024), o (1024 x
-# 1024), gate/up (2 x 2816 x 1024) and down (1024 x 2816), and the head (32000 x 1024)
-WEIGHTS_370M = 24 * (4 * 1024 * 1024 + 3 * 2816 * 1024) + 32000 * 1024
+def ternary_weights(config):
+    """The ternary weights one decoding step reads, for a model config dict (bench.FULL["decode"]): per layer
+    i/f/g and o (4 D x D), gate/up and down (3 I x D), then the head (V x D)."""
+    D, I = config["hidden_size"], config["intermediate_size"]
+    return config["num_layers"] * (4 * D * D + 3 * I * D) + config["vocab_size"] * D
+
+
+WEIGHTS_370M = ternary_weights(FULL["decode"])                        # the bench's 370M shape: 341M
 
 
 def main(argv):

@@ -123,3 +123,8 @@ def test_command_line_refuses_a_bad_round_count_in_one_line():
                        text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "ROUNDS a whole number >= 1" in r.stderr and "'many'" in r.stderr
+
+
+def test_weights_per_step_of_the_370m_shape():
+    # 24 layers x (i, f, g, o: 4 x 1024^2; gate, up, down: 3 x 2816 x 1024) + the head 32000 x 1024
+    assert budget.WEIGHTS_370M == 24 * (4 * 1024 * 1024 + 3 * 2816 * 1024) + 32000 * 1024 == 341_049_344
